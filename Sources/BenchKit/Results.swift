@@ -1,0 +1,91 @@
+import ShadowMMU
+
+/// What identifies one measured series: one row of crossover.csv, one plot.
+public struct SeriesKey: Hashable, Sendable, Comparable {
+    public var scenario: String
+    public var paging: String
+    public var sptesPerGFN: Int
+    public var slotPages: Int
+    public var vmPages: Int
+    public var pattern: String
+
+    public init(scenario: String, paging: String, sptesPerGFN: Int, slotPages: Int, vmPages: Int, pattern: String) {
+        self.scenario = scenario
+        self.paging = paging
+        self.sptesPerGFN = sptesPerGFN
+        self.slotPages = slotPages
+        self.vmPages = vmPages
+        self.pattern = pattern
+    }
+
+    /// "threshold 1GiB tdp even" for people.
+    public var label: String {
+        var s = "\(scenario) \(Bytes.pages(slotPages)) \(paging)"
+        if sptesPerGFN > 1 { s += "×\(sptesPerGFN)" }
+        if vmPages != slotPages { s += " in \(Bytes.pages(vmPages)) VM" }
+        return s + " \(pattern)"
+    }
+
+    /// A file-name-safe form of the label.
+    public var slug: String {
+        label.map { $0.isLetter || $0.isNumber ? $0 : "-" }.reduce(into: "") { s, c in
+            if !(c == "-" && s.last == "-") { s.append(c) }
+        }.trimmingSuffix("-")
+    }
+
+    public static func < (a: SeriesKey, b: SeriesKey) -> Bool {
+        (a.scenario, a.slotPages, a.vmPages, a.paging, a.sptesPerGFN, a.pattern)
+            < (b.scenario, b.slotPages, b.vmPages, b.paging, b.sptesPerGFN, b.pattern)
+    }
+}
+
+extension String {
+    func trimmingSuffix(_ c: Character) -> String {
+        var s = self
+        while s.last == c { s.removeLast() }
+        return s
+    }
+}
+
+/// One strategy at one point of one series: a row of points.csv.
+public struct PointRow: Sendable {
+    public var series: SeriesKey
+    /// "model" or "kvm"
+    public var backend: String
+    public var nUsedMMUPages: Int
+    public var dirtyPages: Int
+    public var strategy: String
+    /// What the seed's rule picks at this point.
+    public var seedChoice: String
+    /// For a rule (seed): what it chose at the last repetition.
+    public var chose: String
+    /// Timed repetitions, nanoseconds, warm-up excluded, in run order.
+    public var samples: [Double]
+    public var counters: ProtectCounters
+    /// Bytes allocated by this thread inside the timed regions, summed.
+    public var allocatedBytesInTimedRegion: UInt64
+    public var verified: Bool
+    /// The first violations found, empty when verified.
+    public var violations: String
+    public var cache: String
+
+    public var summary: SampleSummary { SampleSummary(samples) }
+    public var dirtyPerUsed: Double { Double(dirtyPages) / Double(max(1, nUsedMMUPages)) }
+}
+
+/// Human-readable sizes.
+public enum Bytes {
+    /// "1GiB", "512MiB", "16KiB" for a page count (4 KiB pages), exact when it can be.
+    public static func pages(_ n: Int) -> String { format(n * 4096) }
+
+    public static func format(_ bytes: Int) -> String {
+        let units = ["B", "KiB", "MiB", "GiB", "TiB"]
+        var u = 0
+        while u < units.count - 1, bytes >= 1 << (10 * (u + 1)) { u += 1 }
+        let scale = 1 << (10 * u)
+        if bytes % scale == 0 { return "\(bytes / scale)\(units[u])" }
+        return String(format: "%.1f", Double(bytes) / Double(scale)) + units[u]
+    }
+}
+
+import Foundation

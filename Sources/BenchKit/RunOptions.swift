@@ -1,0 +1,189 @@
+import Foundation
+import ShadowMMU
+
+/// The `bench run` options as typed, before checking. `plan()` checks every
+/// one against its accepted range and the machine's memory, and throws a
+/// one-line `BenchError.usage` naming the option, before anything large is
+/// allocated.
+public struct RunOptions: Sendable {
+    public var quick = false
+    public var slotPages: String?
+    public var vmPages: String?
+    public var paging: String?
+    public var mappings: String?
+    public var pattern: String?
+    public var strategy: String?
+    public var dirty: String?
+    public var reps: String?
+    public var warmup: String?
+    public var cache: String?
+    public var seed: String?
+    public var output = "results"
+    public var quiet = false
+
+    public init() {}
+
+    /// The defaults, and what `--quick` changes.
+    public enum Defaults {
+        public static let slotPages = "1GiB,16GiB"
+        public static let quickSlotPages = "128MiB"
+        public static let paging = "tdp,shadow"
+        public static let mappings = 2
+        public static let pattern = "even,random"
+        /// In the default run, slots above this get only the even pattern.
+        public static let randomPatternMaxSlotPages = 1 << 18
+        public static let reps = 11
+        public static let quickReps = 7
+        public static let warmup = 1
+        public static let seed: UInt64 = 1
+    }
+
+    /// Bounds the options accept.
+    public enum Limits {
+        /// Slot sizes: 1 page to 1 TiB (the shadow-paging layout indexes pages in 32 bits).
+        public static let slotPages = 1...(1 << 28)
+        public static let mappings = 1...16
+        public static let reps = 1...1000
+        public static let warmup = 0...100
+    }
+
+    public func plan(memoryAvailable: Int = SystemMemory.availableBytes) throws -> RunPlan {
+        let slots = try Parse.list(slotPages ?? (quick ? Defaults.quickSlotPages : Defaults.slotPages), option: "--slot-pages") {
+            try Parse.pages($0, option: "--slot-pages", range: Limits.slotPages)
+        }
+        let vm = try vmPages.map { try Parse.pages($0, option: "--vm-pages", range: Limits.slotPages) }
+        if let vm, let big = slots.max(), vm < big {
+            throw BenchError.usage("--vm-pages: \(vm) pages is smaller than the slot (\(big) pages); accepted: \(big) to \(Limits.slotPages.upperBound) pages")
+        }
+        let k = try mappings.map { try Parse.int($0, option: "--mappings", range: Limits.mappings) } ?? Defaults.mappings
+        let pagings = try Parse.list(paging ?? Defaults.paging, option: "--paging") { name -> Paging in
+            switch name {
+            case "tdp": return .tdp
+            case "shadow": return .shadow(mappings: k)
+            default: throw BenchError.usage("--paging: unknown paging mode '\(name)'; accepted: tdp, shadow")
+            }
+        }
+        let patterns = try Parse.list(pattern ?? Defaults.pattern, option: "--pattern") {
+            try Parse.choice($0, option: "--pattern", of: DirtyPattern.self)
+        }
+        let strategies = try strategy.map {
+            try Parse.list($0, option: "--strategy") { try Parse.choice($0, option: "--strategy", of: Strategy.self) }
+        } ?? Strategy.allCases
+        let smallest = slots.min()!
+        let counts = try dirty.map {
+            CountPlan.explicit(try Parse.list($0, option: "--dirty") {
+                try Parse.int($0, option: "--dirty", range: 1...smallest, unit: "dirty pages (at most the slot's \(smallest) pages)")
+            })
+        } ?? .thresholdSweep
+        let settings = MeasureSettings(
+            reps: try reps.map { try Parse.int($0, option: "--reps", range: Limits.reps) } ?? (quick ? Defaults.quickReps : Defaults.reps),
+            warmup: try warmup.map { try Parse.int($0, option: "--warmup", range: Limits.warmup) } ?? Defaults.warmup,
+            cache: try cache.map { try Parse.choice($0, option: "--cache", of: CacheMode.self) } ?? .cold,
+            seed: try seed.map { try Parse.seed($0, option: "--seed") } ?? Defaults.seed
+        )
+        guard !output.isEmpty else { throw BenchError.usage("--output: empty path; give a directory") }
+
+        // The default run: every paging mode and pattern on the 1 GiB slot, and
+        // dirty-log-perf's evenly spaced pages on the 16 GiB one, whose random
+        // pattern would double the run's time (`--pattern random` adds it).
+        let curated = !quick && slotPages == nil && pattern == nil
+        var series: [ModelSeriesSpec] = []
+        for slot in slots {
+            for p in pagings {
+                for pat in patterns where !(curated && slot > Defaults.randomPatternMaxSlotPages && pat == .random) {
+                    let layout = VMLayout(paging: p, slotPages: slot, vmPages: max(vm ?? slot, slot), seed: settings.seed)
+                    series.append(ModelSeriesSpec(scenario: "threshold", layout: layout, pattern: pat, counts: counts, strategies: strategies))
+                }
+            }
+        }
+        let plan = RunPlan(modelSeries: series, settings: settings, outputDirectory: output, quiet: quiet)
+        try Self.checkMemory(plan, available: memoryAvailable)
+        return plan
+    }
+
+    /// Refuses a plan whose largest series would not fit in 90% of the memory available.
+    static func checkMemory(_ plan: RunPlan, available: Int) throws {
+        let need = plan.peakMemoryBytes
+        guard need > available / 10 * 9 else { return }
+        let worst = plan.modelSeries.max { $0.layout.estimatedBytes < $1.layout.estimatedBytes }!
+        let option = worst.layout.vmPages > worst.layout.slotPages ? "--vm-pages" : "--slot-pages"
+        throw BenchError.usage("\(option): a \(Bytes.pages(worst.layout.vmPages)) VM under \(worst.layout.paging) needs about "
+            + "\(Bytes.format(need)) of memory; this machine has \(Bytes.format(available)) available")
+    }
+}
+
+/// Parsers for option values, each failing with a one-line usage error
+/// naming the option and what it accepts.
+public enum Parse {
+    public static func list<T>(_ text: String, option: String, _ element: (String) throws -> T) throws -> [T] {
+        let parts = text.split(separator: ",", omittingEmptySubsequences: false).map { $0.trimmingCharacters(in: .whitespaces) }
+        guard !parts.isEmpty, !parts.contains(where: \.isEmpty) else {
+            throw BenchError.usage("\(option): empty value in '\(text)'; give a comma-separated list")
+        }
+        return try parts.map(element)
+    }
+
+    public static func int(_ text: String, option: String, range: ClosedRange<Int>, unit: String = "") throws -> Int {
+        let accepted = "accepted: \(range.lowerBound) to \(range.upperBound)" + (unit.isEmpty ? "" : " \(unit)")
+        guard let v = Int(text) else { throw BenchError.usage("\(option): '\(text)' is not a whole number; \(accepted)") }
+        guard range.contains(v) else { throw BenchError.usage("\(option): \(v) is out of range; \(accepted)") }
+        return v
+    }
+
+    public static func seed(_ text: String, option: String) throws -> UInt64 {
+        guard let v = UInt64(text) else { throw BenchError.usage("\(option): '\(text)' is not a whole number; accepted: 0 to \(UInt64.max)") }
+        return v
+    }
+
+    /// A page count ("262144") or a size in bytes with a binary unit
+    /// ("1GiB", "512M", "64KiB"), which must be a whole number of 4 KiB pages.
+    public static func pages(_ text: String, option: String, range: ClosedRange<Int>) throws -> Int {
+        let accepted = "accepted: \(range.lowerBound) to \(range.upperBound) pages (\(Bytes.pages(range.lowerBound)) to \(Bytes.pages(range.upperBound))), as a page count or a size such as 1GiB"
+        let units: [(String, Int)] = [("KiB", 10), ("MiB", 20), ("GiB", 30), ("TiB", 40), ("K", 10), ("M", 20), ("G", 30), ("T", 40)]
+        var pages: Int?
+        if let v = Int(text) {
+            pages = v
+        } else if let (suffix, shift) = units.first(where: { text.uppercased().hasSuffix($0.0.uppercased()) }),
+                  let v = Int(text.dropLast(suffix.count).trimmingCharacters(in: .whitespaces)) {
+            guard v <= (Int.max >> (shift + 1)) else { throw BenchError.usage("\(option): \(text) is out of range; \(accepted)") }
+            let bytes = v << shift
+            guard bytes % 4096 == 0 else { throw BenchError.usage("\(option): \(text) is not a whole number of 4KiB pages; \(accepted)") }
+            pages = bytes / 4096
+        }
+        guard let p = pages else { throw BenchError.usage("\(option): '\(text)' is not a page count or a size; \(accepted)") }
+        guard range.contains(p) else { throw BenchError.usage("\(option): \(text) is out of range; \(accepted)") }
+        return p
+    }
+
+    public static func choice<T: RawRepresentable & CaseIterable>(_ text: String, option: String, of: T.Type) throws -> T where T.RawValue == String {
+        guard let v = T(rawValue: text) else {
+            throw BenchError.usage("\(option): unknown value '\(text)'; accepted: \(T.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
+        return v
+    }
+}
+
+/// The machine's memory, from /proc/meminfo.
+public enum SystemMemory {
+    /// MemAvailable in bytes (MemFree when the kernel does not report it).
+    public static var availableBytes: Int {
+        guard let text = readSmallFile("/proc/meminfo") else { return 0 }
+        var free = 0
+        for line in text.split(separator: "\n") {
+            let f = line.split(separator: " ", omittingEmptySubsequences: true)
+            guard f.count >= 2, let kb = Int(f[1]) else { continue }
+            if f[0] == "MemAvailable:" { return kb * 1024 }
+            if f[0] == "MemFree:" { free = kb * 1024 }
+        }
+        return free
+    }
+
+    public static var totalBytes: Int {
+        guard let text = readSmallFile("/proc/meminfo") else { return 0 }
+        for line in text.split(separator: "\n") where line.hasPrefix("MemTotal:") {
+            let f = line.split(separator: " ", omittingEmptySubsequences: true)
+            if f.count >= 2, let kb = Int(f[1]) { return kb * 1024 }
+        }
+        return 0
+    }
+}

@@ -1,0 +1,58 @@
+#ifndef CATOMICS_H
+#define CATOMICS_H
+
+#include <stdint.h>
+
+/* The kernel primitives the model's hot paths use, with the kernel's memory
+ * ordering. Each is one instruction or a short loop; static inline so Swift
+ * inlines them into the timed loops. */
+
+/* cpu_relax(): the PAUSE instruction in a spin-wait loop. */
+static inline void ca_cpu_relax(void) { __builtin_ia32_pause(); }
+
+/* arch_spin_lock() for a test-and-set lock: xchg until it was free,
+ * spinning on plain loads in between so the line is not bounced. */
+static inline void ca_spin_lock(uint32_t *lock) {
+    while (__atomic_exchange_n(lock, 1u, __ATOMIC_ACQUIRE) != 0u) {
+        while (__atomic_load_n(lock, __ATOMIC_RELAXED) != 0u) ca_cpu_relax();
+    }
+}
+
+/* arch_spin_unlock(): a release store. */
+static inline void ca_spin_unlock(uint32_t *lock) {
+    __atomic_store_n(lock, 0u, __ATOMIC_RELEASE);
+}
+
+static inline int ca_spin_is_locked(uint32_t *lock) {
+    return __atomic_load_n(lock, __ATOMIC_RELAXED) != 0u;
+}
+
+/* xchg(p, v): atomically replace a word and return the old one (the masked
+ * harvest's "take the bitmap word and zero it"). */
+static inline uint64_t ca_xchg64(uint64_t *p, uint64_t v) {
+    return __atomic_exchange_n(p, v, __ATOMIC_SEQ_CST);
+}
+
+/* test_and_set_bit_le(): a locked OR returning the bit's old value. */
+static inline int ca_test_and_set_bit64(uint64_t *word, unsigned bit) {
+    uint64_t m = (uint64_t)1 << bit;
+    return (__atomic_fetch_or(word, m, __ATOMIC_SEQ_CST) & m) != 0;
+}
+
+/* READ_ONCE()/WRITE_ONCE() on an spte: a load or store the compiler may not
+ * merge, split or elide. */
+static inline uint64_t ca_read_once64(const uint64_t *p) {
+    return __atomic_load_n(p, __ATOMIC_RELAXED);
+}
+static inline void ca_write_once64(uint64_t *p, uint64_t v) {
+    __atomic_store_n(p, v, __ATOMIC_RELAXED);
+}
+
+/* prefetch(): start loading the line at p into the caches. */
+static inline void ca_prefetch(const void *p) { __builtin_prefetch(p, 0, 3); }
+
+/* A compiler barrier: keeps loads and stores from moving across the edges
+ * of a timed region. */
+static inline void ca_compiler_barrier(void) { __asm__ __volatile__("" ::: "memory"); }
+
+#endif

@@ -1,0 +1,89 @@
+/// How the guest's memory is translated, and so how many sptes map each gfn.
+public enum Paging: Hashable, Sendable, CustomStringConvertible {
+    /// Two-dimensional paging (EPT/NPT): one direct shadow-page tree indexed
+    /// by gfn, so one spte per gfn.
+    case tdp
+    /// Shadow paging: every guest page table is shadowed. `mappings` guest
+    /// address spaces each map all of guest memory, so each gfn has that many
+    /// sptes, in different shadow pages. Address space 0 maps gfns in order
+    /// (a kernel's direct map); the others map them in a seeded random order
+    /// (process page tables).
+    case shadow(mappings: Int)
+
+    public var name: String {
+        switch self {
+        case .tdp: "tdp"
+        case .shadow: "shadow"
+        }
+    }
+
+    /// Sptes mapping each gfn once populated.
+    public var sptesPerGFN: Int {
+        switch self {
+        case .tdp: 1
+        case .shadow(let k): k
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case .tdp: "tdp"
+        case .shadow(let k): "shadow(\(k) mappings)"
+        }
+    }
+}
+
+/// The VM a scenario measures: slot 0, the measured one, at gfn 0; the rest
+/// of the VM's memory (if any) in slot 1 right after it, as
+/// dirty-log-perf's `-n` and `-m` split it.
+public struct VMLayout: Hashable, Sendable {
+    public static let measuredSlotID = 0
+    public static let otherSlotID = 1
+    /// The paging levels of the model's shadow-page trees (4-level: root is level 4).
+    public static let rootLevel = 4
+
+    public var paging: Paging
+    public var slotPages: Int
+    public var vmPages: Int
+    /// Seeds the order in which shadow paging's extra address spaces map gfns.
+    public var seed: UInt64
+
+    public init(paging: Paging, slotPages: Int, vmPages: Int? = nil, seed: UInt64 = 1) {
+        self.paging = paging
+        self.slotPages = slotPages
+        self.vmPages = vmPages ?? slotPages
+        self.seed = seed
+    }
+
+    /// Shadow pages one address space needs to map `vmPages` pages from gfn 0
+    /// with 4 KiB leaves: leaf tables, then each upper level, then the root.
+    public static func shadowPagesPerAddressSpace(pages: Int) -> Int {
+        var total = 0
+        var n = pages
+        for _ in 1..<rootLevel {
+            n = (n + SPTE.perPage - 1) / SPTE.perPage
+            total += n
+        }
+        return total + 1
+    }
+
+    /// n_used_mmu_pages once every page is mapped.
+    public var expectedShadowPages: Int {
+        paging.sptesPerGFN * Self.shadowPagesPerAddressSpace(pages: vmPages)
+    }
+
+    /// Bytes the populated model occupies in its arena, plus the transient
+    /// mapping-order permutation: what must fit before anything is allocated.
+    public var estimatedBytes: Int {
+        let k = paging.sptesPerGFN
+        let pages = expectedShadowPages
+        let tables = pages * 4096 * (paging == .tdp ? 1 : 2)
+        let columns = pages * 40
+        let rmaps = vmPages * 8 + 2 * (vmPages / 512 + 2) * 8
+        let descs = k > 1 ? vmPages * ((k + PteList.entriesPerDesc - 1) / PteList.entriesPerDesc) * 40 : 0
+        let bitmaps = 2 * DirtyBitmap.words(pages: vmPages) * 8
+        let permutation = k > 1 ? vmPages * 4 : 0
+        let ownerIndex = pages * 64
+        return tables + columns + rmaps + descs + bitmaps + permutation + ownerIndex
+    }
+}

@@ -1,0 +1,93 @@
+/// A slot's mutable scalars. They live in arena memory, not in a Swift value,
+/// so that every copy of a `SlotView` updates the same ones.
+public struct SlotState {
+    /// Which half of the bitmap is the current `dirty_bitmap` (0 or 1).
+    public var activeHalf: Int
+    /// nr_dirty_pages: bits set in the current half.
+    public var nrDirtyPages: Int
+    /// KVM_MEM_LOG_DIRTY_PAGES
+    public var dirtyLogging: Bool
+}
+
+/// `struct kvm_memory_slot` as the hot paths see it: constants and pointers,
+/// a trivial value to copy into a local.
+///
+/// The dirty bitmap is `dirty_bitmap_head`: two halves of `bitmapWords`
+/// words, one current and one handed out by the last harvest. The rmaps are
+/// one word per gfn at level 1 (`slot->rmap`) and one per 2 MiB and 1 GiB
+/// region at levels 2 and 3 (`lpage_info[level - 2][i].rmap_pde`).
+public struct SlotView {
+    public let id: Int
+    public let baseGFN: UInt64
+    public let npages: Int
+    public let bitmapWords: Int
+    public let bitmapHead: UnsafeMutablePointer<UInt64>
+    public let rmap1: UnsafeMutablePointer<UInt>
+    public let rmap2: UnsafeMutablePointer<UInt>
+    public let rmap3: UnsafeMutablePointer<UInt>
+    public let state: UnsafeMutablePointer<SlotState>
+
+    @inline(__always) public var endGFN: UInt64 { baseGFN &+ UInt64(npages) }
+
+    @inline(__always) public func contains(_ gfn: UInt64) -> Bool { gfn >= baseGFN && gfn < endGFN }
+
+    /// gfn_to_index()
+    @inline(__always) public func index(of gfn: UInt64, level: Int) -> Int {
+        let shift = SPTE.levelBits * UInt64(level - 1)
+        return Int((gfn >> shift) &- (baseGFN >> shift))
+    }
+
+    /// __gfn_to_rmap(): the reverse-map head of `gfn` at `level`.
+    @inline(__always) public func rmapHead(gfn: UInt64, level: Int) -> UnsafeMutablePointer<UInt> {
+        switch level {
+        case 1: return rmap1 + index(of: gfn, level: 1)
+        case 2: return rmap2 + index(of: gfn, level: 2)
+        default: return rmap3 + index(of: gfn, level: 3)
+        }
+    }
+
+    /// The current dirty_bitmap half.
+    @inline(__always) public var dirtyBitmap: UnsafeMutablePointer<UInt64> {
+        bitmapHead + state.pointee.activeHalf &* bitmapWords
+    }
+
+    /// The other half: after a harvest, the bitmap it handed out.
+    @inline(__always) public var otherBitmap: UnsafeMutablePointer<UInt64> {
+        bitmapHead + (state.pointee.activeHalf ^ 1) &* bitmapWords
+    }
+
+    /// Number of rmap entries at `level` (one per region the slot touches).
+    public static func rmapCount(baseGFN: UInt64, npages: Int, level: Int) -> Int {
+        let shift = SPTE.levelBits * UInt64(level - 1)
+        return Int(((baseGFN + UInt64(npages) - 1) >> shift) - (baseGFN >> shift) + 1)
+    }
+}
+
+/// Owner of one slot's memory, in the model's arena.
+final class MemorySlot {
+    let view: SlotView
+    private let arena: JemallocArena
+
+    init(arena: JemallocArena, id: Int, baseGFN: UInt64, npages: Int) {
+        self.arena = arena
+        let words = DirtyBitmap.words(pages: npages)
+        let state = arena.allocate(SlotState.self, count: 1)
+        state.initialize(to: SlotState(activeHalf: 0, nrDirtyPages: 0, dirtyLogging: false))
+        view = SlotView(
+            id: id, baseGFN: baseGFN, npages: npages, bitmapWords: words,
+            bitmapHead: arena.allocate(UInt64.self, count: 2 * words),
+            rmap1: arena.allocate(UInt.self, count: npages),
+            rmap2: arena.allocate(UInt.self, count: SlotView.rmapCount(baseGFN: baseGFN, npages: npages, level: 2)),
+            rmap3: arena.allocate(UInt.self, count: SlotView.rmapCount(baseGFN: baseGFN, npages: npages, level: 3)),
+            state: state
+        )
+    }
+
+    deinit {
+        arena.free(view.bitmapHead)
+        arena.free(view.rmap1)
+        arena.free(view.rmap2)
+        arena.free(view.rmap3)
+        arena.free(view.state)
+    }
+}

@@ -1,0 +1,70 @@
+extension MMU {
+    /// The seed's per-dirty-page branch of write_protect_slot(): for each set
+    /// bit of the handed-out bitmap, take mmu_lock, write-protect that gfn
+    /// through its rmaps, release the lock. One TLB flush at the end, outside
+    /// the lock.
+    ///
+    /// Cost follows the dirty-page count: per page a few dependent loads
+    /// (bitmap word, rmap word, descriptor, spte) and a lock round trip.
+    @inline(never)
+    public func rmapWriteProtectDirty(slot s: SlotView, bitmap: UnsafeMutablePointer<UInt64>, counters: inout ProtectCounters) {
+        var visited = 0, protected = 0, dropped = 0, locks = 0
+        let words = s.bitmapWords
+        var w = 0
+        while w < words {
+            var mask = bitmap[w]
+            while mask != 0 {
+                let gfn = s.baseGFN &+ UInt64(w << 6 | mask.trailingZeroBitCount)
+                mask &= mask &- 1
+                spinLock()
+                rmapWriteProtect(gfn: gfn, slot: s, visited: &visited, protected: &protected, dropped: &dropped)
+                spinUnlock()
+                locks &+= 1
+            }
+            w &+= 1
+        }
+        flushRemoteTLBs()
+
+        counters.rmapEntriesVisited &+= visited
+        counters.sptesProtected &+= protected
+        counters.largeSptesDropped &+= dropped
+        counters.lockAcquisitions &+= locks
+        counters.tlbFlushes &+= 1
+    }
+
+    /// kvm_mmu_rmap_write_protect() as of the seed: clear the writable bit of
+    /// every writable spte on the gfn's 4 KiB rmap; then, for the 2 MiB and
+    /// 1 GiB levels, find the rmap through gfn_to_rmap(), which searches the
+    /// memslots again, and drop any writable large leaf there.
+    @inline(__always)
+    func rmapWriteProtect(gfn: UInt64, slot s: SlotView, visited: inout Int, protected: inout Int, dropped: inout Int) {
+        var it = RmapIterator(s.rmapHead(gfn: gfn, level: 1).pointee)
+        while let sptep = it.next() {
+            visited &+= 1
+            let spte = sptep.pointee
+            if isWritableSPTE(spte) {
+                sptep.pointee = spte & ~SPTE.writable
+                protected &+= 1
+            }
+        }
+        var level = 2
+        while level <= 3 {
+            if let ls = gfnToMemslot(gfn) {
+                let head = ls.rmapHead(gfn: gfn, level: level)
+                if head.pointee != 0 {
+                    var large = RmapIterator(head.pointee)
+                    while let sptep = large.next() {
+                        visited &+= 1
+                        if isWritableSPTE(sptep.pointee) {
+                            dropLargeSPTE(sptep, gfn: gfn, level: level)
+                            dropped &+= 1
+                            // The list changed under the iterator: start over, as the kernel does.
+                            large = RmapIterator(head.pointee)
+                        }
+                    }
+                }
+            }
+            level &+= 1
+        }
+    }
+}

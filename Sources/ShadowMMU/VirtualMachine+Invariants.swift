@@ -1,0 +1,252 @@
+import CAtomics
+
+/// What the invariant checker found: nothing, or the first few violations
+/// and how many there were in all.
+public struct InvariantReport: Sendable, CustomStringConvertible {
+    public private(set) var violations: [String] = []
+    public private(set) var count = 0
+    static let kept = 8
+
+    public init() {}
+
+    public var ok: Bool { count == 0 }
+
+    mutating func fail(_ message: @autoclosure () -> String) {
+        if violations.count < Self.kept { violations.append(message()) }
+        count += 1
+    }
+
+    public mutating func merge(_ other: InvariantReport) {
+        for v in other.violations where violations.count < Self.kept { violations.append(v) }
+        count += other.count
+    }
+
+    public var description: String {
+        ok ? "ok" : "\(count) violation(s): " + violations.joined(separator: "; ") + (count > violations.count ? "; ..." : "")
+    }
+}
+
+/// When the check runs, which decides what a writable leaf means.
+public enum CheckPoint: Sendable {
+    /// Right after a protection: no leaf of a logging slot may be writable.
+    case afterProtection
+    /// While the guest runs: a writable leaf must map a page whose bit is set
+    /// in the current bitmap.
+    case betweenProtections
+}
+
+extension VirtualMachine {
+    /// The whole invariant, over every shadow page and every rmap of the VM:
+    ///
+    /// - n_used_mmu_pages equals the pages on `active_mmu_pages`, which equals
+    ///   the pages allocated (the model frees none before teardown);
+    /// - every present leaf spte sits in its gfn's rmap, at its level, exactly
+    ///   once, its page's slot bitmap has the slot, and no rmap holds anything
+    ///   else;
+    /// - a logging slot has no large leaf, and its writable leaves obey `point`;
+    /// - nr_dirty_pages equals the bits set in the current bitmap;
+    /// - when given, the bitmap a harvest handed out equals `expected`.
+    ///
+    /// The rmap condition is checked as an equality of multisets: the shadow
+    /// pages are scanned in list order and the rmaps in gfn order, each side
+    /// summing a 64-bit hash of (spte address, level, rmap index) and counting
+    /// entries per slot. Both passes are sequential, so the check costs about
+    /// two slot walks instead of a random rmap search per spte. Only when the
+    /// sums differ does a precise pass search each spte's rmap, to name the
+    /// sptes at fault.
+    public func checkInvariants(slotID: Int, at point: CheckPoint,
+                                harvested: UnsafePointer<UInt64>? = nil,
+                                expected: UnsafePointer<UInt64>? = nil) -> InvariantReport {
+        var report = InvariantReport()
+        withMMU { mmu in
+            let cols = mmu.pages
+            var pageSide = [RmapDigest](repeating: RmapDigest(), count: 64)
+            var onList = 0
+            var sp = mmu.vm.pointee.activeHead
+            while sp >= 0, onList <= table.count {
+                let p = Int(sp)
+                onList += 1
+                let level = Int(cols.level[p])
+                let pt = cols.spt[p]!
+                for i in 0..<SPTE.perPage {
+                    let spte = pt[i]
+                    guard isShadowPresentSPTE(spte), isLastSPTE(spte, level: level) else { continue }
+                    let gfn = cols.gfn(ofPage: p, index: i)
+                    guard let s = mmu.gfnToMemslot(gfn) else {
+                        report.fail("page \(p) index \(i) maps gfn \(gfn), in no slot")
+                        continue
+                    }
+                    pageSide[s.id].add(sptep: pt + i, level: level, index: s.index(of: gfn, level: level))
+                    if cols.slotBitmap[p] & (1 << UInt64(s.id)) == 0 {
+                        report.fail("page \(p) holds a leaf of slot \(s.id) but its slot bitmap lacks it")
+                    }
+                    guard s.state.pointee.dirtyLogging else { continue }
+                    if isLargeSPTE(spte) {
+                        report.fail("large leaf for gfn \(gfn) in logging slot \(s.id)")
+                    }
+                    if isWritableSPTE(spte) {
+                        switch point {
+                        case .afterProtection:
+                            report.fail("gfn \(gfn) left writable (page \(p) index \(i)) after protection")
+                        case .betweenProtections:
+                            let rel = Int(gfn - s.baseGFN)
+                            if s.dirtyBitmap[rel >> 6] & (1 << UInt64(rel & 63)) == 0 {
+                                report.fail("gfn \(gfn) is writable but not marked dirty")
+                            }
+                        }
+                    }
+                }
+                sp = cols.next[p]
+            }
+            let nUsed = mmu.vm.pointee.nUsedMMUPages
+            if onList != nUsed || nUsed != table.count {
+                report.fail("n_used_mmu_pages \(nUsed), \(onList) on active_mmu_pages, \(table.count) allocated")
+            }
+            for s in mmu.memslots {
+                var rmapSide = RmapDigest()
+                for level in 1...3 {
+                    let n = level == 1 ? s.npages : SlotView.rmapCount(baseGFN: s.baseGFN, npages: s.npages, level: level)
+                    let heads = level == 1 ? s.rmap1 : level == 2 ? s.rmap2 : s.rmap3
+                    for i in 0..<n where heads[i] != 0 {
+                        // Descriptors lie in allocation order, not gfn order: fetch ahead.
+                        if i + 16 < n, heads[i + 16] & 1 != 0 { ca_prefetch(UnsafeRawPointer(bitPattern: heads[i + 16] & ~1)) }
+                        var it = RmapIterator(heads[i])
+                        while let e = it.next() { rmapSide.add(sptep: e, level: level, index: i) }
+                    }
+                }
+                if rmapSide != pageSide[s.id] {
+                    report.fail("slot \(s.id): rmaps hold \(rmapSide.count) entries for \(pageSide[s.id].count) leaf sptes, or not the same ones")
+                    locateRmapFaults(mmu: mmu, slot: s, into: &report)
+                }
+                let bits = DirtyBitmap.popcount(s.dirtyBitmap, words: s.bitmapWords)
+                if bits != s.state.pointee.nrDirtyPages {
+                    report.fail("slot \(s.id): nr_dirty_pages \(s.state.pointee.nrDirtyPages) but \(bits) bits set")
+                }
+            }
+            if let h = harvested, let e = expected {
+                report.merge(compareHarvest(slot: mmu.slot(id: slotID), harvested: h, expected: e))
+            }
+        }
+        return report
+    }
+
+    /// The precise pass: search each leaf spte of the slot in its rmap and
+    /// name those found other than once.
+    private func locateRmapFaults(mmu: MMU, slot s: SlotView, into report: inout InvariantReport) {
+        let cols = mmu.pages
+        var sp = mmu.vm.pointee.activeHead
+        while sp >= 0 {
+            let p = Int(sp)
+            let level = Int(cols.level[p])
+            let pt = cols.spt[p]!
+            for i in 0..<SPTE.perPage {
+                let spte = pt[i]
+                guard isShadowPresentSPTE(spte), isLastSPTE(spte, level: level) else { continue }
+                let gfn = cols.gfn(ofPage: p, index: i)
+                guard s.contains(gfn) else { continue }
+                var seen = 0
+                var it = RmapIterator(s.rmapHead(gfn: gfn, level: level).pointee)
+                while let e = it.next() { if e == pt + i { seen += 1 } }
+                if seen != 1 {
+                    report.fail("spte of gfn \(gfn) (page \(p) index \(i), level \(level)) is on its rmap \(seen) times")
+                }
+            }
+            sp = cols.next[p]
+        }
+    }
+
+    /// The check that runs after every measured protection, outside the
+    /// timed region:
+    ///
+    /// - no leaf spte the round's writes could have made writable is still
+    ///   writable, and none is a large leaf;
+    /// - the handed-out bitmap equals the written set, the new current one is
+    ///   empty (nothing was written since) and n_used_mmu_pages is unchanged.
+    ///
+    /// The fault path is the only writer of the writable bit, so the sptes of
+    /// the written pages are the only ones a round can have made writable.
+    /// For a few pages they are reached through their rmaps; once that would
+    /// cost more than a sequential pass over the slot's tables, every leaf of
+    /// the slot is scanned instead, which checks the stronger claim that no
+    /// leaf of the slot is writable. `checkInvariants` covers everything
+    /// else; the bench runs it at the end of every point.
+    public func checkProtected(slotID: Int, written: UnsafeBufferPointer<UInt32>,
+                               harvested: UnsafePointer<UInt64>, expected: UnsafePointer<UInt64>) -> InvariantReport {
+        var report = InvariantReport()
+        withMMU { mmu in
+            let s = mmu.slot(id: slotID)
+            let cols = mmu.pages
+            let slotBit: UInt64 = 1 << UInt64(s.id)
+            var slotTables = 0
+            for p in 0..<table.count where cols.slotBitmap[p] & slotBit != 0 { slotTables += 1 }
+            // A random rmap visit costs about as much as scanning 32 sptes in order.
+            if written.count * 32 >= slotTables * SPTE.perPage {
+                var sp = mmu.vm.pointee.activeHead
+                while sp >= 0 {
+                    let p = Int(sp)
+                    if cols.slotBitmap[p] & slotBit != 0 {
+                        let pt = cols.spt[p]!
+                        let level = Int(cols.level[p])
+                        for i in 0..<SPTE.perPage {
+                            let spte = pt[i]
+                            guard isShadowPresentSPTE(spte), isLastSPTE(spte, level: level) else { continue }
+                            if isWritableSPTE(spte) || isLargeSPTE(spte) {
+                                let gfn = cols.gfn(ofPage: p, index: i)
+                                if s.contains(gfn) {
+                                    report.fail(isLargeSPTE(spte) ? "gfn \(gfn) has a large leaf in a logging slot"
+                                                                  : "gfn \(gfn) left writable (page \(p) index \(i)) after protection")
+                                }
+                            }
+                        }
+                    }
+                    sp = cols.next[p]
+                }
+            } else {
+                for off in written {
+                    let gfn = s.baseGFN + UInt64(off)
+                    var it = RmapIterator(s.rmapHead(gfn: gfn, level: 1).pointee)
+                    var n = 0
+                    while let e = it.next() {
+                        n += 1
+                        if isWritableSPTE(e.pointee) { report.fail("gfn \(gfn) left writable after protection") }
+                    }
+                    if n == 0 { report.fail("gfn \(gfn) was written but has no spte") }
+                    if s.rmapHead(gfn: gfn, level: 2).pointee != 0 || s.rmapHead(gfn: gfn, level: 3).pointee != 0 {
+                        report.fail("gfn \(gfn) has a large leaf in a logging slot")
+                    }
+                }
+            }
+            report.merge(compareHarvest(slot: s, harvested: harvested, expected: expected))
+            if s.state.pointee.nrDirtyPages != 0 {
+                report.fail("nr_dirty_pages is \(s.state.pointee.nrDirtyPages) right after a harvest")
+            }
+            let nUsed = mmu.vm.pointee.nUsedMMUPages
+            if nUsed != table.count { report.fail("n_used_mmu_pages \(nUsed) but \(table.count) pages allocated") }
+        }
+        return report
+    }
+
+    private func compareHarvest(slot s: SlotView, harvested: UnsafePointer<UInt64>, expected: UnsafePointer<UInt64>) -> InvariantReport {
+        var report = InvariantReport()
+        let missing = DirtyBitmap.difference(expected, harvested, words: s.bitmapWords, limit: 4)
+        let extra = DirtyBitmap.difference(harvested, expected, words: s.bitmapWords, limit: 4)
+        if !missing.isEmpty { report.fail("harvest lacks written pages \(missing)") }
+        if !extra.isEmpty { report.fail("harvest has unwritten pages \(extra)") }
+        return report
+    }
+}
+
+/// A multiset digest of (spte address, level, rmap index) triples: a count
+/// and a wrapping sum of 64-bit hashes, equal for equal multisets and, for
+/// any difference that is not adversarial, different with probability
+/// 1 - 2^-64.
+struct RmapDigest: Equatable {
+    private(set) var count = 0
+    private var sum: UInt64 = 0
+
+    @inline(__always)
+    mutating func add(sptep: UnsafeMutablePointer<UInt64>, level: Int, index: Int) {
+        count += 1
+        sum &+= mix64(UInt64(UInt(bitPattern: sptep)) ^ mix64(UInt64(index) << 2 | UInt64(level)))
+    }
+}

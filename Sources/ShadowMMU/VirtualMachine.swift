@@ -1,0 +1,153 @@
+import CAtomics
+
+/// VM-wide mutable scalars of `struct kvm_arch`, in arena memory so that the
+/// `MMU` handle (a plain value) can update them.
+public struct VMState {
+    /// mmu_lock: a test-and-set spinlock word, alone on its cache line.
+    public var mmuLock: UInt32 = 0
+    /// Head of `active_mmu_pages` (the newest page), -1 when empty.
+    public var activeHead: Int32 = -1
+    /// n_used_mmu_pages: every live shadow page, all slots and levels, roots included.
+    public var nUsedMMUPages = 0
+    /// kvm_flush_remote_tlbs() calls.
+    public var tlbFlushes = 0
+    /// kvm->stat.lpages: large leaves currently installed.
+    public var lpages = 0
+}
+
+/// A virtual machine's shadow MMU: its slots, its shadow pages and the lock
+/// and counters around them. It owns all of that memory (in the model's
+/// jemalloc arena) and frees it when released.
+///
+/// Strategies and the fault path do not touch the class: they run on an
+/// `MMU` handle built by `withMMU`, a value of raw pointers hoisted once.
+public final class VirtualMachine {
+    public let arena: JemallocArena
+    let table: ShadowPageTable
+    let descPool: PteListDescPool
+    private(set) var slots: [MemorySlot] = []
+    let state: UnsafeMutablePointer<VMState>
+    /// memslots in `search_memslots()` order: largest first, as the seed's kernel kept them.
+    private var memslots: UnsafeMutablePointer<SlotView>
+    private static let maxSlots = 32
+    /// Root shadow page of each address space (one for two-dimensional paging,
+    /// one per mapping under shadow paging).
+    package internal(set) var roots: [Int32] = []
+    /// Next synthetic gfn for a guest page table that an indirect page shadows:
+    /// above all guest memory, in no slot.
+    var nextGuestTableGFN: UInt64 = 1 << 36
+
+    /// An empty VM. `expectedShadowPages` sizes the page columns (they grow if exceeded).
+    public init(arena: JemallocArena = .model, expectedShadowPages: Int = 1024) {
+        self.arena = arena
+        table = ShadowPageTable(arena: arena, capacity: expectedShadowPages)
+        descPool = PteListDescPool(arena: arena)
+        state = arena.allocate(VMState.self, count: 1, alignment: 64)
+        state.initialize(to: VMState())
+        memslots = arena.allocate(SlotView.self, count: Self.maxSlots)
+    }
+
+    deinit {
+        arena.free(state)
+        arena.free(memslots)
+    }
+
+    /// KVM_SET_USER_MEMORY_REGION for a new slot.
+    public func addSlot(id: Int, baseGFN: UInt64, npages: Int) {
+        precondition(id >= 0 && id < 64 && slots.count < Self.maxSlots && npages > 0)
+        precondition(!slots.contains { $0.view.id == id }, "slot \(id) exists")
+        let end = baseGFN + UInt64(npages)
+        precondition(!slots.contains { $0.view.baseGFN < end && baseGFN < $0.view.endGFN }, "slots overlap")
+        slots.append(MemorySlot(arena: arena, id: id, baseGFN: baseGFN, npages: npages))
+        let sorted = slots.map(\.view).sorted { $0.npages > $1.npages }
+        for (i, v) in sorted.enumerated() { (memslots + i).initialize(to: v) }
+    }
+
+    /// The slot with this id.
+    public func slot(_ id: Int) -> SlotView {
+        guard let s = slots.first(where: { $0.view.id == id }) else { preconditionFailure("no slot \(id)") }
+        return s.view
+    }
+
+    public var nUsedMMUPages: Int { state.pointee.nUsedMMUPages }
+    public var tlbFlushes: Int { state.pointee.tlbFlushes }
+    /// Rows allocated in the shadow-page columns (live pages; the model frees none before teardown).
+    public var shadowPagesAllocated: Int { table.count }
+    /// pte_list_desc descriptors in use.
+    public var pteListDescsInUse: Int { descPool.inUse }
+
+    /// Runs `body` on the handle the hot paths use. The handle is valid only
+    /// inside `body`: the page columns may move when pages are added later.
+    @inline(__always)
+    public func withMMU<R>(_ body: (MMU) throws -> R) rethrows -> R {
+        try withExtendedLifetime(self) {
+            try body(MMU(
+                vm: state,
+                pages: table.columns,
+                memslots: UnsafeBufferPointer(start: memslots, count: slots.count),
+                descPool: Unmanaged.passUnretained(descPool)
+            ))
+        }
+    }
+
+    /// kvm_mmu_alloc_page() + kvm_mod_used_mmu_pages(): a new page at the
+    /// head of `active_mmu_pages`.
+    func allocShadowPage(gfn: UInt64, level: Int, direct: Bool) -> Int32 {
+        let p = table.allocate(gfn: gfn, level: level, direct: direct)
+        table.columns.next[Int(p)] = state.pointee.activeHead
+        state.pointee.activeHead = p
+        state.pointee.nUsedMMUPages += 1
+        return p
+    }
+}
+
+/// The handle every hot path runs on: the VM's columns, slots and lock as
+/// raw pointers, copied into locals once. Nothing reached through it is
+/// reference counted.
+public struct MMU {
+    public let vm: UnsafeMutablePointer<VMState>
+    public let pages: ShadowPageColumns
+    /// memslots in search order.
+    public let memslots: UnsafeBufferPointer<SlotView>
+    let descPool: Unmanaged<PteListDescPool>
+
+    /// spin_lock(&kvm->mmu_lock)
+    @inline(__always) public func spinLock() {
+        withUnsafeMutablePointer(to: &vm.pointee.mmuLock) { ca_spin_lock($0) }
+    }
+
+    /// spin_unlock(&kvm->mmu_lock)
+    @inline(__always) public func spinUnlock() {
+        withUnsafeMutablePointer(to: &vm.pointee.mmuLock) { ca_spin_unlock($0) }
+    }
+
+    /// kvm_flush_remote_tlbs(): the model has no vCPU to send an IPI to, so
+    /// a flush is counted, not performed.
+    @inline(__always) public func flushRemoteTLBs() {
+        vm.pointee.tlbFlushes &+= 1
+    }
+
+    /// search_memslots(): the slot holding `gfn`, by linear search in size order.
+    @inline(__always) public func gfnToMemslot(_ gfn: UInt64) -> SlotView? {
+        for s in memslots where s.contains(gfn) { return s }
+        return nil
+    }
+
+    /// The slot with id `id`.
+    @inline(__always) public func slot(id: Int) -> SlotView {
+        for s in memslots where s.id == id { return s }
+        preconditionFailure("no slot \(id)")
+    }
+
+    /// drop_spte() for a large leaf: clear it and take it off its rmap.
+    /// A cold path: large leaves do not exist while logging is on.
+    @inline(never)
+    public func dropLargeSPTE(_ sptep: UnsafeMutablePointer<UInt64>, gfn: UInt64, level: Int) {
+        if let s = gfnToMemslot(gfn) {
+            let head = s.rmapHead(gfn: gfn, level: level)
+            descPool._withUnsafeGuaranteedRef { _ = PteList.remove(sptep, from: head, pool: $0) }
+        }
+        sptep.pointee = 0
+        vm.pointee.lpages -= 1
+    }
+}
