@@ -54,5 +54,7 @@ let package = Package(
         .testTarget(name: "ShadowMMUTests", dependencies: ["ShadowMMU"]),
         .testTarget(name: "BenchKitTests", dependencies: ["BenchKit"]),
         .testTarget(name: "HostKVMTests", dependencies: ["HostKVM"]),
+        // Runs the built `bench` executable: exit statuses and one-line errors.
+        .testTarget(name: "BenchCLITests", dependencies: ["bench"]),
     ]
 )

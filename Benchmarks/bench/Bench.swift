@@ -14,16 +14,28 @@ struct Bench: ParsableCommand {
         Then, for each dirty-page count, the guest writes that many pages and one \
         KVM_GET_DIRTY_LOG is timed per strategy:
 
-          slot-walk  walk every shadow page of the VM (kvm_mmu_slot_remove_write_access)
-          rmap       per dirty page: lock, walk its rmaps (the seed patch's new branch)
-          seed       the seed's rule: rmap when nr_dirty_pages < n_used_mmu_pages
+          slot-walk  every shadow page of the VM (kvm_mmu_slot_remove_write_access)
+          rmap       per dirty page: lock, walk its rmaps (the seed's new branch)
+          seed       the seed's rule: rmap if nr_dirty_pages < n_used_mmu_pages
 
         Every measured protection is checked against the model's invariant. Results go \
         to a new folder under --output: points.csv (one row per point and strategy) and \
         crossover.csv (where rmap stops beating slot-walk, and what the seed's rule costs).
+
+        With no options: a 1 GiB slot under two-dimensional paging (tdp: one spte per \
+        gfn) and shadow paging (shadow: each gfn mapped by --mappings sptes in \
+        different shadow pages), with evenly spaced and random dirty pages, and a \
+        16 GiB slot under both with evenly spaced pages; 11 repetitions per point, \
+        cold caches. Lists are comma-separated; sizes are page counts or sizes such as \
+        262144, 64MiB, 1GiB.
+
+        Examples:
+          bench --quick                                   a small sweep, seconds
+          bench --slot-pages 1GiB --paging tdp --pattern even
+          bench --slot-pages 1GiB --vm-pages 8GiB          a 1 GiB slot in an 8 GiB VM
+          bench --slot-pages 4GiB --dirty 1,512,65536 --strategy rmap,slot-walk
         """,
-        subcommands: [Run.self],
-        defaultSubcommand: Run.self
+        version: "dirty-log-bench 0.1"
     )
 
     /// Parses and runs, reporting any error on one line of stderr: bad input
@@ -43,27 +55,8 @@ struct Bench: ParsableCommand {
             Foundation.exit(code.rawValue)
         }
     }
-}
 
-struct Run: ParsableCommand {
-    static let configuration = CommandConfiguration(
-        abstract: "Sweep dirty-page counts around the seed's threshold and time each strategy (the default).",
-        discussion: """
-        With no options: a 1 GiB and a 16 GiB slot, each under two-dimensional paging \
-        (tdp: one spte per gfn) and shadow paging (shadow: each gfn mapped by --mappings \
-        sptes in different shadow pages), evenly spaced and random dirty pages, 11 \
-        repetitions per point with cold caches. Lists are comma-separated; sizes are page \
-        counts or sizes such as 262144, 64MiB, 1GiB.
-
-        Examples:
-          bench --quick                                   a small sweep, seconds
-          bench --slot-pages 1GiB --paging tdp --pattern even
-          bench --slot-pages 1GiB --vm-pages 8GiB          a 1 GiB slot in an 8 GiB VM
-          bench --slot-pages 4GiB --dirty 1,512,65536 --strategy rmap,slot-walk
-        """
-    )
-
-    @Flag(help: "A small sweep (a 128 MiB slot, 7 repetitions) for a first try and for CI.")
+    @Flag(help: "A small sweep (a 128 MiB slot, 7 repetitions), for a first try and for CI.")
     var quick = false
 
     @Option(name: .customLong("slot-pages"), help: ArgumentHelp(

@@ -1,0 +1,76 @@
+import Foundation
+import Testing
+import ShadowMMU
+@testable import BenchKit
+
+@Suite(.serialized) struct RunTests {
+    func tempDir() -> String {
+        let d = NSTemporaryDirectory() + "benchkit-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        try? FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true)
+        return d
+    }
+
+    @Test func aSmallRunWritesVerifiedCSVs() throws {
+        var o = RunOptions()
+        o.slotPages = "2048"
+        o.paging = "tdp,shadow"
+        o.pattern = "even,random"
+        o.reps = "3"
+        o.cache = "warm"
+        o.output = tempDir()
+        o.quiet = true
+        let outcome = try BenchRun(plan: try o.plan()).run()
+        let points = CSVTable.parse(try String(contentsOfFile: outcome.directory + "/points.csv", encoding: .utf8))!
+        #expect(points.columns == Reports.pointColumns)
+        let records = points.records
+        #expect(!records.isEmpty)
+        #expect(records.allSatisfy { $0["verified"] == "true" && $0["allocs_in_timed_region"] == "0" })
+        #expect(Set(records.map { $0["strategy"]! }) == ["slot-walk", "rmap", "seed"])
+        #expect(records.allSatisfy { Int($0["reps"]!) == 3 })
+        // The seed's rows chose what the rule says.
+        for r in records where r["strategy"] == "seed" { #expect(r["chose"] == r["seed_choice"]) }
+        let crossover = CSVTable.parse(try String(contentsOfFile: outcome.directory + "/crossover.csv", encoding: .utf8))!
+        #expect(crossover.columns == Reports.crossoverColumns)
+        #expect(crossover.rows.count == 4)
+        let files = try FileManager.default.contentsOfDirectory(atPath: outcome.directory)
+        #expect(Set(files) == ["points.csv", "crossover.csv"], "no temporary file left behind")
+    }
+
+    @Test func anUnwritableOutputFailsBeforeAnyWork() throws {
+        let dir = tempDir()
+        chmod(dir, 0o500)
+        defer { chmod(dir, 0o700) }
+        guard access(dir, W_OK) != 0 else { return }  // root ignores permissions; nothing to show
+        var o = RunOptions()
+        o.slotPages = "64"
+        o.output = dir + "/runs"
+        o.quiet = true
+        #expect(throws: BenchError.self) { _ = try BenchRun(plan: try o.plan()).run() }
+    }
+
+    @Test func anOutputThatIsAFileFailsWithExitStatus73() throws {
+        let file = tempDir() + "/not-a-dir"
+        _ = FileManager.default.createFile(atPath: file, contents: Data("x".utf8))
+        var o = RunOptions()
+        o.slotPages = "64"
+        o.output = file
+        o.quiet = true
+        do {
+            _ = try BenchRun(plan: try o.plan()).run()
+            Issue.record("expected an error")
+        } catch let e as BenchError {
+            #expect(e.exitStatus == 73)
+            #expect(e.description.hasPrefix("--output:"))
+        }
+    }
+
+    @Test func atomicWriteLeavesTheOldFileOrTheNewOneNeverHalf() throws {
+        let dir = tempDir()
+        let path = dir + "/f.csv"
+        try AtomicFile.write("old\n", to: path)
+        try AtomicFile.write("new\n", to: path)
+        #expect(try String(contentsOfFile: path, encoding: .utf8) == "new\n")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir) == ["f.csv"])
+        #expect(throws: BenchError.self) { try AtomicFile.write("x", to: dir + "/missing/f.csv") }
+    }
+}

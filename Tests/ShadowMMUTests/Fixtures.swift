@@ -1,0 +1,73 @@
+@testable import ShadowMMU
+
+/// Small VMs and the guest actions tests take on them.
+extension VirtualMachine {
+    static func small(_ paging: Paging, slotPages: Int = 4096, vmPages: Int? = nil, seed: UInt64 = 7) -> VirtualMachine {
+        VirtualMachine(layout: VMLayout(paging: paging, slotPages: slotPages, vmPages: vmPages, seed: seed))
+    }
+
+    var measured: SlotView { slot(VMLayout.measuredSlotID) }
+
+    /// The guest writes `pages` (slot offsets), each through address space `mapping`.
+    /// Returns how many writes faulted.
+    @discardableResult
+    func write(_ pages: [Int], mapping: (Int) -> Int = { _ in 0 }) -> Int {
+        withMMU { mmu in
+            let s = mmu.slot(id: VMLayout.measuredSlotID)
+            var faults = 0
+            for p in pages {
+                let gfn = s.baseGFN + UInt64(p)
+                if mmu.guestWrite(slot: s, gfn: gfn, sptep: mmu.spte(gfn: gfn, mapping: mapping(p), slot: s)!) { faults += 1 }
+            }
+            return faults
+        }
+    }
+
+    /// One KVM_GET_DIRTY_LOG; returns the harvest and the pages it handed out.
+    func harvest(_ strategy: Strategy) -> (Harvest, [Int]) {
+        withMMU { mmu in
+            let s = mmu.slot(id: VMLayout.measuredSlotID)
+            let h = mmu.getDirtyLog(slot: s, strategy: strategy)
+            var pages: [Int] = []
+            DirtyBitmap.forEachSetBit(h.bitmap, words: s.bitmapWords) { pages.append($0) }
+            return (h, pages)
+        }
+    }
+
+    /// Every spte of every shadow page, in allocation order: the whole MMU
+    /// state a strategy can change.
+    var allSptes: [UInt64] {
+        var out: [UInt64] = []
+        let c = table.columns
+        for p in 0..<table.count {
+            let pt = c.spt[p]!
+            for i in 0..<SPTE.perPage { out.append(pt[i]) }
+        }
+        return out
+    }
+
+    /// The writable leaves of the measured slot, as gfns.
+    var writableGFNs: [UInt64] {
+        var out: [UInt64] = []
+        let c = table.columns
+        let s = measured
+        for p in 0..<table.count {
+            let level = Int(c.level[p])
+            for i in 0..<SPTE.perPage {
+                let e = c.spt[p]![i]
+                if isShadowPresentSPTE(e), isLastSPTE(e, level: level), isWritableSPTE(e) {
+                    let gfn = c.gfn(ofPage: p, index: i)
+                    if s.contains(gfn) { out.append(gfn) }
+                }
+            }
+        }
+        return out.sorted()
+    }
+
+    /// The expected bitmap of a set of pages of the measured slot.
+    func bitmap(of pages: [Int]) -> [UInt64] {
+        var b = [UInt64](repeating: 0, count: measured.bitmapWords)
+        for p in pages { b[p >> 6] |= 1 << UInt64(p & 63) }
+        return b
+    }
+}
