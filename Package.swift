@@ -25,13 +25,15 @@ let package = Package(
             pkgConfig: "jemalloc",
             providers: [.apt(["libjemalloc-dev"])]
         ),
+        // jemalloc's options for the process (malloc_conf): transparent huge pages.
+        .target(name: "CJemallocConfig"),
         // Kernel-style atomics (xchg, test-and-set spinlock, cpu_relax) as static inline C.
         .target(name: "CAtomics"),
         // <linux/kvm.h> structs and the ioctl request numbers its macros compute.
         .target(name: "CLinuxKVM"),
         .target(
             name: "ShadowMMU",
-            dependencies: ["CJemalloc", "CAtomics"],
+            dependencies: ["CJemalloc", "CJemallocConfig", "CAtomics"],
             swiftSettings: hotLoopSettings
         ),
         .target(

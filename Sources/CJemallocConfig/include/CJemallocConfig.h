@@ -1,0 +1,1 @@
+/* The process's jemalloc options are defined in config.c (malloc_conf). */
