@@ -34,6 +34,12 @@ struct Bench: ParsableCommand {
           bench --slot-pages 1GiB --paging tdp --pattern even
           bench --slot-pages 1GiB --vm-pages 8GiB          a 1 GiB slot in an 8 GiB VM
           bench --slot-pages 4GiB --dirty 1,512,65536 --strategy rmap,slot-walk
+          bench --preset dirty-log-perf                   model and kernel, side by side
+
+        Where /dev/kvm opens, the same series also run on the real kernel (backend \
+        kvm): kvm-get (KVM_GET_DIRTY_LOG), kvm-get+clear (manual protect: \
+        KVM_GET_DIRTY_LOG then KVM_CLEAR_DIRTY_LOG) and kvm-ring (the dirty ring and \
+        KVM_RESET_DIRTY_RINGS), with a tiny guest writing the same pages.
         """,
         version: "dirty-log-bench 0.1"
     )
@@ -102,6 +108,18 @@ struct Bench: ParsableCommand {
     @Flag(help: "No progress on stderr.")
     var quiet = false
 
+    @Option(help: ArgumentHelp("model, kvm or both: kvm runs the same series on the real kernel through /dev/kvm. (default: both, the kernel when /dev/kvm opens)", valueName: "name"))
+    var backend: String?
+
+    @Option(name: .customLong("kvm-reps"), help: ArgumentHelp("Timed repetitions per kernel point and strategy, 1 to 1000. (default: \(RunOptions.Defaults.kvmReps))", valueName: "n"))
+    var kvmReps: String?
+
+    @Option(name: .customLong("kvm-budget"), help: ArgumentHelp("Seconds one kernel series may take; the points that would exceed it are skipped and listed in skipped.csv. (default: \(RunOptions.Defaults.kvmBudgetSeconds))", valueName: "seconds"))
+    var kvmBudget: String?
+
+    @Option(help: ArgumentHelp("dirty-log-perf: kvm-unit-tests' experiment (--slot-pages as its -n, default 262144; --vm-pages as its -m), 1, 2, 4, ... dirty pages evenly spaced, on the model and the kernel side by side.", valueName: "name"))
+    var preset: String?
+
     func run() throws {
         var o = RunOptions()
         o.quick = quick
@@ -118,13 +136,27 @@ struct Bench: ParsableCommand {
         o.seed = seed
         o.output = output
         o.quiet = quiet
+        o.backend = backend
+        o.kvmReps = kvmReps
+        o.kvmBudget = kvmBudget
+        o.preset = preset
         let plan = try o.plan()
         let outcome = try BenchRun(plan: plan).run()
+        if let p = preset {
+            print(Reports.sideBySide(outcome.rows, scenario: p))
+            print("")
+        }
         print(Reports.summary(outcome.crossover))
+        let kernel = Reports.kernelSummary(outcome.crossover)
+        if !kernel.isEmpty { print("\n" + kernel) }
+        for n in outcome.notes { print("\n" + n) }
         print("")
         let bad = outcome.rows.filter { !$0.verified }.count
         print("points:    \(outcome.directory)/points.csv (\(outcome.rows.count) rows, " + (bad == 0 ? "all verified)" : "\(bad) NOT verified)"))
         print("crossover: \(outcome.directory)/crossover.csv")
+        if !outcome.skipped.isEmpty {
+            print("skipped:   \(outcome.directory)/skipped.csv (\(outcome.skipped.count) entries)")
+        }
         print(String(format: "wall time: %.1f s", outcome.seconds))
         if bad > 0 { throw ExitCode(1) }
     }

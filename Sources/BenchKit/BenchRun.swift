@@ -1,17 +1,36 @@
 import Foundation
+import HostKVM
 import ShadowMMU
+
+/// Which implementations a run measures.
+public enum Backend: String, CaseIterable, Sendable {
+    case model, kvm, both
+
+    var includesModel: Bool { self != .kvm }
+    var includesKernel: Bool { self != .model }
+}
 
 /// Everything one `bench` run measures and where it writes.
 public struct RunPlan: Sendable {
     public var modelSeries: [ModelSeriesSpec]
+    public var kernelSeries: [KernelSeriesSpec]
     public var settings: MeasureSettings
+    public var kernelSettings: KernelSettings
+    /// Whether the kernel was asked for by name (`--backend kvm|both`): then
+    /// an unusable /dev/kvm is an error rather than a note.
+    public var kernelRequired: Bool
     /// The run folder goes under this directory.
     public var outputDirectory: String
     public var quiet: Bool
 
-    public init(modelSeries: [ModelSeriesSpec], settings: MeasureSettings, outputDirectory: String, quiet: Bool) {
+    public init(modelSeries: [ModelSeriesSpec], kernelSeries: [KernelSeriesSpec] = [], settings: MeasureSettings,
+                kernelSettings: KernelSettings = KernelSettings(), kernelRequired: Bool = false,
+                outputDirectory: String, quiet: Bool) {
         self.modelSeries = modelSeries
+        self.kernelSeries = kernelSeries
         self.settings = settings
+        self.kernelSettings = kernelSettings
+        self.kernelRequired = kernelRequired
         self.outputDirectory = outputDirectory
         self.quiet = quiet
     }
@@ -24,6 +43,30 @@ public struct RunPlan: Sendable {
             s.layout.estimatedBytes + s.layout.slotPages * (4 + 8) + DirtyBitmap.words(pages: s.layout.slotPages) * 8
         }.max() ?? 0) + flush
     }
+
+    /// The order series run in: each kernel series right after the model
+    /// series it sits beside, so an interrupted run keeps pairs together.
+    var jobs: [Job] {
+        var out: [Job] = []
+        var pending = kernelSeries
+        for m in modelSeries {
+            out.append(.model(m))
+            while let i = pending.firstIndex(where: { $0.key == m.key }) { out.append(.kernel(pending.remove(at: i))) }
+        }
+        return out + pending.map(Job.kernel)
+    }
+
+    enum Job {
+        case model(ModelSeriesSpec)
+        case kernel(KernelSeriesSpec)
+
+        var label: String {
+            switch self {
+            case .model(let s): s.key.label
+            case .kernel(let s): s.key.label + " (kvm)"
+            }
+        }
+    }
 }
 
 /// What a finished run produced.
@@ -31,13 +74,17 @@ public struct RunOutcome {
     public var directory: String
     public var rows: [PointRow]
     public var crossover: [CrossoverRow]
+    public var skipped: [SkipNote]
+    /// Lines for the terminal about the kernel: unavailable, emulated, ...
+    public var notes: [String]
     public var seconds: Double
 }
 
 /// Runs a plan: makes the run folder first (so an unwritable output fails
-/// before any work), then measures series after series, rewriting the CSV
-/// files whole after each one so that an interrupted run leaves complete
-/// files with every finished series.
+/// before any work), opens /dev/kvm if the plan has kernel series, then
+/// measures series after series, rewriting the CSV files whole after each
+/// one so that an interrupted run leaves complete files with every finished
+/// series.
 public final class BenchRun {
     public let plan: RunPlan
     public let progress: Progress
@@ -49,30 +96,73 @@ public final class BenchRun {
 
     public func run() throws -> RunOutcome {
         let dir = try Self.makeRunDirectory(under: plan.outputDirectory)
+        var notes: [String] = []
+        var skipped: [SkipNote] = []
+        var device: KVMDevice? = nil
+        if !plan.kernelSeries.isEmpty {
+            do {
+                device = try KVMDevice()
+                notes.append("kvm: \(KVMDevice.path): \(device!.summary)")
+            } catch {
+                if plan.kernelRequired { throw BenchError.unavailable("--backend: \(error)") }
+                notes.append("kvm: \(error); the model runs alone")
+                for k in plan.kernelSeries {
+                    skipped.append(SkipNote(series: k.key.label, backend: "kvm", reason: "\(error)"))
+                }
+            }
+        }
+        for n in notes { progress.note(n) }
+        let jobs = plan.jobs.filter { if case .kernel = $0 { return device != nil } else { return true } }
         let flusher = plan.settings.cache == .cold ? CacheFlusher() : nil
-        for s in plan.modelSeries { progress.addPlannedWork(s.plannedUnits) }
+        for job in jobs {
+            switch job {
+            case .model(let s): progress.addPlannedWork(s.plannedUnits)
+            case .kernel(let s): progress.addPlannedWork(s.plannedUnits(strategies: plan.kernelSettings.strategies.count))
+            }
+        }
         var rows: [PointRow] = []
-        var crossover: [CrossoverRow] = []
-        for (i, spec) in plan.modelSeries.enumerated() {
-            let status = "[\(i + 1)/\(plan.modelSeries.count)] \(spec.key.label)"
+        for (i, job) in jobs.enumerated() {
+            let status = "[\(i + 1)/\(jobs.count)] \(job.label)"
             let t0 = MonotonicClock.now()
-            let series = ModelSeries(spec: spec, settings: plan.settings, flusher: flusher, progress: progress, status: status)
-            let new = try series.run()
+            let new: [PointRow]
+            switch job {
+            case .model(let spec):
+                new = try ModelSeries(spec: spec, settings: plan.settings, flusher: flusher, progress: progress, status: status).run()
+            case .kernel(let spec):
+                let series = KernelSeries(spec: spec, settings: plan.kernelSettings, measure: plan.settings,
+                                          flusher: flusher, progress: progress, status: status)
+                do {
+                    let outcome = try series.run(device: device!)
+                    new = outcome.rows
+                    skipped += outcome.skipped
+                    for n in outcome.notes where !notes.contains(n) {
+                        notes.append(n)
+                        progress.note(n)
+                    }
+                    for s in outcome.skipped { progress.note("kvm \(s.series): skipped \(s.strategy.isEmpty ? "" : s.strategy + " ")\(s.dirtyPages.isEmpty ? "" : "dirty pages " + s.dirtyPages + " ")(\(s.reason))") }
+                } catch let e as KVMError {
+                    // The kernel failed; the model's part of the run goes on.
+                    new = []
+                    skipped.append(SkipNote(series: spec.key.label, backend: "kvm", reason: "\(e)"))
+                    progress.note("kvm \(spec.key.label): \(e)")
+                }
+            }
             rows += new
-            if let c = Crossover.row(series: spec.key, rows: new) { crossover.append(c) }
-            try write(rows: rows, crossover: crossover, to: dir)
+            try write(rows: rows, skipped: skipped, to: dir)
             let bad = new.filter { !$0.verified }.count
             let seconds = String(format: "%.1f", Double(MonotonicClock.now() - t0) / 1e9)
             progress.note("\(status): \(Set(new.map(\.dirtyPages)).count) points in \(seconds) s, "
-                + (bad == 0 ? "all verified" : "\(bad) rows NOT verified"))
+                + (new.isEmpty ? "nothing measured" : bad == 0 ? "all verified" : "\(bad) rows NOT verified"))
         }
         progress.finish()
-        return RunOutcome(directory: dir, rows: rows, crossover: crossover, seconds: progress.elapsedSeconds)
+        return RunOutcome(directory: dir, rows: rows, crossover: Crossover.rows(rows), skipped: skipped, notes: notes,
+                          seconds: progress.elapsedSeconds)
     }
 
-    private func write(rows: [PointRow], crossover: [CrossoverRow], to dir: String) throws {
+    private func write(rows: [PointRow], skipped: [SkipNote], to dir: String) throws {
         try AtomicFile.write(Reports.pointsTable(rows).text, to: dir + "/points.csv")
-        try AtomicFile.write(Reports.crossoverTable(crossover).text, to: dir + "/crossover.csv")
+        try AtomicFile.write(Reports.crossoverTable(Crossover.rows(rows)).text, to: dir + "/crossover.csv")
+        try AtomicFile.write(Reports.skippedTable(skipped).text, to: dir + "/skipped.csv")
     }
 
     /// `<output>/<UTC timestamp>`, made now, with a probe file written and

@@ -99,10 +99,12 @@ public enum BenchError: Error, CustomStringConvertible {
     case output(String)
     /// Something failed while running: exit status 70 (EX_SOFTWARE).
     case failed(String)
+    /// A backend asked for by name cannot be used: exit status 69 (EX_UNAVAILABLE).
+    case unavailable(String)
 
     public var description: String {
         switch self {
-        case .usage(let m), .output(let m), .failed(let m): m
+        case .usage(let m), .output(let m), .failed(let m), .unavailable(let m): m
         }
     }
 
@@ -111,6 +113,7 @@ public enum BenchError: Error, CustomStringConvertible {
         case .usage: 64
         case .output: 73
         case .failed: 70
+        case .unavailable: 69
         }
     }
 }

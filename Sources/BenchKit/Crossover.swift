@@ -21,11 +21,60 @@ public struct CrossoverRow: Sendable {
     public var seedRegretMaxPct: Double
     public var seedRegretMaxAt: Int
     public var seedRegretMeanPct: Double
+    /// The kernel beside the model, when it ran this series.
+    public var kernel: KernelComparison?
 
     public var crossoverPerUsed: Double? { crossoverDirtyPages.map { $0 / Double(max(1, nUsedMMUPages)) } }
 }
 
+/// The kernel's kvm-get at the fewest and the most dirty pages it measured,
+/// and how the model's closest strategy compares there.
+public struct KernelComparison: Sendable {
+    public var guestMode: String
+    public var minDirtyPages: Int
+    public var maxDirtyPages: Int
+    public var kvmGetAtMin: Double
+    public var kvmGetAtMax: Double
+    /// The model strategy compared: the one that works as the kernel's
+    /// KVM_GET_DIRTY_LOG does.
+    public var modelStrategy: String
+    /// Model median over kernel median at those two counts (nil when the
+    /// model did not measure that count).
+    public var modelOverKernelAtMin: Double?
+    public var modelOverKernelAtMax: Double?
+}
+
 public enum Crossover {
+    /// The model strategy that does what the kernel's KVM_GET_DIRTY_LOG does
+    /// on its shadow MMU (per bitmap word, under one lock: MODEL.md's
+    /// "masked rmap"); until the model has it, the seed's rmap branch.
+    public static let modelCounterpartOfKernel = Strategy.rmap
+
+    /// One row per series that has model rows for rmap and slot-walk, in
+    /// series order, with the kernel beside it when it ran.
+    public static func rows(_ all: [PointRow]) -> [CrossoverRow] {
+        var keys: [SeriesKey] = []
+        for r in all where r.backend == "model" && !keys.contains(r.series) { keys.append(r.series) }
+        return keys.compactMap { key in
+            let these = all.filter { $0.series == key }
+            guard var r = row(series: key, rows: these) else { return nil }
+            r.kernel = kernelComparison(these)
+            return r
+        }
+    }
+
+    static func kernelComparison(_ rows: [PointRow]) -> KernelComparison? {
+        let get = rows.filter { $0.backend == "kvm" && $0.strategy == "kvm-get" }.sorted { $0.dirtyPages < $1.dirtyPages }
+        guard let lo = get.first, let hi = get.last else { return nil }
+        let model = Dictionary(rows.filter { $0.backend == "model" && $0.strategy == modelCounterpartOfKernel.rawValue }
+            .map { ($0.dirtyPages, $0.summary.median) }, uniquingKeysWith: { a, _ in a })
+        return KernelComparison(
+            guestMode: lo.kernel?.guestMode ?? "", minDirtyPages: lo.dirtyPages, maxDirtyPages: hi.dirtyPages,
+            kvmGetAtMin: lo.summary.median, kvmGetAtMax: hi.summary.median, modelStrategy: modelCounterpartOfKernel.rawValue,
+            modelOverKernelAtMin: model[lo.dirtyPages].map { $0 / lo.summary.median },
+            modelOverKernelAtMax: model[hi.dirtyPages].map { $0 / hi.summary.median })
+    }
+
     /// A point of a series: the two strategies' medians at one dirty count.
     public struct Pair: Sendable {
         public var dirtyPages: Int

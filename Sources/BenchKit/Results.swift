@@ -61,16 +61,55 @@ public struct PointRow: Sendable {
     public var chose: String
     /// Timed repetitions, nanoseconds, warm-up excluded, in run order.
     public var samples: [Double]
-    public var counters: ProtectCounters
+    /// The model's counters; nil for the kernel, which does not report them.
+    public var counters: ProtectCounters?
     /// Bytes allocated by this thread inside the timed regions, summed.
     public var allocatedBytesInTimedRegion: UInt64
     public var verified: Bool
     /// The first violations found, empty when verified.
     public var violations: String
     public var cache: String
+    /// What only kernel rows have.
+    public var kernel: KernelExtras? = nil
 
     public var summary: SampleSummary { SampleSummary(samples) }
     public var dirtyPerUsed: Double { Double(dirtyPages) / Double(max(1, nUsedMMUPages)) }
+}
+
+/// The parts of a kernel row the model has no counterpart for.
+public struct KernelExtras: Sendable {
+    /// `flat32` or `long64`: how the test guest ran.
+    public var guestMode: String
+    /// For kvm-get+clear: the two ioctls' own times, per repetition.
+    public var getNs: [Double] = []
+    public var clearNs: [Double] = []
+    /// For kvm-ring: KVM_EXIT_DIRTY_RING_FULL exits and untimed chunk
+    /// harvests during the guest's writes, summed over repetitions.
+    public var ringFullExits = 0
+    public var ringHarvestsDuringWrites = 0
+    /// VM statistic pages_4k after the point: 4 KiB sptes the kernel holds.
+    public var sptes4k: UInt64 = 0
+    /// vCPU statistic insn_emulation over the point's guest writes, per write.
+    public var emulatedInstructionsPerWrite: Double = 0
+
+    public init(guestMode: String) { self.guestMode = guestMode }
+}
+
+/// A strategy, series or point that did not run, and why: a row of skipped.csv.
+public struct SkipNote: Sendable {
+    public var series: String
+    public var backend: String
+    public var strategy: String
+    public var dirtyPages: String
+    public var reason: String
+
+    public init(series: String, backend: String, strategy: String = "", dirtyPages: String = "", reason: String) {
+        self.series = series
+        self.backend = backend
+        self.strategy = strategy
+        self.dirtyPages = dirtyPages
+        self.reason = reason
+    }
 }
 
 /// Human-readable sizes.

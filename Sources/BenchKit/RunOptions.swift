@@ -20,8 +20,19 @@ public struct RunOptions: Sendable {
     public var seed: String?
     public var output = "results"
     public var quiet = false
+    public var backend: String?
+    public var kvmReps: String?
+    public var kvmBudget: String?
+    public var preset: String?
 
     public init() {}
+
+    /// Experiments with a fixed shape.
+    public enum Preset: String, CaseIterable, Sendable {
+        /// kvm-unit-tests' api/dirty-log-perf: a slot of 262144 pages (-n),
+        /// the VM's memory (-m), 1, 2, 4, ... dirty pages evenly spaced.
+        case dirtyLogPerf = "dirty-log-perf"
+    }
 
     /// The defaults, and what `--quick` changes.
     public enum Defaults {
@@ -36,6 +47,9 @@ public struct RunOptions: Sendable {
         public static let quickReps = 7
         public static let warmup = 1
         public static let seed: UInt64 = 1
+        public static let dirtyLogPerfSlotPages = "262144"
+        public static let kvmReps = 5
+        public static let kvmBudgetSeconds = 20
     }
 
     /// Bounds the options accept.
@@ -45,10 +59,14 @@ public struct RunOptions: Sendable {
         public static let mappings = 1...16
         public static let reps = 1...1000
         public static let warmup = 0...100
+        public static let kvmBudgetSeconds = 1...86400
     }
 
     public func plan(memoryAvailable: Int = SystemMemory.availableBytes) throws -> RunPlan {
-        let slots = try Parse.list(slotPages ?? (quick ? Defaults.quickSlotPages : Defaults.slotPages), option: "--slot-pages") {
+        let preset = try preset.map { try Parse.choice($0, option: "--preset", of: Preset.self) }
+        let backend = try backend.map { try Parse.choice($0, option: "--backend", of: Backend.self) } ?? .both
+        let defaultSlots = preset == .dirtyLogPerf ? Defaults.dirtyLogPerfSlotPages : quick ? Defaults.quickSlotPages : Defaults.slotPages
+        let slots = try Parse.list(slotPages ?? defaultSlots, option: "--slot-pages") {
             try Parse.pages($0, option: "--slot-pages", range: Limits.slotPages)
         }
         let vm = try vmPages.map { try Parse.pages($0, option: "--vm-pages", range: Limits.slotPages) }
@@ -56,14 +74,14 @@ public struct RunOptions: Sendable {
             throw BenchError.usage("--vm-pages: \(vm) pages is smaller than the slot (\(big) pages); accepted: \(big) to \(Limits.slotPages.upperBound) pages")
         }
         let k = try mappings.map { try Parse.int($0, option: "--mappings", range: Limits.mappings) } ?? Defaults.mappings
-        let pagings = try Parse.list(paging ?? Defaults.paging, option: "--paging") { name -> Paging in
+        let pagings = try Parse.list(paging ?? (preset == .dirtyLogPerf ? "tdp" : Defaults.paging), option: "--paging") { name -> Paging in
             switch name {
             case "tdp": return .tdp
             case "shadow": return .shadow(mappings: k)
             default: throw BenchError.usage("--paging: unknown paging mode '\(name)'; accepted: tdp, shadow")
             }
         }
-        let patterns = try Parse.list(pattern ?? Defaults.pattern, option: "--pattern") {
+        let patterns = try Parse.list(pattern ?? (preset == .dirtyLogPerf ? "even" : Defaults.pattern), option: "--pattern") {
             try Parse.choice($0, option: "--pattern", of: DirtyPattern.self)
         }
         let strategies = try strategy.map {
@@ -74,7 +92,7 @@ public struct RunOptions: Sendable {
             CountPlan.explicit(try Parse.list($0, option: "--dirty") {
                 try Parse.int($0, option: "--dirty", range: 1...smallest, unit: "dirty pages (at most the slot's \(smallest) pages)")
             })
-        } ?? .thresholdSweep
+        } ?? (preset == .dirtyLogPerf ? .powersOfTwo : .thresholdSweep)
         let settings = MeasureSettings(
             reps: try reps.map { try Parse.int($0, option: "--reps", range: Limits.reps) } ?? (quick ? Defaults.quickReps : Defaults.reps),
             warmup: try warmup.map { try Parse.int($0, option: "--warmup", range: Limits.warmup) } ?? Defaults.warmup,
@@ -82,21 +100,40 @@ public struct RunOptions: Sendable {
             seed: try seed.map { try Parse.seed($0, option: "--seed") } ?? Defaults.seed
         )
         guard !output.isEmpty else { throw BenchError.usage("--output: empty path; give a directory") }
+        let kernelSettings = KernelSettings(
+            reps: try kvmReps.map { try Parse.int($0, option: "--kvm-reps", range: Limits.reps) } ?? Defaults.kvmReps,
+            warmup: settings.warmup,
+            budgetSeconds: Double(try kvmBudget.map { try Parse.int($0, option: "--kvm-budget", range: Limits.kvmBudgetSeconds, unit: "seconds") }
+                ?? Defaults.kvmBudgetSeconds)
+        )
+        let scenario = preset?.rawValue ?? "threshold"
 
         // The default run: every paging mode and pattern on the 1 GiB slot, and
         // dirty-log-perf's evenly spaced pages on the 16 GiB one, whose random
         // pattern would double the run's time (`--pattern random` adds it).
-        let curated = !quick && slotPages == nil && pattern == nil
+        let curated = !quick && preset == nil && slotPages == nil && pattern == nil
         var series: [ModelSeriesSpec] = []
         for slot in slots {
             for p in pagings {
                 for pat in patterns where !(curated && slot > Defaults.randomPatternMaxSlotPages && pat == .random) {
                     let layout = VMLayout(paging: p, slotPages: slot, vmPages: max(vm ?? slot, slot), seed: settings.seed)
-                    series.append(ModelSeriesSpec(scenario: "threshold", layout: layout, pattern: pat, counts: counts, strategies: strategies))
+                    series.append(ModelSeriesSpec(scenario: scenario, layout: layout, pattern: pat, counts: counts, strategies: strategies))
                 }
             }
         }
-        let plan = RunPlan(modelSeries: series, settings: settings, outputDirectory: output, quiet: quiet)
+        // The kernel beside every slot size, VM size and pattern the model runs.
+        var kernel: [KernelSeriesSpec] = []
+        if backend.includesKernel {
+            for s in series {
+                let k = KernelSeriesSpec(scenario: scenario, slotPages: s.layout.slotPages, vmPages: s.layout.vmPages, pattern: s.pattern,
+                                         counts: counts == .thresholdSweep ? SweepPlan.powersOfTwo(slotPages: s.layout.slotPages)
+                                             : counts.counts(slotPages: s.layout.slotPages, nUsedMMUPages: 0))
+                if !kernel.contains(k) { kernel.append(k) }
+            }
+        }
+        let plan = RunPlan(modelSeries: backend.includesModel ? series : [], kernelSeries: kernel, settings: settings,
+                           kernelSettings: kernelSettings, kernelRequired: self.backend != nil && backend.includesKernel,
+                           outputDirectory: output, quiet: quiet)
         try Self.checkMemory(plan, available: memoryAvailable)
         return plan
     }

@@ -45,6 +45,9 @@ import Testing
         (["--pattern", "zipf"], "--pattern: unknown value 'zipf'; accepted:"),
         (["--slot-pages", "1TiB", "--paging", "shadow", "--mappings", "16"], "needs about"),
         (["--no-such-flag"], "Unknown option '--no-such-flag'"),
+        (["--backend", "qemu"], "--backend: unknown value 'qemu'; accepted: model, kvm, both"),
+        (["--preset", "migration-storm"], "--preset: unknown value 'migration-storm'; accepted: dirty-log-perf"),
+        (["--kvm-budget", "0"], "--kvm-budget: 0 is out of range; accepted: 1 to 86400 seconds"),
     ])
     func badInputIsOneLineAndExitStatus64(args: [String], expected: String) throws {
         let r = try bench(args + ["--output", NSTemporaryDirectory() + "bench-cli-never"])

@@ -2,6 +2,7 @@ import Foundation
 import Testing
 import ShadowMMU
 @testable import BenchKit
+import HostKVM
 
 @Suite(.serialized) struct RunTests {
     func tempDir() -> String {
@@ -19,6 +20,7 @@ import ShadowMMU
         o.cache = "warm"
         o.output = tempDir()
         o.quiet = true
+        o.backend = "model"
         let outcome = try BenchRun(plan: try o.plan()).run()
         let points = CSVTable.parse(try String(contentsOfFile: outcome.directory + "/points.csv", encoding: .utf8))!
         #expect(points.columns == Reports.pointColumns)
@@ -33,7 +35,33 @@ import ShadowMMU
         #expect(crossover.columns == Reports.crossoverColumns)
         #expect(crossover.rows.count == 4)
         let files = try FileManager.default.contentsOfDirectory(atPath: outcome.directory)
-        #expect(Set(files) == ["points.csv", "crossover.csv"], "no temporary file left behind")
+        #expect(Set(files) == ["points.csv", "crossover.csv", "skipped.csv"], "no temporary file left behind")
+    }
+
+    @Test(.enabled(if: (try? HostKVM.KVMDevice()) != nil, "/dev/kvm cannot be opened"))
+    func theKernelRunsBesideTheModelAndIsVerified() throws {
+        var o = RunOptions()
+        o.slotPages = "1024"
+        o.paging = "tdp"
+        o.pattern = "random"
+        o.dirty = "1,100,1024"
+        o.reps = "2"
+        o.kvmReps = "2"
+        o.cache = "warm"
+        o.output = tempDir()
+        o.quiet = true
+        let outcome = try BenchRun(plan: try o.plan()).run()
+        let records = CSVTable.parse(try String(contentsOfFile: outcome.directory + "/points.csv", encoding: .utf8))!.records
+        let kvm = records.filter { $0["backend"] == "kvm" }
+        #expect(Set(kvm.map { $0["strategy"]! }) == ["kvm-get", "kvm-get+clear", "kvm-ring"])
+        #expect(Set(kvm.map { Int($0["dirty_pages"]!)! }) == [1, 100, 1024])
+        #expect(kvm.allSatisfy { $0["verified"] == "true" && $0["guest_mode"] == "flat32" && $0["paging"] == "tdp" })
+        #expect(kvm.filter { $0["strategy"] == "kvm-get+clear" }.allSatisfy { !$0["get_ns"]!.isEmpty && !$0["clear_ns"]!.isEmpty })
+        #expect(kvm.allSatisfy { $0["shadow_pages_visited"]!.isEmpty }, "the kernel reports no model counters")
+        let crossover = CSVTable.parse(try String(contentsOfFile: outcome.directory + "/crossover.csv", encoding: .utf8))!.records
+        #expect(crossover.count == 1)
+        #expect(crossover[0]["kvm_min_dirty_pages"] == "1" && crossover[0]["kvm_max_dirty_pages"] == "1024")
+        #expect(!(crossover[0]["model_over_kvm_at_min"] ?? "").isEmpty)
     }
 
     @Test func anUnwritableOutputFailsBeforeAnyWork() throws {

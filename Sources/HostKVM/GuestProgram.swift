@@ -1,0 +1,84 @@
+/// How the test guest runs, which decides how far it reaches.
+public enum GuestMode: String, Sendable {
+    /// 32-bit protected mode, paging off: guest-virtual is guest-physical,
+    /// so the guest reaches the first 4 GiB.
+    case flat32
+    /// 64-bit long mode on an identity map of 2 MiB pages: any slot below
+    /// 240 GiB.
+    case long64
+
+    /// The mode a guest whose memory ends at `endGPA` needs.
+    public static func needed(endGPA: UInt64) -> GuestMode {
+        endGPA <= GuestLayout.flat32Reach ? .flat32 : .long64
+    }
+}
+
+/// Where things sit in guest-physical memory.
+///
+///     0x0000_0000  code slot: the write loop at +0x1000, long mode's page
+///                  tables at +0x10000, the list of addresses to write at +1 MiB
+///     0x1000_0000  flat32: the measured slot (slot 0), then the VM's other
+///                  memory (slot 1)
+///     0x1_0000_0000  long64: the same
+public enum GuestLayout {
+    public static let measuredSlot: UInt32 = 0
+    public static let otherSlot: UInt32 = 1
+    public static let codeSlot: UInt32 = 2
+
+    static let codeOffset = 0x1000
+    static let pageTablesOffset = 0x10000
+    static let listOffset = 0x10_0000
+    /// One page-directory page per GiB fits between the tables and the list.
+    static let maxIdentityGiB = (listOffset - pageTablesOffset) / 4096 - 2
+    static let flat32Reach: UInt64 = 1 << 32
+    static let pageSize: UInt64 = 4096
+
+    static func slotGPA(_ mode: GuestMode) -> UInt64 {
+        mode == .flat32 ? 0x1000_0000 : 0x1_0000_0000
+    }
+
+    /// Bytes of one list entry: a 32- or 64-bit guest-physical address.
+    static func entryBytes(_ mode: GuestMode) -> Int { mode == .flat32 ? 4 : 8 }
+
+    /// The code slot: the program, the tables and a list long enough for
+    /// every page of the VM, rounded up to 2 MiB.
+    static func codeSlotBytes(_ mode: GuestMode, listEntries: Int) -> Int {
+        let raw = listOffset + listEntries * entryBytes(mode)
+        return (raw + (2 << 20) - 1) & ~((2 << 20) - 1)
+    }
+}
+
+/// The guest's only program: write one byte to each address of a list, then
+/// halt. Unrolled eight times, since each guest instruction may cost a trip
+/// through KVM's emulator:
+///
+///     test ecx, ecx ; jz rem            ecx = count / 8, edx = count % 8, rsi = list
+///     block: 8 × (lods ; add byte [eax/rax], 1) ; dec ecx ; jnz block
+///     rem:   test edx, edx ; jz done
+///     r1:    lods ; add byte [eax/rax], 1 ; dec edx ; jnz r1
+///     done:  hlt
+enum WriteLoop {
+    static let unroll = 8
+
+    static func code(_ mode: GuestMode) -> [UInt8] {
+        let lods: [UInt8] = mode == .flat32 ? [0xAD] : [0x48, 0xAD]      // lodsd / lodsq
+        let addByte: [UInt8] = [0x80, 0x00, 0x01]                         // add byte [eax/rax], 1
+        let decECX: [UInt8] = mode == .flat32 ? [0x49] : [0xFF, 0xC9]     // dec ecx
+        let decEDX: [UInt8] = mode == .flat32 ? [0x4A] : [0xFF, 0xCA]     // dec edx
+        let one = lods + addByte
+        let block = Array(repeating: one, count: unroll).flatMap { $0 } + decECX
+        let remainder = one + decEDX
+
+        var c: [UInt8] = []
+        c += [0x85, 0xC9]                                          // test ecx, ecx
+        c += [0x74, UInt8(block.count + 2)]                        // jz rem (skip block + its jnz)
+        c += block
+        c += [0x75, UInt8(bitPattern: Int8(-(block.count + 2)))]   // jnz block
+        c += [0x85, 0xD2]                                          // rem: test edx, edx
+        c += [0x74, UInt8(remainder.count + 2)]                    // jz done
+        c += remainder
+        c += [0x75, UInt8(bitPattern: Int8(-(remainder.count + 2)))] // jnz r1
+        c += [0xF4]                                                // done: hlt
+        return c
+    }
+}

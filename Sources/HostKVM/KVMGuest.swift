@@ -1,0 +1,488 @@
+import CLinuxKVM
+import Glibc
+
+/// A VM on the real kernel built for measuring one dirty log: a code slot,
+/// the measured slot (dirty logging on) and optionally the rest of the VM's
+/// memory in a second slot, one vCPU running `WriteLoop`.
+///
+/// Guest memory is not backed page for page: one small memfd is mapped
+/// again and again over each slot's range, since the dirty log tracks guest
+/// frames, not host pages. Every page of every slot is written once before
+/// logging is enabled, as dirty-log-perf does, so that on a host where the
+/// guest runs natively every spte exists (see `populate()` for a host where
+/// it does not).
+///
+/// File descriptors, mappings and guest memory are released in `deinit`, and
+/// by a failing initializer for whatever it had acquired.
+public final class KVMGuest {
+    public let mode: GuestMode
+    public let slotPages: Int
+    public let vmPages: Int
+    /// Ring entries when the VM logs through a dirty ring, else 0.
+    public let ringEntries: Int
+
+    private let kvm: KVMDevice
+    private var vmFD: Int32 = -1
+    private var vcpuFD: Int32 = -1
+    private var memFD: Int32 = -1
+    private var run: UnsafeMutablePointer<kvm_run>?
+    private var runSize = 0
+    private var code: UnsafeMutableRawPointer?
+    private var codeBytes = 0
+    private var guestRange: UnsafeMutableRawPointer?
+    private var guestRangeBytes = 0
+    private var ring: UnsafeMutablePointer<kvm_dirty_gfn>?
+    private var ringBytes = 0
+    private var ringFetch = 0
+    private var manualProtect = false
+    private var listCount = 0
+    /// KVM_GET_DIRTY_LOG's destination: one bit per page of the measured slot.
+    public private(set) var bitmap: UnsafeMutableBufferPointer<UInt64>
+    /// What the last ring harvest collected (offsets in the measured slot), valid
+    /// up to `ringHarvested`; entries of other slots are counted in `ringForeign`.
+    public private(set) var ringOffsets: UnsafeMutableBufferPointer<UInt64>
+    public private(set) var ringHarvested = 0
+    public private(set) var ringForeign = 0
+
+    /// Chunk of host memory mapped repeatedly over the guest's slots.
+    static let memfdBytes = 8 << 20
+
+    /// The guest memory of a VM of `vmPages` pages whose first `slotPages`
+    /// form the measured slot. Throws `.invalidSetup` before any ioctl when
+    /// the sizes make no sense, and `.missingCapability` when a ring is asked
+    /// for and not offered.
+    public init(device: KVMDevice, slotPages: Int, vmPages: Int? = nil, ringEntries: Int = 0) throws {
+        let vmPages = vmPages ?? slotPages
+        guard slotPages > 0 else { throw KVMError.invalidSetup("a slot of \(slotPages) pages: it needs at least one") }
+        guard vmPages >= slotPages else {
+            throw KVMError.invalidSetup("a VM of \(vmPages) pages cannot hold a slot of \(slotPages)")
+        }
+        let flatEnd = GuestLayout.slotGPA(.flat32) + UInt64(vmPages) * GuestLayout.pageSize
+        let mode = GuestMode.needed(endGPA: flatEnd)
+        let end = GuestLayout.slotGPA(mode) + UInt64(vmPages) * GuestLayout.pageSize
+        let gib = Int((end + (1 << 30) - 1) >> 30)
+        guard mode == .flat32 || gib <= GuestLayout.maxIdentityGiB else {
+            throw KVMError.invalidSetup("a VM of \(vmPages) pages ends past the \(GuestLayout.maxIdentityGiB) GiB the guest maps")
+        }
+        if ringEntries > 0 {
+            guard device.dirtyRingMaxBytes > 0 else { throw KVMError.missingCapability("KVM_CAP_DIRTY_LOG_RING") }
+            guard ringEntries & (ringEntries - 1) == 0, ringEntries <= device.dirtyRingMaxEntries else {
+                throw KVMError.invalidSetup("a dirty ring of \(ringEntries) entries: it must be a power of two up to \(device.dirtyRingMaxEntries)")
+            }
+        }
+        self.kvm = device
+        self.mode = mode
+        self.slotPages = slotPages
+        self.vmPages = vmPages
+        self.ringEntries = ringEntries
+        let words = (slotPages + 63) / 64
+        bitmap = .allocate(capacity: words)
+        bitmap.initialize(repeating: 0)
+        ringOffsets = .allocate(capacity: max(1, ringEntries))
+        ringOffsets.initialize(repeating: 0)
+        try build()
+    }
+
+    deinit {
+        if let r = ring { munmap(r, ringBytes) }
+        if let r = run { munmap(r, runSize) }
+        if vcpuFD >= 0 { close(vcpuFD) }
+        if vmFD >= 0 { close(vmFD) }
+        if let g = guestRange { munmap(g, guestRangeBytes) }
+        if let c = code { munmap(c, codeBytes) }
+        if memFD >= 0 { close(memFD) }
+        bitmap.deallocate()
+        ringOffsets.deallocate()
+    }
+
+    private func build() throws {
+        vmFD = try check("KVM_CREATE_VM", ck_ioctl_val(kvm.fd, ck_KVM_CREATE_VM(), 0))
+        if ringEntries > 0 {
+            // The ring must be enabled before any vCPU exists.
+            let cap = kvm.dirtyRingAcqRel ? ck_cap_dirty_log_ring_acq_rel() : ck_cap_dirty_log_ring()
+            try enableCap(UInt32(cap), UInt64(ringEntries * MemoryLayout<kvm_dirty_gfn>.stride), name: "KVM_ENABLE_CAP(DIRTY_LOG_RING)")
+        }
+
+        codeBytes = GuestLayout.codeSlotBytes(mode, listEntries: vmPages)
+        code = try map(bytes: codeBytes, fd: -1, name: "mmap(code slot)")
+        try setRegion(slot: GuestLayout.codeSlot, gpa: 0, bytes: codeBytes, host: code!, flags: 0)
+
+        memFD = try check("memfd_create", ck_memfd_create("dirty-log-bench-guest", 1 /* MFD_CLOEXEC */))
+        try check("ftruncate(memfd)", ftruncate(memFD, off_t(Self.memfdBytes)))
+        guestRangeBytes = vmPages * Int(GuestLayout.pageSize)
+        guestRange = try reserveGuestRange(bytes: guestRangeBytes)
+        let base = GuestLayout.slotGPA(mode)
+        try setRegion(slot: GuestLayout.measuredSlot, gpa: base, bytes: slotPages * 4096, host: guestRange!, flags: 0)
+        if vmPages > slotPages {
+            try setRegion(slot: GuestLayout.otherSlot, gpa: base + UInt64(slotPages) * 4096,
+                          bytes: (vmPages - slotPages) * 4096, host: guestRange! + slotPages * 4096, flags: 0)
+        }
+
+        vcpuFD = try check("KVM_CREATE_VCPU", ck_ioctl_val(vmFD, ck_KVM_CREATE_VCPU(), 0))
+        runSize = kvm.vcpuMmapSize
+        run = try map(bytes: runSize, fd: vcpuFD, name: "mmap(kvm_run)").bindMemory(to: kvm_run.self, capacity: 1)
+        if ringEntries > 0 {
+            ringBytes = ringEntries * MemoryLayout<kvm_dirty_gfn>.stride
+            let offset = ck_dirty_log_page_offset() * Int(sysconf(Int32(_SC_PAGESIZE)))
+            let p = mmap(nil, ringBytes, PROT_READ | PROT_WRITE, MAP_SHARED, vcpuFD, off_t(offset))
+            guard let p, p != MAP_FAILED else { throw KVMError.systemCall(name: "mmap(dirty ring)", errno: errno) }
+            ring = p.bindMemory(to: kvm_dirty_gfn.self, capacity: ringEntries)
+        }
+        try setCPUID()
+        try setSegments()
+        writeProgram()
+
+        try populate()
+        try setRegion(slot: GuestLayout.measuredSlot, gpa: base, bytes: slotPages * 4096, host: guestRange!,
+                      flags: ck_mem_log_dirty_pages())
+    }
+
+    /// Pages the guest wrote before logging was enabled.
+    public private(set) var populatedPages = 0
+    /// Whether the kernel runs this guest through its instruction emulator:
+    /// writes then reach the dirty log through the emulator, not through
+    /// write faults on sptes, so the shadow MMU holds no spte for the slot.
+    public private(set) var emulated = false
+    /// Guest write cost measured while populating, ns per page.
+    public private(set) var writeNanosPerPage = 0.0
+
+    /// The guest writes every page of the VM once, in chunks. When the first
+    /// chunk leaves the kernel with no 4 KiB spte (VM statistic `pages_4k`)
+    /// the guest is being emulated and writing the rest would create none
+    /// either: populating stops there, and `emulated` says so.
+    private func populate() throws {
+        let chunk = min(vmPages, 1 << 16)
+        var list = [UInt32](repeating: 0, count: chunk)
+        var start = 0
+        while start < vmPages {
+            let n = min(chunk, vmPages - start)
+            for i in 0..<n { list[i] = UInt32(start + i) }
+            try list.withUnsafeBufferPointer { try loadWriteList(UnsafeBufferPointer(rebasing: $0[0..<n]), allowingWholeVM: true) }
+            let t0 = Self.nanoseconds()
+            try runWrites()
+            if start == 0 {
+                writeNanosPerPage = Double(Self.nanoseconds() - t0) / Double(n)
+                if try vmStats()["pages_4k"] == 0 {
+                    emulated = true
+                    populatedPages = n
+                    return
+                }
+            }
+            start += n
+        }
+        populatedPages = vmPages
+    }
+
+    static func nanoseconds() -> UInt64 {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
+    }
+
+    // MARK: - Setup helpers
+
+    private func map(bytes: Int, fd: Int32, name: String) throws -> UnsafeMutableRawPointer {
+        let flags = fd < 0 ? MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE : MAP_SHARED
+        let p = mmap(nil, bytes, PROT_READ | PROT_WRITE, flags, fd, 0)
+        guard let p, p != MAP_FAILED else { throw KVMError.systemCall(name: name, errno: errno) }
+        return p
+    }
+
+    /// A range of host addresses with the memfd mapped over and over it.
+    private func reserveGuestRange(bytes: Int) throws -> UnsafeMutableRawPointer {
+        let p = mmap(nil, bytes, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
+        guard let p, p != MAP_FAILED else { throw KVMError.systemCall(name: "mmap(guest range)", errno: errno) }
+        var off = 0
+        while off < bytes {
+            let n = min(Self.memfdBytes, bytes - off)
+            let q = mmap(p + off, n, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, memFD, 0)
+            guard q != MAP_FAILED else {
+                let e = errno
+                munmap(p, bytes)
+                throw KVMError.systemCall(name: "mmap(memfd over guest range)", errno: e)
+            }
+            off += n
+        }
+        return p
+    }
+
+    private func setRegion(slot: UInt32, gpa: UInt64, bytes: Int, host: UnsafeMutableRawPointer, flags: UInt32) throws {
+        var r = kvm_userspace_memory_region()
+        r.slot = slot
+        r.flags = flags
+        r.guest_phys_addr = gpa
+        r.memory_size = UInt64(bytes)
+        r.userspace_addr = UInt64(UInt(bitPattern: host))
+        try check("KVM_SET_USER_MEMORY_REGION(slot \(slot))", ck_ioctl_ptr(vmFD, ck_KVM_SET_USER_MEMORY_REGION(), &r))
+    }
+
+    private func enableCap(_ cap: UInt32, _ arg: UInt64, name: String) throws {
+        var c = kvm_enable_cap()
+        c.cap = cap
+        c.args.0 = arg
+        try check(name, ck_ioctl_ptr(vmFD, ck_KVM_ENABLE_CAP(), &c))
+    }
+
+    /// KVM_GET_SUPPORTED_CPUID into KVM_SET_CPUID2: long mode needs the LM bit.
+    private func setCPUID() throws {
+        let maxEntries = 256
+        let bytes = MemoryLayout<kvm_cpuid2>.size + maxEntries * MemoryLayout<kvm_cpuid_entry2>.stride
+        let raw = UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: 8)
+        defer { raw.deallocate() }
+        raw.initializeMemory(as: UInt8.self, repeating: 0, count: bytes)
+        raw.assumingMemoryBound(to: kvm_cpuid2.self).pointee.nent = UInt32(maxEntries)
+        try check("KVM_GET_SUPPORTED_CPUID", ck_ioctl_ptr(kvm.fd, ck_KVM_GET_SUPPORTED_CPUID(), raw))
+        try check("KVM_SET_CPUID2", ck_ioctl_ptr(vcpuFD, ck_KVM_SET_CPUID2(), raw))
+    }
+
+    /// Flat 32-bit protected mode, or long mode on the identity map.
+    private func setSegments() throws {
+        var s = kvm_sregs()
+        try check("KVM_GET_SREGS", ck_ioctl_ptr(vcpuFD, ck_KVM_GET_SREGS(), &s))
+        var codeSeg = kvm_segment()
+        codeSeg.base = 0
+        codeSeg.limit = 0xFFFF_FFFF
+        codeSeg.selector = 0x8
+        codeSeg.type = 11
+        codeSeg.present = 1
+        codeSeg.s = 1
+        codeSeg.g = 1
+        var dataSeg = codeSeg
+        dataSeg.selector = 0x10
+        dataSeg.type = 3
+        dataSeg.db = 1
+        switch mode {
+        case .flat32:
+            codeSeg.db = 1
+            s.cr0 |= 1  // PE
+        case .long64:
+            codeSeg.l = 1
+            s.cr3 = UInt64(GuestLayout.pageTablesOffset)
+            s.cr4 = 1 << 5               // PAE
+            s.cr0 = 0x8005_0033          // PG | AM | WP | NE | ET | MP | PE
+            s.efer = 0x500               // LMA | LME
+        }
+        s.cs = codeSeg
+        s.ds = dataSeg; s.es = dataSeg; s.fs = dataSeg; s.gs = dataSeg; s.ss = dataSeg
+        try check("KVM_SET_SREGS", ck_ioctl_ptr(vcpuFD, ck_KVM_SET_SREGS(), &s))
+    }
+
+    /// The write loop, and for long mode the identity map: PML4 → PDPT →
+    /// one page directory of 2 MiB pages per GiB up to the VM's end.
+    private func writeProgram() {
+        let program = WriteLoop.code(mode)
+        let c = code!
+        for (i, b) in program.enumerated() { c.storeBytes(of: b, toByteOffset: GuestLayout.codeOffset + i, as: UInt8.self) }
+        guard mode == .long64 else { return }
+        let pt = GuestLayout.pageTablesOffset
+        let end = GuestLayout.slotGPA(mode) + UInt64(vmPages) * GuestLayout.pageSize
+        let gib = Int((end + (1 << 30) - 1) >> 30)
+        let present: UInt64 = 0x3, large: UInt64 = 0x80
+        c.storeBytes(of: UInt64(pt + 0x1000) | present, toByteOffset: pt, as: UInt64.self)
+        for g in 0..<gib {
+            let pd = pt + 0x2000 + g * 0x1000
+            c.storeBytes(of: UInt64(pd) | present, toByteOffset: pt + 0x1000 + g * 8, as: UInt64.self)
+            for j in 0..<512 {
+                let gpa = UInt64(g) << 30 | UInt64(j) << 21
+                c.storeBytes(of: gpa | present | large, toByteOffset: pd + j * 8, as: UInt64.self)
+            }
+        }
+    }
+
+    // MARK: - Guest writes
+
+    /// Places the guest-physical addresses of `pages` (offsets in the
+    /// measured slot) in the guest's list, for `runWrites()`. Throws
+    /// `.invalidSetup` for a page past the slot, before any ioctl.
+    public func loadWriteList(_ pages: UnsafeBufferPointer<UInt32>) throws {
+        try loadWriteList(pages, allowingWholeVM: false)
+    }
+
+    private func loadWriteList(_ pages: UnsafeBufferPointer<UInt32>, allowingWholeVM: Bool) throws {
+        let limit = allowingWholeVM ? vmPages : slotPages
+        let base = GuestLayout.slotGPA(mode)
+        let list = code! + GuestLayout.listOffset
+        for (i, p) in pages.enumerated() {
+            guard Int(p) < limit else {
+                throw KVMError.invalidSetup("page \(p) is past the slot's \(limit) pages")
+            }
+            let gpa = base + UInt64(p) * GuestLayout.pageSize
+            if mode == .flat32 {
+                list.storeBytes(of: UInt32(gpa), toByteOffset: i * 4, as: UInt32.self)
+            } else {
+                list.storeBytes(of: gpa, toByteOffset: i * 8, as: UInt64.self)
+            }
+        }
+        listCount = pages.count
+    }
+
+    /// What one round of guest writes took.
+    public struct WriteRound {
+        /// KVM_EXIT_DIRTY_RING_FULL exits, each answered by an untimed ring harvest.
+        public var ringFullExits = 0
+        /// Untimed ring harvests between chunks of the round (see `runWrites`).
+        public var chunkHarvests = 0
+        /// Ring entries those harvests collected: pages of this round handed
+        /// out before the timed harvest.
+        public var ringEntriesDuringWrites: [UInt64] = []
+    }
+
+    /// Most pages one KVM_RUN writes on a ring VM: half the ring. A kernel
+    /// that emulates the guest checks for a full ring only between batches
+    /// of instructions and overwrites entries past it, so the harness never
+    /// lets a single run outgrow the ring; the pages of a larger round are
+    /// written in chunks with an untimed harvest after each, as a VMM
+    /// answering ring-full exits would.
+    public var ringChunk: Int { max(1, ringEntries / 2) }
+
+    /// Runs the guest over the loaded list until it halts. On a ring VM a
+    /// full ring stops the vCPU (KVM_EXIT_DIRTY_RING_FULL); the ring is then
+    /// harvested, untimed, and the guest resumed.
+    @discardableResult
+    public func runWrites() throws -> WriteRound {
+        var round = WriteRound()
+        var done = 0
+        repeat {
+            let n = ringEntries > 0 ? min(listCount - done, ringChunk) : listCount - done
+            var regs = kvm_regs()
+            regs.rip = UInt64(GuestLayout.codeOffset)
+            regs.rflags = 2
+            regs.rsi = UInt64(GuestLayout.listOffset + done * GuestLayout.entryBytes(mode))
+            regs.rcx = UInt64(n / WriteLoop.unroll)
+            regs.rdx = UInt64(n % WriteLoop.unroll)
+            try check("KVM_SET_REGS", ck_ioctl_ptr(vcpuFD, ck_KVM_SET_REGS(), &regs))
+            try runUntilHalt(&round)
+            done += n
+            if ringEntries > 0, done < listCount {
+                round.chunkHarvests += 1
+                try harvestRing()
+                round.ringEntriesDuringWrites += UnsafeBufferPointer(rebasing: ringOffsets[0..<ringHarvested])
+            }
+        } while done < listCount
+        return round
+    }
+
+    private func runUntilHalt(_ round: inout WriteRound) throws {
+        while true {
+            if ck_ioctl_val(vcpuFD, ck_KVM_RUN(), 0) < 0 {
+                if errno == EINTR || errno == EAGAIN { continue }
+                throw KVMError.systemCall(name: "KVM_RUN", errno: errno)
+            }
+            let reason = run!.pointee.exit_reason
+            if reason == ck_exit_hlt() { return }
+            if reason == ck_exit_intr() { continue }
+            if reason == ck_exit_dirty_ring_full(), ringEntries > 0 {
+                round.ringFullExits += 1
+                try harvestRing()
+                if ringHarvested + ringForeign == 0 {
+                    throw KVMError.unexpectedExit(reason: reason, detail: "the dirty ring is full but holds no dirty entry: "
+                        + "the kernel overran the ring between two checks")
+                }
+                round.ringEntriesDuringWrites += UnsafeBufferPointer(rebasing: ringOffsets[0..<ringHarvested])
+                continue
+            }
+            var r = kvm_regs()
+            _ = ck_ioctl_ptr(vcpuFD, ck_KVM_GET_REGS(), &r)
+            throw KVMError.unexpectedExit(reason: reason, detail: String(format: "rip %#llx, %llu writes left", r.rip, r.rcx * 8 + r.rdx))
+        }
+    }
+
+    // MARK: - Harvests (the caller times each call)
+
+    /// KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 on or off for this VM.
+    public func setManualProtect(_ on: Bool) throws {
+        guard on != manualProtect else { return }
+        guard kvm.unsupported(.getClear) == nil else { throw KVMError.missingCapability("KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2") }
+        try enableCap(UInt32(ck_cap_manual_dirty_log_protect2()), on ? ck_dirty_log_manual_protect_enable() : 0,
+                      name: "KVM_ENABLE_CAP(MANUAL_DIRTY_LOG_PROTECT2)")
+        manualProtect = on
+    }
+
+    /// KVM_GET_DIRTY_LOG of the measured slot into `bitmap`.
+    @inline(__always)
+    public func getDirtyLog() throws {
+        var log = kvm_dirty_log()
+        log.slot = GuestLayout.measuredSlot
+        log.dirty_bitmap = UnsafeMutableRawPointer(bitmap.baseAddress!)
+        try check("KVM_GET_DIRTY_LOG", ck_ioctl_ptr(vmFD, ck_KVM_GET_DIRTY_LOG(), &log))
+    }
+
+    /// KVM_CLEAR_DIRTY_LOG of the whole slot with what the last
+    /// KVM_GET_DIRTY_LOG returned: those pages are write-protected again.
+    @inline(__always)
+    public func clearDirtyLog() throws {
+        var clear = kvm_clear_dirty_log()
+        clear.slot = GuestLayout.measuredSlot
+        clear.first_page = 0
+        clear.num_pages = UInt32(slotPages)
+        clear.dirty_bitmap = UnsafeMutableRawPointer(bitmap.baseAddress!)
+        try check("KVM_CLEAR_DIRTY_LOG", ck_ioctl_ptr(vmFD, ck_KVM_CLEAR_DIRTY_LOG(), &clear))
+    }
+
+    /// Collects every dirty entry of the vCPU's ring (acquire-load the flags,
+    /// record the offset, release-store RESET), then KVM_RESET_DIRTY_RINGS,
+    /// which re-protects what the entries name. Offsets of the measured slot
+    /// land in `ringOffsets[0..<ringHarvested]`.
+    @inline(__always)
+    public func harvestRing() throws {
+        let ring = ring!
+        let mask = ringEntries - 1
+        let dirty = ck_dirty_gfn_f_dirty(), reset = ck_dirty_gfn_f_reset()
+        let out = ringOffsets.baseAddress!
+        var n = 0, foreign = 0
+        while true {
+            let e = ring + (ringFetch & mask)
+            let flags = withUnsafeMutablePointer(to: &e.pointee.flags) { ck_load_acquire_u32($0) }
+            if flags & dirty == 0 { break }
+            if e.pointee.slot == GuestLayout.measuredSlot, n < ringEntries {
+                out[n] = e.pointee.offset
+                n += 1
+            } else {
+                foreign += 1
+            }
+            withUnsafeMutablePointer(to: &e.pointee.flags) { ck_store_release_u32($0, reset) }
+            ringFetch &+= 1
+        }
+        ringHarvested = n
+        ringForeign = foreign
+        try check("KVM_RESET_DIRTY_RINGS", ck_ioctl_val(vmFD, ck_KVM_RESET_DIRTY_RINGS(), 0))
+    }
+
+    // MARK: - Statistics
+
+    /// The VM's binary statistics (KVM_GET_STATS_FD), first value of each.
+    public func vmStats() throws -> [String: UInt64] { try Self.stats(of: vmFD, name: "KVM_GET_STATS_FD(vm)") }
+
+    /// The vCPU's binary statistics.
+    public func vcpuStats() throws -> [String: UInt64] { try Self.stats(of: vcpuFD, name: "KVM_GET_STATS_FD(vcpu)") }
+
+    static func stats(of fd: Int32, name: String) throws -> [String: UInt64] {
+        let sfd = try check(name, ck_ioctl_val(fd, ck_KVM_GET_STATS_FD(), 0))
+        defer { close(sfd) }
+        var header = kvm_stats_header()
+        guard pread(sfd, &header, MemoryLayout<kvm_stats_header>.size, 0) == MemoryLayout<kvm_stats_header>.size else {
+            throw KVMError.systemCall(name: "pread(stats header)", errno: errno)
+        }
+        let descBytes = MemoryLayout<kvm_stats_desc>.size + Int(header.name_size)
+        var descs = [UInt8](repeating: 0, count: descBytes * Int(header.num_desc))
+        let got = descs.withUnsafeMutableBytes { pread(sfd, $0.baseAddress, $0.count, off_t(header.desc_offset)) }
+        guard got == descs.count else { throw KVMError.systemCall(name: "pread(stats descriptors)", errno: errno) }
+        var out: [String: UInt64] = [:]
+        try descs.withUnsafeBytes { raw in
+            for i in 0..<Int(header.num_desc) {
+                let d = raw.baseAddress! + i * descBytes
+                let desc = d.loadUnaligned(as: kvm_stats_desc.self)
+                let namePtr = (d + MemoryLayout<kvm_stats_desc>.size).assumingMemoryBound(to: CChar.self)
+                let statName = String(cString: namePtr)
+                var value: UInt64 = 0
+                guard pread(sfd, &value, 8, off_t(header.data_offset) + off_t(desc.offset)) == 8 else {
+                    throw KVMError.systemCall(name: "pread(stat \(statName))", errno: errno)
+                }
+                out[statName] = value
+            }
+        }
+        return out
+    }
+}
+
+import Foundation
