@@ -202,6 +202,7 @@ public final class KernelSeries {
                     if s == .ring {
                         extras[si].ringFullExits += round.ringFullExits
                         extras[si].ringHarvestsDuringWrites += round.chunkHarvests
+                        extras[si].ringNsDuringWrites.append(Double(round.ringHarvestNanoseconds))
                     }
                 }
                 if problems[si].isEmpty {

@@ -10,7 +10,7 @@ public enum Reports {
         "shadow_pages_visited", "sptes_scanned", "sptes_protected", "large_sptes_dropped",
         "rmap_entries_visited", "lock_acquisitions", "tlb_flushes",
         "allocs_in_timed_region", "verified", "violations",
-        "guest_mode", "get_ns", "clear_ns", "ring_full_exits", "ring_harvests_during_writes",
+        "guest_mode", "get_ns", "clear_ns", "ring_full_exits", "ring_harvests_during_writes", "ring_ns_during_writes",
         "kernel_sptes_4k", "kernel_emulated_insns_per_write",
     ]
 
@@ -42,6 +42,7 @@ public enum Reports {
                 k.flatMap { $0.getNs.isEmpty ? nil : fmt(Statistics.median($0.getNs), 1) } ?? "",
                 k.flatMap { $0.clearNs.isEmpty ? nil : fmt(Statistics.median($0.clearNs), 1) } ?? "",
                 k.map { "\($0.ringFullExits)" } ?? "", k.map { "\($0.ringHarvestsDuringWrites)" } ?? "",
+                k.flatMap { $0.ringNsDuringWrites.isEmpty ? nil : fmt(Statistics.median($0.ringNsDuringWrites), 1) } ?? "",
                 k.map { "\($0.sptes4k)" } ?? "", k.map { fmt($0.emulatedInstructionsPerWrite, 2) } ?? "",
             ])
         }

@@ -87,6 +87,8 @@ public struct KernelExtras: Sendable {
     /// harvests during the guest's writes, summed over repetitions.
     public var ringFullExits = 0
     public var ringHarvestsDuringWrites = 0
+    /// For kvm-ring: nanoseconds of those harvests per repetition.
+    public var ringNsDuringWrites: [Double] = []
     /// VM statistic pages_4k after the point: 4 KiB sptes the kernel holds.
     public var sptes4k: UInt64 = 0
     /// vCPU statistic insn_emulation over the point's guest writes, per write.

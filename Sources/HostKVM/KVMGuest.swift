@@ -325,6 +325,9 @@ public final class KVMGuest {
         /// Ring entries those harvests collected: pages of this round handed
         /// out before the timed harvest.
         public var ringEntriesDuringWrites: [UInt64] = []
+        /// Nanoseconds those harvests took, summed (warm caches: the guest
+        /// had just run).
+        public var ringHarvestNanoseconds: UInt64 = 0
     }
 
     /// Most pages one KVM_RUN writes on a ring VM: half the ring. A kernel
@@ -355,7 +358,9 @@ public final class KVMGuest {
             done += n
             if ringEntries > 0, done < listCount {
                 round.chunkHarvests += 1
+                let t0 = Self.nanoseconds()
                 try harvestRing()
+                round.ringHarvestNanoseconds += Self.nanoseconds() - t0
                 round.ringEntriesDuringWrites += UnsafeBufferPointer(rebasing: ringOffsets[0..<ringHarvested])
             }
         } while done < listCount
@@ -373,7 +378,9 @@ public final class KVMGuest {
             if reason == ck_exit_intr() { continue }
             if reason == ck_exit_dirty_ring_full(), ringEntries > 0 {
                 round.ringFullExits += 1
+                let t0 = Self.nanoseconds()
                 try harvestRing()
+                round.ringHarvestNanoseconds += Self.nanoseconds() - t0
                 if ringHarvested + ringForeign == 0 {
                     throw KVMError.unexpectedExit(reason: reason, detail: "the dirty ring is full but holds no dirty entry: "
                         + "the kernel overran the ring between two checks")
