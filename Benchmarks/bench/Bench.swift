@@ -41,7 +41,8 @@ struct Bench: ParsableCommand {
         KVM_GET_DIRTY_LOG then KVM_CLEAR_DIRTY_LOG) and kvm-ring (the dirty ring and \
         KVM_RESET_DIRTY_RINGS), with a tiny guest writing the same pages.
         """,
-        version: "dirty-log-bench 0.1"
+        version: "dirty-log-bench 0.1",
+        subcommands: [Compare.self]
     )
 
     /// Parses and runs, reporting any error on one line of stderr: bad input
@@ -50,6 +51,8 @@ struct Bench: ParsableCommand {
         do {
             var command = try parseAsRoot()
             try command.run()
+        } catch let code as ExitCode {
+            Foundation.exit(code.rawValue)
         } catch let error as BenchError {
             FileHandle.standardError.write(Data("bench: error: \(error)\n".utf8))
             Foundation.exit(error.exitStatus)
@@ -92,6 +95,9 @@ struct Bench: ParsableCommand {
 
     @Option(help: ArgumentHelp("Timed repetitions per point and strategy, 1 to 1000. (default: \(RunOptions.Defaults.reps); --quick: \(RunOptions.Defaults.quickReps))", valueName: "n"))
     var reps: String?
+
+    @Option(name: .customLong("min-time"), help: ArgumentHelp("More repetitions, past --reps, until each strategy's timed repetitions at a point add up to this (up to ten times --reps): 0.5, 0.5s, 50ms. (default: 0)", valueName: "time"))
+    var minTime: String?
 
     @Option(help: ArgumentHelp("Untimed repetitions before them, 0 to 100. (default: \(RunOptions.Defaults.warmup))", valueName: "n"))
     var warmup: String?
@@ -140,6 +146,7 @@ struct Bench: ParsableCommand {
         o.kvmReps = kvmReps
         o.kvmBudget = kvmBudget
         o.preset = preset
+        o.minTime = minTime
         let plan = try o.plan()
         let outcome = try BenchRun(plan: plan).run()
         if let p = preset {
@@ -159,5 +166,68 @@ struct Bench: ParsableCommand {
         }
         print(String(format: "wall time: %.1f s", outcome.seconds))
         if bad > 0 { throw ExitCode(1) }
+    }
+}
+
+struct Compare: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Compare two runs point by point: the change in median and whether it is significant.",
+        discussion: """
+        For every point and strategy both runs measured, the change in median from the \
+        first run to the second, and a two-sided Mann-Whitney U test on their timed \
+        repetitions (samples.csv), corrected for the number of comparisons \
+        (Benjamini-Hochberg at --fdr). Prints the significant changes and writes all \
+        of them to a CSV. Exits 1 when a strategy named by --check (any, by default) \
+        got significantly slower by more than --max-regression percent: for CI.
+
+        Example: bench compare results/20261125-101500 results/20261125-103000 --check rmap --max-regression 10
+        """
+    )
+
+    @Argument(help: "The baseline run folder.")
+    var runA: String
+
+    @Argument(help: "The run folder to compare with it.")
+    var runB: String
+
+    @Option(help: ArgumentHelp("Strategies whose regressions fail the comparison. (default: all)", valueName: "names"))
+    var check: String?
+
+    @Option(name: .customLong("max-regression"), help: ArgumentHelp("Percent slowdown, significant, that fails the comparison, 0 to 1000. (default: 30; between two quick runs minutes apart this machine showed relative shifts up to 28%)", valueName: "percent"))
+    var maxRegression: String?
+
+    @Option(help: ArgumentHelp("False-discovery rate for significance, 0.0001 to 0.5. (default: 0.05)", valueName: "q"))
+    var fdr: String?
+
+    @Option(help: ArgumentHelp("Where the CSV goes. (default: <run-b>/compare-<run-a name>.csv)", valueName: "file"))
+    var csv: String?
+
+    func run() throws {
+        let limit = try Double(Parse.int(maxRegression ?? "30", option: "--max-regression", range: 0...1000))
+        let q = try fdr.map { text -> Double in
+            guard let v = Double(text), v >= 0.0001, v <= 0.5 else {
+                throw BenchError.usage("--fdr: '\(text)' is out of range; accepted: 0.0001 to 0.5")
+            }
+            return v
+        } ?? 0.05
+        let names = Set(try check.map { try Parse.list($0, option: "--check") { $0 } } ?? [])
+        let comparison = try RunComparison.load(runA, runB, q: q)
+        guard !comparison.rows.isEmpty else {
+            throw BenchError.usage("run-b: \(runB) shares no point with \(runA); compare runs of the same sweep")
+        }
+        let unknown = names.subtracting(comparison.rows.map(\.strategy))
+        guard unknown.isEmpty else {
+            throw BenchError.usage("--check: \(unknown.sorted().joined(separator: ", ")) measured in neither run; accepted: "
+                + Set(comparison.rows.map(\.strategy)).sorted().joined(separator: ", "))
+        }
+        let file = csv ?? (runB as NSString).appendingPathComponent("compare-" + (runA as NSString).lastPathComponent + ".csv")
+        try AtomicFile.write(comparison.table.text, to: file)
+        print(comparison.summary())
+        print("\ncsv: \(file)")
+        let bad = comparison.regressions(strategies: names, limitPct: limit)
+        if !bad.isEmpty {
+            print("\nREGRESSION: \(bad.count) point(s) of \(names.isEmpty ? "any strategy" : names.sorted().joined(separator: ", ")) significantly slower by more than \(Int(limit))%")
+            throw ExitCode(1)
+        }
     }
 }

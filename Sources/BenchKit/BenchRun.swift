@@ -77,6 +77,7 @@ public struct RunOutcome {
     public var skipped: [SkipNote]
     /// Lines for the terminal about the kernel: unavailable, emulated, ...
     public var notes: [String]
+    public var calibration: Calibration
     public var seconds: Double
 }
 
@@ -96,6 +97,8 @@ public final class BenchRun {
 
     public func run() throws -> RunOutcome {
         let dir = try Self.makeRunDirectory(under: plan.outputDirectory)
+        let startedUTC = ISO8601DateFormatter().string(from: Date())
+        let environment = Environment.capture()
         var notes: [String] = []
         var skipped: [SkipNote] = []
         var device: KVMDevice? = nil
@@ -113,6 +116,10 @@ public final class BenchRun {
         }
         for n in notes { progress.note(n) }
         let jobs = plan.jobs.filter { if case .kernel = $0 { return device != nil } else { return true } }
+        progress.note("calibrating: sequential read bandwidth and cache-miss latency ...")
+        let calibration = Calibration.measure()
+        progress.note(String(format: "calibration: %.1f GB/s sequential read, %.0f ns per dependent cache miss, %.0f ns timer",
+                             calibration.readBandwidthGBps, calibration.missLatencyNs, calibration.timerOverheadNs))
         let flusher = plan.settings.cache == .cold ? CacheFlusher() : nil
         for job in jobs {
             switch job {
@@ -148,21 +155,51 @@ public final class BenchRun {
                 }
             }
             rows += new
-            try write(rows: rows, skipped: skipped, to: dir)
+            let partial = RunOutcome(directory: dir, rows: rows, crossover: Crossover.rows(rows), skipped: skipped, notes: notes,
+                                     calibration: calibration, seconds: progress.elapsedSeconds)
+            try write(partial, environment: environment, startedUTC: startedUTC)
             let bad = new.filter { !$0.verified }.count
             let seconds = String(format: "%.1f", Double(MonotonicClock.now() - t0) / 1e9)
             progress.note("\(status): \(Set(new.map(\.dirtyPages)).count) points in \(seconds) s, "
                 + (new.isEmpty ? "nothing measured" : bad == 0 ? "all verified" : "\(bad) rows NOT verified"))
         }
         progress.finish()
-        return RunOutcome(directory: dir, rows: rows, crossover: Crossover.rows(rows), skipped: skipped, notes: notes,
-                          seconds: progress.elapsedSeconds)
+        let outcome = RunOutcome(directory: dir, rows: rows, crossover: Crossover.rows(rows), skipped: skipped, notes: notes,
+                                 calibration: calibration, seconds: progress.elapsedSeconds)
+        try write(outcome, environment: environment, startedUTC: startedUTC)
+        return outcome
     }
 
-    private func write(rows: [PointRow], skipped: [SkipNote], to dir: String) throws {
-        try AtomicFile.write(Reports.pointsTable(rows).text, to: dir + "/points.csv")
-        try AtomicFile.write(Reports.crossoverTable(Crossover.rows(rows)).text, to: dir + "/crossover.csv")
-        try AtomicFile.write(Reports.skippedTable(skipped).text, to: dir + "/skipped.csv")
+    /// Every file of the run folder, each written whole: the CSVs, one SVG
+    /// per series, meta.json and report.md.
+    private func write(_ o: RunOutcome, environment: Environment, startedUTC: String) throws {
+        let dir = o.directory
+        try AtomicFile.write(Reports.pointsTable(o.rows, calibration: o.calibration).text, to: dir + "/points.csv")
+        try AtomicFile.write(Reports.samplesTable(o.rows).text, to: dir + "/samples.csv")
+        try AtomicFile.write(Reports.crossoverTable(o.crossover).text, to: dir + "/crossover.csv")
+        try AtomicFile.write(Reports.skippedTable(o.skipped).text, to: dir + "/skipped.csv")
+        var plots: [SeriesKey: String] = [:]
+        var keys: [SeriesKey] = []
+        for r in o.rows where !keys.contains(r.series) { keys.append(r.series) }
+        for key in keys {
+            let svg = SVGPlot.render(series: key, rows: o.rows, crossover: o.crossover.first { $0.series == key })
+            guard !svg.isEmpty else { continue }
+            let file = "plot-\(key.slug).svg"
+            try AtomicFile.write(svg, to: dir + "/" + file)
+            plots[key] = file
+        }
+        let meta = RunMeta(
+            runID: (dir as NSString).lastPathComponent, startedUTC: startedUTC, wallSeconds: o.seconds,
+            environment: environment, calibration: o.calibration, reps: plan.settings.reps, warmup: plan.settings.warmup,
+            cache: plan.settings.cache.rawValue, seed: plan.settings.seed, minTimeNs: plan.settings.minTimeNs,
+            kvmReps: plan.kernelSettings.reps, kvmBudgetSeconds: plan.kernelSettings.budgetSeconds,
+            rows: o.rows.count, rowsVerified: o.rows.filter(\.verified).count,
+            rowsNoisy: o.rows.filter { $0.summary.noisy }.count, noisyMADFraction: SampleSummary.noisyMADFraction,
+            files: ["points.csv", "samples.csv", "crossover.csv", "skipped.csv", "meta.json", "report.md"] + plots.values.sorted())
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        try AtomicFile.write(String(decoding: try encoder.encode(meta), as: UTF8.self) + "\n", to: dir + "/meta.json")
+        try AtomicFile.write(RunReport.markdown(outcome: o, meta: meta, plots: plots), to: dir + "/report.md")
     }
 
     /// `<output>/<UTC timestamp>`, made now, with a probe file written and

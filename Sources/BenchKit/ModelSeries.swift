@@ -19,12 +19,24 @@ public struct MeasureSettings: Sendable, Hashable {
     public var cache: CacheMode = .cold
     /// Seeds random patterns, shadow-paging layouts and strategy order.
     public var seed: UInt64 = 1
+    /// More repetitions, past `reps`, until every strategy's timed
+    /// repetitions add up to this many nanoseconds (at most ten times `reps`).
+    public var minTimeNs: UInt64 = 0
 
-    public init(reps: Int = 11, warmup: Int = 1, cache: CacheMode = .cold, seed: UInt64 = 1) {
+    public init(reps: Int = 11, warmup: Int = 1, cache: CacheMode = .cold, seed: UInt64 = 1, minTimeNs: UInt64 = 0) {
         self.reps = reps
         self.warmup = warmup
         self.cache = cache
         self.seed = seed
+        self.minTimeNs = minTimeNs
+    }
+
+    /// Whether a point needs another repetition, given how many it has had
+    /// and each strategy's timed total so far.
+    func wantsAnother(done: Int, timed: [Double]) -> Bool {
+        if done < warmup + reps { return true }
+        guard minTimeNs > 0, done < warmup + 10 * reps else { return false }
+        return timed.contains { $0 < Double(minTimeNs) }
     }
 }
 
@@ -151,7 +163,9 @@ public final class ModelSeries {
         var order = SeededGenerator(seed: settings.seed ^ mix64(UInt64(d)))
         let units = Progress.units(dirtyPages: d, nUsedMMUPages: nUsed) / Double(settings.reps + settings.warmup)
 
-        for rep in 0..<(settings.warmup + settings.reps) {
+        var rep = 0
+        while settings.wantsAnother(done: rep, timed: samples.map { $0.reduce(0, +) }) {
+            defer { rep += 1 }
             var sequence = Array(strategies.indices)
             sequence.shuffle(using: &order)
             for si in sequence {

@@ -6,9 +6,10 @@ public enum Reports {
     public static let pointColumns = [
         "scenario", "backend", "paging", "sptes_per_gfn", "slot_pages", "vm_pages", "n_used_mmu_pages",
         "pattern", "cache", "dirty_pages", "dirty_per_used", "strategy", "seed_choice", "chose",
-        "reps", "median_ns", "p10_ns", "p90_ns", "mad_ns", "cv",
+        "reps", "median_ns", "p10_ns", "p90_ns", "mad_ns", "cv", "noisy",
         "shadow_pages_visited", "sptes_scanned", "sptes_protected", "large_sptes_dropped",
         "rmap_entries_visited", "lock_acquisitions", "tlb_flushes",
+        "bytes_touched", "gbps", "bandwidth_fraction", "ns_per_dirty_page", "miss_latencies_per_dirty_page",
         "allocs_in_timed_region", "verified", "violations",
         "guest_mode", "get_ns", "clear_ns", "ring_full_exits", "ring_harvests_during_writes", "ring_ns_during_writes",
         "kernel_sptes_4k", "kernel_emulated_insns_per_write",
@@ -23,7 +24,7 @@ public enum Reports {
         "model_vs_kvm_strategy", "model_over_kvm_at_min", "model_over_kvm_at_max",
     ]
 
-    public static func pointsTable(_ rows: [PointRow]) -> CSVTable {
+    public static func pointsTable(_ rows: [PointRow], calibration: Calibration?) -> CSVTable {
         var t = CSVTable(columns: pointColumns)
         for r in rows {
             let s = r.summary
@@ -35,8 +36,14 @@ public enum Reports {
                 "\(r.series.vmPages)", "\(r.nUsedMMUPages)", r.series.pattern, r.cache, "\(r.dirtyPages)",
                 fmt(r.dirtyPerUsed, 6), r.strategy, r.seedChoice, r.chose,
                 "\(s.count)", fmt(s.median, 1), fmt(s.p10, 1), fmt(s.p90, 1), fmt(s.mad, 1), fmt(s.cv, 4),
+                s.noisy ? "true" : "false",
                 count(\.shadowPagesVisited), count(\.sptesScanned), count(\.sptesProtected), count(\.largeSptesDropped),
                 count(\.rmapEntriesVisited), count(\.lockAcquisitions), count(\.tlbFlushes),
+                count(\.bytesTouched),
+                c.map { fmt(Double($0.bytesTouched) / s.median, 3) } ?? "",
+                c.flatMap { c in calibration.map { fmt(Double(c.bytesTouched) / s.median / $0.readBandwidthGBps, 3) } } ?? "",
+                fmt(s.median / Double(max(1, r.dirtyPages)), 2),
+                calibration.map { fmt(s.median / Double(max(1, r.dirtyPages)) / $0.missLatencyNs, 3) } ?? "",
                 "\(r.allocatedBytesInTimedRegion)", r.verified ? "true" : "false", r.violations,
                 k?.guestMode ?? "",
                 k.flatMap { $0.getNs.isEmpty ? nil : fmt(Statistics.median($0.getNs), 1) } ?? "",
@@ -45,6 +52,24 @@ public enum Reports {
                 k.flatMap { $0.ringNsDuringWrites.isEmpty ? nil : fmt(Statistics.median($0.ringNsDuringWrites), 1) } ?? "",
                 k.map { "\($0.sptes4k)" } ?? "", k.map { fmt($0.emulatedInstructionsPerWrite, 2) } ?? "",
             ])
+        }
+        return t
+    }
+
+    public static let sampleColumns = [
+        "scenario", "backend", "paging", "sptes_per_gfn", "slot_pages", "vm_pages", "pattern", "dirty_pages",
+        "strategy", "rep", "ns",
+    ]
+
+    /// Every timed repetition, in run order per point and strategy.
+    public static func samplesTable(_ rows: [PointRow]) -> CSVTable {
+        var t = CSVTable(columns: sampleColumns)
+        for r in rows {
+            let k = r.series
+            for (i, ns) in r.samples.enumerated() {
+                t.append([k.scenario, r.backend, k.paging, "\(k.sptesPerGFN)", "\(k.slotPages)", "\(k.vmPages)", k.pattern,
+                          "\(r.dirtyPages)", r.strategy, "\(i)", fmt(ns, 0)])
+            }
         }
         return t
     }

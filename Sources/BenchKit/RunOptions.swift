@@ -24,6 +24,7 @@ public struct RunOptions: Sendable {
     public var kvmReps: String?
     public var kvmBudget: String?
     public var preset: String?
+    public var minTime: String?
 
     public init() {}
 
@@ -97,7 +98,8 @@ public struct RunOptions: Sendable {
             reps: try reps.map { try Parse.int($0, option: "--reps", range: Limits.reps) } ?? (quick ? Defaults.quickReps : Defaults.reps),
             warmup: try warmup.map { try Parse.int($0, option: "--warmup", range: Limits.warmup) } ?? Defaults.warmup,
             cache: try cache.map { try Parse.choice($0, option: "--cache", of: CacheMode.self) } ?? .cold,
-            seed: try seed.map { try Parse.seed($0, option: "--seed") } ?? Defaults.seed
+            seed: try seed.map { try Parse.seed($0, option: "--seed") } ?? Defaults.seed,
+            minTimeNs: try minTime.map { try Parse.duration($0, option: "--min-time", max: 60) } ?? 0
         )
         guard !output.isEmpty else { throw BenchError.usage("--output: empty path; give a directory") }
         let kernelSettings = KernelSettings(
@@ -165,6 +167,18 @@ public enum Parse {
         guard let v = Int(text) else { throw BenchError.usage("\(option): '\(text)' is not a whole number; \(accepted)") }
         guard range.contains(v) else { throw BenchError.usage("\(option): \(v) is out of range; \(accepted)") }
         return v
+    }
+
+    /// A duration in seconds ("0.5", "0.5s") or milliseconds ("50ms"), from 0 to `max` seconds, as nanoseconds.
+    public static func duration(_ text: String, option: String, max: Double) throws -> UInt64 {
+        let accepted = "accepted: 0 to \(Int(max)) seconds, such as 0.5, 0.5s or 50ms"
+        var number = Substring(text)
+        var scale = 1e9
+        if number.hasSuffix("ms") { number = number.dropLast(2); scale = 1e6 } else if number.hasSuffix("s") { number = number.dropLast() }
+        guard let v = Double(number), v.isFinite else { throw BenchError.usage("\(option): '\(text)' is not a duration; \(accepted)") }
+        let ns = v * scale
+        guard ns >= 0, ns <= max * 1e9 else { throw BenchError.usage("\(option): \(text) is out of range; \(accepted)") }
+        return UInt64(ns)
     }
 
     public static func seed(_ text: String, option: String) throws -> UInt64 {

@@ -43,3 +43,62 @@ public struct SampleSummary: Sendable, Equatable {
         cv = mean > 0 ? variance.squareRoot() / mean : 0
     }
 }
+
+extension SampleSummary {
+    /// The documented limit past which a point is flagged noisy: a median
+    /// absolute deviation above 10% of the median. With 11 repetitions the
+    /// median itself is then uncertain by about 5% or more (its standard
+    /// error is near 1.25 · 1.4826 · MAD / √n).
+    public static let noisyMADFraction = 0.10
+
+    public var noisy: Bool { median > 0 && mad / median > Self.noisyMADFraction }
+}
+
+/// The Mann-Whitney U test: do two samples come from the same distribution?
+public enum MannWhitney {
+    /// Two-sided p-value by the normal approximation with tie correction
+    /// and continuity correction. Fine from about 8 samples per side.
+    public static func pValue(_ a: [Double], _ b: [Double]) -> Double {
+        let n1 = Double(a.count), n2 = Double(b.count)
+        guard n1 > 0, n2 > 0 else { return 1 }
+        let all = (a.map { ($0, 0) } + b.map { ($0, 1) }).sorted { $0.0 < $1.0 }
+        var ranks = [Double](repeating: 0, count: all.count)
+        var tieTerm = 0.0
+        var i = 0
+        while i < all.count {
+            var j = i
+            while j + 1 < all.count && all[j + 1].0 == all[i].0 { j += 1 }
+            let rank = Double(i + j) / 2 + 1
+            for k in i...j { ranks[k] = rank }
+            let t = Double(j - i + 1)
+            tieTerm += t * t * t - t
+            i = j + 1
+        }
+        var r1 = 0.0
+        for (k, e) in all.enumerated() where e.1 == 0 { r1 += ranks[k] }
+        let u1 = r1 - n1 * (n1 + 1) / 2
+        let mean = n1 * n2 / 2
+        let n = n1 + n2
+        let variance = n1 * n2 / 12 * ((n + 1) - tieTerm / (n * (n - 1)))
+        guard variance > 0 else { return 1 }
+        let z = (abs(u1 - mean) - 0.5) / variance.squareRoot()
+        return min(1, max(0, erfc(max(0, z) / 2.0.squareRoot())))
+    }
+}
+
+/// Benjamini-Hochberg: which of many p-values stay significant when the
+/// expected share of false discoveries is held at `q`.
+public enum FalseDiscovery {
+    public static func significant(_ p: [Double], q: Double) -> [Bool] {
+        let m = p.count
+        guard m > 0 else { return [] }
+        let order = p.indices.sorted { p[$0] < p[$1] }
+        var cutoff = -1
+        for (rank, idx) in order.enumerated() where p[idx] <= q * Double(rank + 1) / Double(m) { cutoff = rank }
+        var out = [Bool](repeating: false, count: m)
+        if cutoff >= 0 { for r in 0...cutoff { out[order[r]] = true } }
+        return out
+    }
+}
+
+import Foundation

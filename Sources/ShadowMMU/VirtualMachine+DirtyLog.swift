@@ -75,6 +75,7 @@ extension MMU {
         new.update(repeating: 0, count: s.bitmapWords)
         s.state.pointee.activeHalf ^= 1
         s.state.pointee.nrDirtyPages = 0
+        counters.bytesTouched = s.bitmapWords &* 8  // the cleared half
         let choice = writeProtect(slot: s, bitmap: old, nrDirtyPages: nrDirty, strategy: strategy, counters: &counters)
         return Harvest(bitmap: old, nrDirtyPages: nrDirty, choice: choice, counters: counters)
     }

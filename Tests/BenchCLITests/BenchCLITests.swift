@@ -59,6 +59,12 @@ import Testing
         #expect(!FileManager.default.fileExists(atPath: NSTemporaryDirectory() + "bench-cli-never"), "nothing written")
     }
 
+    @Test func compareRefusesWhatIsNotARunFolder() throws {
+        let r = try bench(["compare", "/nonexistent-a", "/nonexistent-b"])
+        #expect(r.status == 64)
+        #expect(r.stderr == "bench: error: run-a: /nonexistent-a/samples.csv cannot be read; give a run folder written by bench\n")
+    }
+
     @Test func helpTeachesTheStrategiesAndOptions() throws {
         let r = try bench(["--help"])
         #expect(r.status == 0)

@@ -35,7 +35,18 @@ import HostKVM
         #expect(crossover.columns == Reports.crossoverColumns)
         #expect(crossover.rows.count == 4)
         let files = try FileManager.default.contentsOfDirectory(atPath: outcome.directory)
-        #expect(Set(files) == ["points.csv", "crossover.csv", "skipped.csv"], "no temporary file left behind")
+        #expect(Set(files) == Set(["points.csv", "samples.csv", "crossover.csv", "skipped.csv", "meta.json", "report.md"]
+            + ["tdp-even", "tdp-random", "shadow-2-even", "shadow-2-random"].map { "plot-threshold-8MiB-\($0).svg" }),
+            "every file, and no temporary file left behind")
+        let samples = CSVTable.parse(try String(contentsOfFile: outcome.directory + "/samples.csv", encoding: .utf8))!
+        #expect(samples.rows.count == records.count * 3, "three timed repetitions per row")
+        let meta = try JSONDecoder().decode(RunMeta.self, from: Data(contentsOf: URL(fileURLWithPath: outcome.directory + "/meta.json")))
+        #expect(meta.rows == records.count && meta.rowsVerified == records.count)
+        #expect(meta.calibration.readBandwidthGBps > 0 && meta.environment.jemallocVersion.hasPrefix("5."))
+        let report = try String(contentsOfFile: outcome.directory + "/report.md", encoding: .utf8)
+        for section in ["## Environment", "## Calibration", "## Crossover", "some times faster", "not worse", "![threshold 8MiB tdp even](plot-threshold-8MiB-tdp-even.svg)"] {
+            #expect(report.contains(section), "report.md lacks \(section)")
+        }
     }
 
     @Test(.enabled(if: (try? HostKVM.KVMDevice()) != nil, "/dev/kvm cannot be opened"))

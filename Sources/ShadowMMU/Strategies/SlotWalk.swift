@@ -47,6 +47,9 @@ extension MMU {
 
         counters.shadowPagesVisited &+= visited
         counters.sptesScanned &+= scanned
+        // Per page on the list: its next link and slot bitmap; per scanned
+        // table: its spt pointer, level and 512 sptes.
+        counters.bytesTouched &+= visited &* 12 &+ (scanned / SPTE.perPage) &* (9 &+ SPTE.perPage &* 8)
         counters.sptesProtected &+= protected
         counters.largeSptesDropped &+= dropped
         counters.lockAcquisitions &+= 1

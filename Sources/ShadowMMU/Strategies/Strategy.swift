@@ -42,6 +42,10 @@ public struct ProtectCounters: Equatable, Sendable {
     public var lockAcquisitions = 0
     /// kvm_flush_remote_tlbs() calls.
     public var tlbFlushes = 0
+    /// Bytes of MMU data the harvest read or wrote: bitmap words, list links
+    /// and slot bitmaps, whole tables, rmap heads, descriptors and sptes.
+    /// The quantity to set against the machine's bandwidth.
+    public var bytesTouched = 0
 
     public init() {}
 }

@@ -1,0 +1,125 @@
+import Foundation
+import ShadowMMU
+
+/// One SVG per series, drawn here with no outside tool: harvest time against
+/// dirty pages on log-log axes, a line per strategy and backend with its
+/// p10-p90 band, the seed's threshold (n_used_mmu_pages) and the measured
+/// crossover marked, a legend on the right. Noisy points are drawn hollow.
+public enum SVGPlot {
+    static let width = 960.0, height = 580.0
+    static let left = 86.0, right = 230.0, top = 56.0, bottom = 64.0
+
+    /// Colours per strategy, kernel lines dashed.
+    static let palette: [String: String] = [
+        "slot-walk": "#d62728", "rmap": "#1f77b4", "seed": "#2ca02c",
+        "masked": "#ff7f0e", "rmap-walk": "#7f7f7f", "tdp-walk": "#bcbd22", "tdp-masked": "#17becf",
+        "dbit-clear": "#393b79", "clear-chunked": "#637939", "ring": "#843c39", "adaptive": "#000000",
+        "kvm-get": "#9467bd", "kvm-get+clear": "#8c564b", "kvm-ring": "#e377c2",
+    ]
+    static let fallback = ["#444444", "#aa6600", "#006666", "#660066"]
+
+    public static func render(series key: SeriesKey, rows all: [PointRow], crossover: CrossoverRow?) -> String {
+        let rows = all.filter { $0.series == key && !$0.samples.isEmpty }
+        guard !rows.isEmpty else { return "" }
+        let summaries = rows.map { ($0, $0.summary) }
+        let xs = rows.map { Double($0.dirtyPages) }
+        let ys = summaries.flatMap { [$0.1.p10, $0.1.p90, $0.1.median] }.filter { $0 > 0 }
+        let x0 = floor(log10(xs.min()!)), x1 = max(x0 + 1, ceil(log10(xs.max()!)))
+        let y0 = floor(log10(ys.min()!)), y1 = max(y0 + 1, ceil(log10(ys.max()!)))
+        let pw = width - left - right, ph = height - top - bottom
+        func px(_ x: Double) -> Double { left + (log10(x) - x0) / (x1 - x0) * pw }
+        func py(_ y: Double) -> Double { top + ph - (log10(max(y, 1e-9)) - y0) / (y1 - y0) * ph }
+
+        var svg = """
+        <svg xmlns="http://www.w3.org/2000/svg" width="\(Int(width))" height="\(Int(height))" viewBox="0 0 \(Int(width)) \(Int(height))" font-family="Helvetica, Arial, sans-serif" font-size="12">
+        <rect width="100%" height="100%" fill="white"/>
+        <text x="\(left)" y="26" font-size="16" font-weight="bold">\(escape(key.label))</text>
+        <text x="\(left)" y="44" fill="#555">harvest time (one KVM_GET_DIRTY_LOG or equivalent) against dirty pages; median, band p10-p90</text>
+
+        """
+        // Grid and ticks.
+        for d in Int(x0)...Int(x1) {
+            let x = px(pow(10, Double(d)))
+            svg += line(x, top, x, top + ph, "#ccc", 1)
+            svg += "<text x=\"\(f(x))\" y=\"\(f(top + ph + 18))\" text-anchor=\"middle\">\(countLabel(pow(10, Double(d))))</text>\n"
+            if d < Int(x1) {
+                for m in 2...9 { let xm = px(Double(m) * pow(10, Double(d))); svg += line(xm, top + ph, xm, top + ph + 4, "#999", 1) }
+            }
+        }
+        for d in Int(y0)...Int(y1) {
+            let y = py(pow(10, Double(d)))
+            svg += line(left, y, left + pw, y, "#ccc", 1)
+            svg += "<text x=\"\(f(left - 8))\" y=\"\(f(y + 4))\" text-anchor=\"end\">\(timeLabel(pow(10, Double(d))))</text>\n"
+            if d < Int(y1) {
+                for m in 2...9 { let ym = py(Double(m) * pow(10, Double(d))); svg += line(left - 4, ym, left, ym, "#999", 1) }
+            }
+        }
+        svg += "<rect x=\"\(f(left))\" y=\"\(f(top))\" width=\"\(f(pw))\" height=\"\(f(ph))\" fill=\"none\" stroke=\"#333\"/>\n"
+        svg += "<text x=\"\(f(left + pw / 2))\" y=\"\(f(height - 18))\" text-anchor=\"middle\" font-size=\"13\">dirty pages (4 KiB pages written since the last harvest, log scale)</text>\n"
+        svg += "<text transform=\"translate(22 \(f(top + ph / 2))) rotate(-90)\" text-anchor=\"middle\" font-size=\"13\">time per harvest (log scale)</text>\n"
+
+        // The seed's threshold and the crossover.
+        let nUsed = rows.first { $0.backend == "model" }?.nUsedMMUPages ?? rows[0].nUsedMMUPages
+        if Double(nUsed) >= pow(10, x0), Double(nUsed) <= pow(10, x1) {
+            let x = px(Double(nUsed))
+            svg += "<line x1=\"\(f(x))\" y1=\"\(f(top))\" x2=\"\(f(x))\" y2=\"\(f(top + ph))\" stroke=\"#2ca02c\" stroke-width=\"1.5\" stroke-dasharray=\"6 4\"/>\n"
+            svg += "<text x=\"\(f(x + 4))\" y=\"\(f(top + 14))\" fill=\"#2ca02c\">n_used_mmu_pages = \(nUsed): the seed switches here</text>\n"
+        }
+        if let c = crossover?.crossoverDirtyPages {
+            let x = px(c)
+            svg += "<line x1=\"\(f(x))\" y1=\"\(f(top))\" x2=\"\(f(x))\" y2=\"\(f(top + ph))\" stroke=\"#000\" stroke-width=\"1\" stroke-dasharray=\"2 3\"/>\n"
+            svg += "<text x=\"\(f(x + 4))\" y=\"\(f(top + 30))\">rmap = slot-walk at \(countLabel(c)) (crossover)</text>\n"
+        }
+
+        // One line per backend and strategy.
+        var lineKeys: [String] = []
+        for r in rows where !lineKeys.contains(r.backend + ":" + r.strategy) { lineKeys.append(r.backend + ":" + r.strategy) }
+        var legendY = top + 6
+        for (i, lk) in lineKeys.enumerated() {
+            let parts = lk.split(separator: ":", maxSplits: 1).map(String.init)
+            let (backend, strategy) = (parts[0], parts[1])
+            let pts = summaries.filter { $0.0.backend == backend && $0.0.strategy == strategy }.sorted { $0.0.dirtyPages < $1.0.dirtyPages }
+            let color = palette[strategy] ?? fallback[i % fallback.count]
+            let dash = backend == "kvm" ? " stroke-dasharray=\"7 3\"" : ""
+            let band = pts.map { "\(f(px(Double($0.0.dirtyPages)))),\(f(py($0.1.p90)))" }
+                + pts.reversed().map { "\(f(px(Double($0.0.dirtyPages)))),\(f(py($0.1.p10)))" }
+            svg += "<polygon points=\"\(band.joined(separator: " "))\" fill=\"\(color)\" fill-opacity=\"0.12\" stroke=\"none\"/>\n"
+            let path = pts.map { "\(f(px(Double($0.0.dirtyPages)))),\(f(py($0.1.median)))" }
+            svg += "<polyline points=\"\(path.joined(separator: " "))\" fill=\"none\" stroke=\"\(color)\" stroke-width=\"\(strategy == "adaptive" || strategy == "seed" ? 2.5 : 1.8)\"\(dash)/>\n"
+            for p in pts {
+                let fill = p.1.noisy ? "white" : color
+                svg += "<circle cx=\"\(f(px(Double(p.0.dirtyPages))))\" cy=\"\(f(py(p.1.median)))\" r=\"2.6\" fill=\"\(fill)\" stroke=\"\(color)\"/>\n"
+            }
+            let lx = left + pw + 16
+            svg += "<line x1=\"\(f(lx))\" y1=\"\(f(legendY))\" x2=\"\(f(lx + 26))\" y2=\"\(f(legendY))\" stroke=\"\(color)\" stroke-width=\"2.5\"\(dash)/>\n"
+            svg += "<text x=\"\(f(lx + 32))\" y=\"\(f(legendY + 4))\">\(escape(strategy))\(backend == "kvm" ? " (kernel)" : "")</text>\n"
+            legendY += 18
+        }
+        let lx = left + pw + 16
+        svg += "<text x=\"\(f(lx))\" y=\"\(f(legendY + 14))\" fill=\"#555\">hollow: noisy point</text>\n"
+        svg += "<text x=\"\(f(lx))\" y=\"\(f(legendY + 30))\" fill=\"#555\">dashed: the real kernel</text>\n"
+        svg += "</svg>\n"
+        return svg
+    }
+
+    static func line(_ x1: Double, _ y1: Double, _ x2: Double, _ y2: Double, _ color: String, _ w: Double) -> String {
+        "<line x1=\"\(f(x1))\" y1=\"\(f(y1))\" x2=\"\(f(x2))\" y2=\"\(f(y2))\" stroke=\"\(color)\" stroke-width=\"\(w)\"/>\n"
+    }
+
+    static func f(_ v: Double) -> String { String(format: "%.1f", v) }
+
+    static func escape(_ s: String) -> String {
+        s.replacingOccurrences(of: "&", with: "&amp;").replacingOccurrences(of: "<", with: "&lt;").replacingOccurrences(of: ">", with: "&gt;")
+    }
+
+    /// 1, 10, 100, 1k, 10k, 100k, 1M, ...
+    static func countLabel(_ v: Double) -> String {
+        v >= 1e6 ? String(format: "%gM", (v / 1e6 * 10).rounded() / 10) : v >= 1e3 ? String(format: "%gk", (v / 1e3 * 10).rounded() / 10) : String(format: "%g", v.rounded())
+    }
+
+    /// 100 ns, 1 µs, 10 µs, ... 1 s.
+    static func timeLabel(_ ns: Double) -> String {
+        ns >= 1e9 ? String(format: "%g s", ns / 1e9) : ns >= 1e6 ? String(format: "%g ms", ns / 1e6)
+            : ns >= 1e3 ? String(format: "%g µs", ns / 1e3) : String(format: "%g ns", ns)
+    }
+}

@@ -1,0 +1,125 @@
+import Foundation
+import FoundationXML
+import Testing
+import ShadowMMU
+@testable import BenchKit
+
+@Suite struct SignificanceTests {
+    @Test func mannWhitneySeesSeparationAndNotSameness() {
+        let a = (0..<11).map { 100.0 + Double($0) }
+        #expect(MannWhitney.pValue(a, a) > 0.9)
+        let b = a.map { $0 + 50 }
+        #expect(MannWhitney.pValue(a, b) < 0.001)
+        let c = a.map { $0 + 0.5 }  // interleaved with a
+        #expect(MannWhitney.pValue(a, c) > 0.5)
+        #expect(MannWhitney.pValue([], a) == 1)
+    }
+
+    @Test func benjaminiHochbergKeepsOnlyWhatSurvivesTheCount() {
+        let p = [0.001, 0.2, 0.012, 0.04, 0.9]
+        #expect(FalseDiscovery.significant(p, q: 0.05) == [true, false, true, false, false])
+        #expect(FalseDiscovery.significant([0.04] + Array(repeating: 0.5, count: 20), q: 0.05) == Array(repeating: false, count: 21))
+    }
+
+    @Test func noisyMeansAWideMedianAbsoluteDeviation() {
+        #expect(!SampleSummary([100, 101, 99, 100, 102, 98, 100]).noisy)
+        #expect(SampleSummary([100, 130, 70, 100, 140, 60, 100]).noisy)
+    }
+}
+
+@Suite(.serialized) struct ComparisonTests {
+    /// Writes a run folder holding only a samples.csv.
+    func run(_ name: String, _ rows: [(dirty: Int, strategy: String, ns: [Double])]) throws -> String {
+        let dir = NSTemporaryDirectory() + "compare-\(getpid())-\(name)"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        var t = CSVTable(columns: Reports.sampleColumns)
+        for r in rows {
+            for (i, v) in r.ns.enumerated() {
+                t.append(["threshold", "model", "tdp", "1", "1024", "1024", "even", "\(r.dirty)", r.strategy, "\(i)", "\(v)"])
+            }
+        }
+        try AtomicFile.write(t.text, to: dir + "/samples.csv")
+        return dir
+    }
+
+    func reps(_ base: Double, seed: UInt64) -> [Double] {
+        var g = SeededGenerator(seed: seed)
+        return (0..<11).map { _ in base * (1 + Double(g.below(1000)) / 20000) }
+    }
+
+    @Test func aSlowerStrategyStandsOutOfAMachineThatGotSlowerOverall() throws {
+        var a: [(Int, String, [Double])] = [], b: [(Int, String, [Double])] = []
+        for (i, d) in [1, 10, 100, 1000].enumerated() {
+            for (j, s) in ["slot-walk", "rmap", "seed"].enumerated() {
+                let seed = UInt64(i * 10 + j)
+                a.append((d, s, reps(1000 * Double(j + 1), seed: seed)))
+                // The whole machine 30% slower in the second run; rmap at 100 twice slower still.
+                let extra = (d == 100 && s == "rmap") ? 2.0 : 1.0
+                b.append((d, s, reps(1300 * Double(j + 1) * extra, seed: seed + 100)))
+            }
+        }
+        let c = try RunComparison.load(try run("a", a), try run("b", b), q: 0.05)
+        #expect(c.rows.count == 12)
+        let flagged = c.rows.filter(\.significant)
+        #expect(flagged.contains { $0.strategy == "rmap" && $0.key[7] == "100" && $0.relativeChangePct > 50 })
+        #expect(c.regressions(strategies: ["rmap"], limitPct: 30).count == 1)
+        #expect(c.regressions(strategies: ["slot-walk"], limitPct: 30).isEmpty, "a uniform slowdown is not a regression")
+        #expect(c.rows.filter { !($0.strategy == "rmap" && $0.key[7] == "100") }.allSatisfy { abs($0.changePct - 30) < 10 })
+    }
+
+    @Test func aFolderWithoutSamplesIsAUsageError() {
+        #expect(throws: BenchError.self) { _ = try RunComparison.load("/nonexistent-run", "/nonexistent-run", q: 0.05) }
+    }
+}
+
+@Suite struct ReportTests {
+    func rows() -> [PointRow] {
+        let key = SeriesKey(scenario: "threshold", paging: "tdp", sptesPerGFN: 1, slotPages: 4096, vmPages: 4096, pattern: "even")
+        var out: [PointRow] = []
+        for d in [1, 2, 4, 8, 16, 32, 64, 4096] {
+            for (s, ns) in [("rmap", 100.0 * Double(d)), ("slot-walk", 3000.0), ("seed", d < 11 ? 100.0 * Double(d) : 3000.0)] {
+                var c = ProtectCounters()
+                c.bytesTouched = 8 * d
+                out.append(PointRow(series: key, backend: "model", nUsedMMUPages: 11, dirtyPages: d, strategy: s,
+                                    seedChoice: d < 11 ? "rmap" : "slot-walk", chose: "", samples: [ns, ns * 1.01, ns * 0.99],
+                                    counters: c, allocatedBytesInTimedRegion: 0, verified: true, violations: "", cache: "cold"))
+            }
+        }
+        return out
+    }
+
+    @Test func theSVGIsWellFormedAndLabelsWhatItShows() throws {
+        let r = rows()
+        let svg = SVGPlot.render(series: r[0].series, rows: r, crossover: Crossover.rows(r).first)
+        let parser = XMLParser(data: Data(svg.utf8))
+        #expect(parser.parse(), "well-formed XML")
+        for text in ["threshold 16MiB tdp even", "rmap", "slot-walk", "seed", "n_used_mmu_pages = 11", "crossover", "dirty pages", "time per harvest", "µs"] {
+            #expect(svg.contains(text), "plot lacks \(text)")
+        }
+    }
+
+    @Test func theSeedsClaimsAreAnswered() throws {
+        let r = rows()
+        let c = RunReport.claims(series: r[0].series, rows: r)!
+        #expect(c.lowRatioText.hasPrefix("**Yes.**"), "\(c.lowRatioText)")
+        #expect(c.lowRatioText.contains("30.0x"))
+        #expect(c.nearCriterionText.hasPrefix("**Yes.**"), "\(c.nearCriterionText)")
+    }
+
+    @Test func pointsCarryEfficiencyAgainstTheCalibration() {
+        let cal = Calibration(readBandwidthGBps: 10, missLatencyNs: 100, timerOverheadNs: 20, bufferBytes: 1 << 20)
+        let t = Reports.pointsTable(rows(), calibration: cal)
+        let r = t.records.first { $0["strategy"] == "rmap" && $0["dirty_pages"] == "4096" }!
+        #expect(r["ns_per_dirty_page"] == "100.00")
+        #expect(r["miss_latencies_per_dirty_page"] == "1.000")
+        #expect(r["gbps"] == "0.080")
+        #expect(r["bandwidth_fraction"] == "0.008")
+        #expect(r["noisy"] == "false")
+    }
+
+    @Test func calibrationMeasuresSomething() {
+        let c = Calibration.measure(bufferBytes: 32 << 20, trials: 1)
+        #expect(c.readBandwidthGBps.isFinite && c.readBandwidthGBps > 0)
+        #expect(c.missLatencyNs.isFinite && c.missLatencyNs > 0)
+    }
+}
