@@ -49,6 +49,7 @@ let package = Package(
             name: "bench",
             dependencies: [
                 "BenchKit",
+                "ShadowMMU",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             path: "Benchmarks/bench"

@@ -1,5 +1,6 @@
 import ArgumentParser
 import BenchKit
+import ShadowMMU
 import Foundation
 
 @main
@@ -84,11 +85,14 @@ struct Bench: ParsableCommand {
     @Option(help: ArgumentHelp("Under shadow paging, the sptes mapping each gfn (guest address spaces), 1 to 16. (default: \(RunOptions.Defaults.mappings))", valueName: "k"))
     var mappings: String?
 
-    @Option(help: ArgumentHelp("Dirty patterns: even, random. (default: \(RunOptions.Defaults.pattern))", valueName: "patterns"))
+    @Option(help: ArgumentHelp("Dirty patterns: even, random, clustered, hot-set, one-per-table. (default: \(RunOptions.Defaults.pattern))", valueName: "patterns"))
     var pattern: String?
 
-    @Option(help: ArgumentHelp("Strategies: slot-walk, rmap, seed. (default: all)", valueName: "names"))
+    @Option(help: ArgumentHelp("Strategies: \(Strategy.allCases.map(\.rawValue).joined(separator: ", ")). (default: all)", valueName: "names"))
     var strategy: String?
+
+    @Option(help: ArgumentHelp("threshold (sweep dirty counts, one harvest per point), migration (rounds of pre-copy: hot-set writes, harvest; timed as a total). (default: both on 1 GiB in the default run, else threshold)", valueName: "names"))
+    var scenario: String?
 
     @Option(help: ArgumentHelp("Dirty-page counts to measure instead of the threshold sweep.", valueName: "counts"))
     var dirty: String?
@@ -113,6 +117,27 @@ struct Bench: ParsableCommand {
 
     @Flag(help: "No progress on stderr.")
     var quiet = false
+
+    @Option(help: ArgumentHelp("vCPUs writing; each has a dirty ring and a PML buffer, 1 to 64. (default: 2)", valueName: "n"))
+    var vcpus: String?
+
+    @Option(name: .customLong("ring-entries"), help: ArgumentHelp("Entries of each vCPU's dirty ring for ring, a power of two from 128. (default: 65536)", valueName: "n"))
+    var ringEntries: String?
+
+    @Option(name: .customLong("yield-every"), help: ArgumentHelp("rmap-walk and tdp-walk release and retake mmu_lock every this many gfns. (default: 4096)", valueName: "gfns"))
+    var yieldEvery: String?
+
+    @Option(name: .customLong("clear-chunk-pages"), help: ArgumentHelp("clear-chunked's KVM_CLEAR_DIRTY_LOG size, a multiple of 64 pages. (default: 262144, QEMU's 1 GiB)", valueName: "size"))
+    var clearChunkPages: String?
+
+    @Option(name: .customLong("cluster-pages"), help: ArgumentHelp("clustered: pages per run. (default: 16)", valueName: "n"))
+    var clusterPages: String?
+
+    @Option(name: .customLong("zipf-skew"), help: ArgumentHelp("hot-set: the Zipf exponent, 0 to 4. (default: 1)", valueName: "s"))
+    var zipfSkew: String?
+
+    @Option(help: ArgumentHelp("migration: harvest rounds, 1 to 64. (default: 10)", valueName: "n"))
+    var rounds: String?
 
     @Option(help: ArgumentHelp("model, kvm or both: kvm runs the same series on the real kernel through /dev/kvm. (default: both, the kernel when /dev/kvm opens)", valueName: "name"))
     var backend: String?
@@ -147,6 +172,14 @@ struct Bench: ParsableCommand {
         o.kvmBudget = kvmBudget
         o.preset = preset
         o.minTime = minTime
+        o.scenario = scenario
+        o.vcpus = vcpus
+        o.ringEntries = ringEntries
+        o.yieldEvery = yieldEvery
+        o.clearChunkPages = clearChunkPages
+        o.clusterPages = clusterPages
+        o.zipfSkew = zipfSkew
+        o.rounds = rounds
         let plan = try o.plan()
         let outcome = try BenchRun(plan: plan).run()
         if let p = preset {
@@ -154,6 +187,8 @@ struct Bench: ParsableCommand {
             print("")
         }
         print(Reports.summary(outcome.crossover))
+        let successors = Reports.successorSummary(outcome.crossover)
+        if !successors.isEmpty { print("\n" + successors) }
         let kernel = Reports.kernelSummary(outcome.crossover)
         if !kernel.isEmpty { print("\n" + kernel) }
         for n in outcome.notes { print("\n" + n) }

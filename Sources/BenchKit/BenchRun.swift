@@ -40,7 +40,7 @@ public struct RunPlan: Sendable {
     public var peakMemoryBytes: Int {
         let flush = settings.cache == .cold ? max(64 << 20, 2 * CacheFlusher.lastLevelCacheBytes) : 0
         return (modelSeries.map { s in
-            s.layout.estimatedBytes + s.layout.slotPages * (4 + 8) + DirtyBitmap.words(pages: s.layout.slotPages) * 8
+            s.layout.estimatedBytes(vcpus: settings.vcpus, ringEntries: settings.ringEntries) + s.layout.slotPages * (4 + 8) + DirtyBitmap.words(pages: s.layout.slotPages) * 8
         }.max() ?? 0) + flush
     }
 
@@ -78,6 +78,8 @@ public struct RunOutcome {
     /// Lines for the terminal about the kernel: unavailable, emulated, ...
     public var notes: [String]
     public var calibration: Calibration
+    /// The adaptive rule's constants, per series that measured them.
+    public var costModels: [(SeriesKey, CostModel)] = []
     public var seconds: Double
 }
 
@@ -123,18 +125,22 @@ public final class BenchRun {
         let flusher = plan.settings.cache == .cold ? CacheFlusher() : nil
         for job in jobs {
             switch job {
-            case .model(let s): progress.addPlannedWork(s.plannedUnits)
+            case .model(let s): progress.addPlannedWork(s.plannedUnits(settings: plan.settings))
             case .kernel(let s): progress.addPlannedWork(s.plannedUnits(strategies: plan.kernelSettings.strategies.count))
             }
         }
         var rows: [PointRow] = []
+        var costModels: [(SeriesKey, CostModel)] = []
         for (i, job) in jobs.enumerated() {
             let status = "[\(i + 1)/\(jobs.count)] \(job.label)"
             let t0 = MonotonicClock.now()
             let new: [PointRow]
             switch job {
             case .model(let spec):
-                new = try ModelSeries(spec: spec, settings: plan.settings, flusher: flusher, progress: progress, status: status).run()
+                let outcome = try ModelSeries(spec: spec, settings: plan.settings, flusher: flusher, progress: progress, status: status).run()
+                new = outcome.rows
+                skipped += outcome.skipped
+                if let m = outcome.costModel { costModels.append((spec.key, m)) }
             case .kernel(let spec):
                 let series = KernelSeries(spec: spec, settings: plan.kernelSettings, measure: plan.settings,
                                           flusher: flusher, progress: progress, status: status)
@@ -156,7 +162,7 @@ public final class BenchRun {
             }
             rows += new
             let partial = RunOutcome(directory: dir, rows: rows, crossover: Crossover.rows(rows), skipped: skipped, notes: notes,
-                                     calibration: calibration, seconds: progress.elapsedSeconds)
+                                     calibration: calibration, costModels: costModels, seconds: progress.elapsedSeconds)
             try write(partial, environment: environment, startedUTC: startedUTC)
             let bad = new.filter { !$0.verified }.count
             let seconds = String(format: "%.1f", Double(MonotonicClock.now() - t0) / 1e9)
@@ -165,7 +171,7 @@ public final class BenchRun {
         }
         progress.finish()
         let outcome = RunOutcome(directory: dir, rows: rows, crossover: Crossover.rows(rows), skipped: skipped, notes: notes,
-                                 calibration: calibration, seconds: progress.elapsedSeconds)
+                                 calibration: calibration, costModels: costModels, seconds: progress.elapsedSeconds)
         try write(outcome, environment: environment, startedUTC: startedUTC)
         return outcome
     }

@@ -23,8 +23,36 @@ public struct CrossoverRow: Sendable {
     public var seedRegretMeanPct: Double
     /// The kernel beside the model, when it ran this series.
     public var kernel: KernelComparison?
+    /// The successors: who is best where, and what the rules cost.
+    public var successors: SuccessorSummary?
 
     public var crossoverPerUsed: Double? { crossoverDirtyPages.map { $0 / Double(max(1, nUsedMMUPages)) } }
+}
+
+/// How far a rule's choices fall behind the best strategy measured at each point.
+public struct RegretStats: Sendable {
+    public var maxPct: Double
+    public var meanPct: Double
+    public var maxAt: Int
+}
+
+/// Per series: the best strategy by ranges of dirty pages, and the rules'
+/// regret against the best of the KVM_GET_DIRTY_LOG family at each point.
+public struct SuccessorSummary: Sendable {
+    /// "1-2048 masked; 2896-262144 tdp-walk": the best of the
+    /// KVM_GET_DIRTY_LOG family (`Strategy.getDirtyLogFamily`) per range.
+    public var bestByRange: String
+    /// The same over every strategy that protects on its own, dbit-clear,
+    /// clear-chunked and ring included (ring's time counts its harvests
+    /// during the writes too).
+    public var bestOverallByRange: String
+    /// The seed's rule, its choice's median against the best.
+    public var seed: RegretStats?
+    /// The adaptive rule, its choice's median against the best.
+    public var adaptive: RegretStats?
+    /// The adaptive rule's own measured median against the best: the
+    /// choice plus the decision, and the noise between two measurements.
+    public var adaptiveMeasured: RegretStats?
 }
 
 /// The kernel's kvm-get at the fewest and the most dirty pages it measured,
@@ -59,8 +87,56 @@ public enum Crossover {
             let these = all.filter { $0.series == key }
             guard var r = row(series: key, rows: these) else { return nil }
             r.kernel = kernelComparison(these)
+            r.successors = successors(these.filter { $0.backend == "model" })
             return r
         }
+    }
+
+    /// Best strategies by range, and the rules' regrets.
+    static func successors(_ model: [PointRow]) -> SuccessorSummary? {
+        var byPoint: [Int: [String: PointRow]] = [:]
+        for r in model { byPoint[r.dirtyPages, default: [:]][r.strategy] = r }
+        let points = byPoint.keys.sorted()
+        let family = Set(Strategy.getDirtyLogFamily.map(\.rawValue))
+        let protecting = Set(Strategy.allCases.filter { !$0.isRule }.map(\.rawValue))
+        func cost(_ r: PointRow) -> Double {
+            r.summary.median + (r.phases?.ringNsDuringWrites.isEmpty == false ? Statistics.median(r.phases!.ringNsDuringWrites) : 0)
+        }
+        func best(_ d: Int, among set: Set<String>) -> (String, Double)? {
+            byPoint[d]!.filter { set.contains($0.key) }.map { ($0.key, cost($0.value)) }.min { $0.1 < $1.1 }
+        }
+        // Ranges of the best; a strategy within 5% of the best keeps its
+        // range going, so that two near-equal strategies trading places in
+        // the noise do not cut the sweep into slivers.
+        func ranges(among set: Set<String>) -> String {
+            var out: [(String, Int, Int)] = []
+            for d in points {
+                guard let (b, t) = best(d, among: set) else { continue }
+                if let last = out.last, let r = byPoint[d]![last.0], cost(r) <= t * 1.05 {
+                    out[out.count - 1].2 = d
+                } else {
+                    out.append((b, d, d))
+                }
+            }
+            return out.map { $0.1 == $0.2 ? "\($0.1) \($0.0)" : "\($0.1)-\($0.2) \($0.0)" }.joined(separator: "; ")
+        }
+        func regret(_ rule: Strategy, measured: Bool) -> RegretStats? {
+            var worst = 0.0, worstAt = 0, sum = 0.0, n = 0
+            for d in points {
+                guard let r = byPoint[d]![rule.rawValue], let (_, b) = best(d, among: family), b > 0 else { continue }
+                var t = r.summary.median
+                if !measured, let chosen = byPoint[d]![r.chose] { t = chosen.summary.median }
+                let pct = regretPct(chosen: t, best: b)
+                if n == 0 || pct > worst { worst = pct; worstAt = d }
+                sum += pct
+                n += 1
+            }
+            return n == 0 ? nil : RegretStats(maxPct: worst, meanPct: sum / Double(n), maxAt: worstAt)
+        }
+        guard !points.isEmpty else { return nil }
+        return SuccessorSummary(bestByRange: ranges(among: family), bestOverallByRange: ranges(among: protecting),
+                                seed: regret(.seed, measured: false), adaptive: regret(.adaptive, measured: false),
+                                adaptiveMeasured: regret(.adaptive, measured: true))
     }
 
     static func kernelComparison(_ rows: [PointRow]) -> KernelComparison? {

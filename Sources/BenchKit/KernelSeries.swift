@@ -154,13 +154,14 @@ public final class KernelSeries {
 
     private func measure(d: Int, strategies: [KernelStrategy], bitmapVM: KVMGuest?, ringVM: KVMGuest?,
                          status: String) throws -> [PointRow] {
-        let set = spec.pattern.dirtySet(count: d, slotPages: spec.slotPages, seed: measure.seed)
+        let set = spec.pattern.dirtySet(count: d, slotPages: spec.slotPages, seed: measure.seed, parameters: measure.patterns)
         try set.pages.withUnsafeBufferPointer { p in
             try bitmapVM?.loadWriteList(p)
             try ringVM?.loadWriteList(p)
         }
         var samples = [[Double]](repeating: [], count: strategies.count)
         var extras = strategies.map { _ in KernelExtras(guestMode: (bitmapVM ?? ringVM)!.mode.rawValue) }
+        var phases = strategies.map { _ in PhaseExtras() }
         var allocated = [UInt64](repeating: 0, count: strategies.count)
         var problems = [String](repeating: "", count: strategies.count)
         var order = SeededGenerator(seed: measure.seed ^ mix64(UInt64(d)) ^ 0x6B766D)
@@ -196,13 +197,13 @@ public final class KernelSeries {
                     samples[si].append(Double(t2 - t0))
                     allocated[si] += a1 &- a0
                     if s == .getClear {
-                        extras[si].getNs.append(Double(t1 - t0))
-                        extras[si].clearNs.append(Double(t2 - t1))
+                        phases[si].getNs.append(Double(t1 - t0))
+                        phases[si].clearNs.append(Double(t2 - t1))
                     }
                     if s == .ring {
-                        extras[si].ringFullExits += round.ringFullExits
-                        extras[si].ringHarvestsDuringWrites += round.chunkHarvests
-                        extras[si].ringNsDuringWrites.append(Double(round.ringHarvestNanoseconds))
+                        phases[si].ringFullExits += round.ringFullExits
+                        phases[si].ringHarvestsDuringWrites += round.chunkHarvests
+                        phases[si].ringNsDuringWrites.append(Double(round.ringHarvestNanoseconds))
                     }
                 }
                 if problems[si].isEmpty {
@@ -225,7 +226,8 @@ public final class KernelSeries {
                 series: spec.key, backend: "kvm", nUsedMMUPages: nUsed, dirtyPages: d, strategy: strategies[si].rawValue,
                 seedChoice: Strategy.seedChoice(nrDirtyPages: d, nUsedMMUPages: nUsed).rawValue, chose: "",
                 samples: samples[si], counters: nil, allocatedBytesInTimedRegion: allocated[si],
-                verified: problems[si].isEmpty, violations: problems[si], cache: measure.cache.rawValue, kernel: extras[si]
+                verified: problems[si].isEmpty, violations: problems[si], cache: measure.cache.rawValue, kernel: extras[si],
+                phases: strategies[si] == .get ? nil : phases[si]
             )
         }
     }

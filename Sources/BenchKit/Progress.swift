@@ -1,4 +1,5 @@
 import Foundation
+import ShadowMMU
 
 /// Progress on stderr. On a terminal, one line rewritten in place: series,
 /// point, elapsed time and an estimate of the time left (from the work done

@@ -6,7 +6,7 @@ public enum Reports {
     public static let pointColumns = [
         "scenario", "backend", "paging", "sptes_per_gfn", "slot_pages", "vm_pages", "n_used_mmu_pages",
         "pattern", "cache", "dirty_pages", "dirty_per_used", "strategy", "seed_choice", "chose",
-        "reps", "median_ns", "p10_ns", "p90_ns", "mad_ns", "cv", "noisy",
+        "rounds", "reps", "median_ns", "p10_ns", "p90_ns", "mad_ns", "cv", "noisy",
         "shadow_pages_visited", "sptes_scanned", "sptes_protected", "large_sptes_dropped",
         "rmap_entries_visited", "lock_acquisitions", "tlb_flushes",
         "bytes_touched", "gbps", "bandwidth_fraction", "ns_per_dirty_page", "miss_latencies_per_dirty_page",
@@ -20,6 +20,9 @@ public enum Reports {
         "crossover_dirty_pages", "crossover_per_used", "crossover_note", "min_dirty_pages", "max_dirty_pages",
         "rmap_speedup_at_min", "slot_walk_speedup_at_max",
         "seed_regret_max_pct", "seed_regret_max_at", "seed_regret_mean_pct",
+        "best_by_range", "best_overall_by_range", "seed_regret_vs_best_max_pct", "seed_regret_vs_best_mean_pct",
+        "adaptive_regret_max_pct", "adaptive_regret_max_at", "adaptive_regret_mean_pct", "adaptive_measured_regret_max_pct",
+        "adaptive_measured_regret_mean_pct",
         "kvm_guest_mode", "kvm_min_dirty_pages", "kvm_get_ns_at_min", "kvm_max_dirty_pages", "kvm_get_ns_at_max",
         "model_vs_kvm_strategy", "model_over_kvm_at_min", "model_over_kvm_at_max",
     ]
@@ -30,12 +33,13 @@ public enum Reports {
             let s = r.summary
             let c = r.counters
             let k = r.kernel
+            let ph = r.phases
             func count(_ f: (ProtectCounters) -> Int) -> String { c.map { "\(f($0))" } ?? "" }
             t.append([
                 r.series.scenario, r.backend, r.series.paging, "\(r.series.sptesPerGFN)", "\(r.series.slotPages)",
                 "\(r.series.vmPages)", "\(r.nUsedMMUPages)", r.series.pattern, r.cache, "\(r.dirtyPages)",
                 fmt(r.dirtyPerUsed, 6), r.strategy, r.seedChoice, r.chose,
-                "\(s.count)", fmt(s.median, 1), fmt(s.p10, 1), fmt(s.p90, 1), fmt(s.mad, 1), fmt(s.cv, 4),
+                "\(r.rounds)", "\(s.count)", fmt(s.median, 1), fmt(s.p10, 1), fmt(s.p90, 1), fmt(s.mad, 1), fmt(s.cv, 4),
                 s.noisy ? "true" : "false",
                 count(\.shadowPagesVisited), count(\.sptesScanned), count(\.sptesProtected), count(\.largeSptesDropped),
                 count(\.rmapEntriesVisited), count(\.lockAcquisitions), count(\.tlbFlushes),
@@ -46,10 +50,11 @@ public enum Reports {
                 calibration.map { fmt(s.median / Double(max(1, r.dirtyPages)) / $0.missLatencyNs, 3) } ?? "",
                 "\(r.allocatedBytesInTimedRegion)", r.verified ? "true" : "false", r.violations,
                 k?.guestMode ?? "",
-                k.flatMap { $0.getNs.isEmpty ? nil : fmt(Statistics.median($0.getNs), 1) } ?? "",
-                k.flatMap { $0.clearNs.isEmpty ? nil : fmt(Statistics.median($0.clearNs), 1) } ?? "",
-                k.map { "\($0.ringFullExits)" } ?? "", k.map { "\($0.ringHarvestsDuringWrites)" } ?? "",
-                k.flatMap { $0.ringNsDuringWrites.isEmpty ? nil : fmt(Statistics.median($0.ringNsDuringWrites), 1) } ?? "",
+                ph.flatMap { $0.getNs.isEmpty ? nil : fmt(Statistics.median($0.getNs), 1) } ?? "",
+                ph.flatMap { $0.clearNs.isEmpty ? nil : fmt(Statistics.median($0.clearNs), 1) } ?? "",
+                ph.flatMap { $0.ringNsDuringWrites.isEmpty ? nil : "\($0.ringFullExits)" } ?? "",
+                ph.flatMap { $0.ringNsDuringWrites.isEmpty ? nil : "\($0.ringHarvestsDuringWrites)" } ?? "",
+                ph.flatMap { $0.ringNsDuringWrites.isEmpty ? nil : fmt(Statistics.median($0.ringNsDuringWrites), 1) } ?? "",
                 k.map { "\($0.sptes4k)" } ?? "", k.map { fmt($0.emulatedInstructionsPerWrite, 2) } ?? "",
             ])
         }
@@ -92,6 +97,11 @@ public enum Reports {
                 "\(r.minDirtyPages)", "\(r.maxDirtyPages)",
                 fmt(r.rmapSpeedupAtMin, 3), fmt(r.slotWalkSpeedupAtMax, 3),
                 fmt(r.seedRegretMaxPct, 1), "\(r.seedRegretMaxAt)", fmt(r.seedRegretMeanPct, 1),
+                r.successors?.bestByRange ?? "", r.successors?.bestOverallByRange ?? "",
+                r.successors?.seed.map { fmt($0.maxPct, 1) } ?? "", r.successors?.seed.map { fmt($0.meanPct, 1) } ?? "",
+                r.successors?.adaptive.map { fmt($0.maxPct, 1) } ?? "", r.successors?.adaptive.map { "\($0.maxAt)" } ?? "",
+                r.successors?.adaptive.map { fmt($0.meanPct, 1) } ?? "",
+                r.successors?.adaptiveMeasured.map { fmt($0.maxPct, 1) } ?? "", r.successors?.adaptiveMeasured.map { fmt($0.meanPct, 1) } ?? "",
                 r.kernel?.guestMode ?? "", r.kernel.map { "\($0.minDirtyPages)" } ?? "",
                 r.kernel.map { fmt($0.kvmGetAtMin, 1) } ?? "", r.kernel.map { "\($0.maxDirtyPages)" } ?? "",
                 r.kernel.map { fmt($0.kvmGetAtMax, 1) } ?? "", r.kernel?.modelStrategy ?? "",
@@ -114,6 +124,22 @@ public enum Reports {
                 String(format: "%.1fx at %d", r.slotWalkSpeedupAtMax, r.maxDirtyPages),
                 String(format: "%.0f%% at %d", r.seedRegretMaxPct, r.seedRegretMaxAt),
             ])
+        }
+        return layout(table)
+    }
+
+    /// The successors, one line per series: the best of the KVM_GET_DIRTY_LOG
+    /// family by range, and what the seed's rule and adaptive cost against it.
+    public static func successorSummary(_ rows: [CrossoverRow]) -> String {
+        let with = rows.filter { $0.successors != nil }
+        guard !with.isEmpty else { return "" }
+        var table = [["series", "best (KVM_GET_DIRTY_LOG family) by dirty pages", "seed regret max", "adaptive regret max", "mean"]]
+        for r in with {
+            let s = r.successors!
+            table.append([r.series.label, s.bestByRange,
+                          s.seed.map { String(format: "%.0f%% at %d", $0.maxPct, $0.maxAt) } ?? "-",
+                          s.adaptive.map { String(format: "%.0f%% at %d", $0.maxPct, $0.maxAt) } ?? "-",
+                          s.adaptive.map { String(format: "%.1f%%", $0.meanPct) } ?? "-"])
         }
         return layout(table)
     }

@@ -71,24 +71,35 @@ public struct PointRow: Sendable {
     public var cache: String
     /// What only kernel rows have.
     public var kernel: KernelExtras? = nil
+    public var phases: PhaseExtras? = nil
+    /// Harvest rounds each repetition's time adds up (the migration
+    /// scenario); 1 for a sweep point.
+    public var rounds = 1
 
     public var summary: SampleSummary { SampleSummary(samples) }
     public var dirtyPerUsed: Double { Double(dirtyPages) / Double(max(1, nUsedMMUPages)) }
+}
+
+/// Two-phase harvests and dirty rings: what one median does not show.
+public struct PhaseExtras: Sendable {
+    /// Get-then-clear protocols (kvm-get+clear, clear-chunked): each
+    /// phase's time, per repetition.
+    public var getNs: [Double] = []
+    public var clearNs: [Double] = []
+    /// Rings: full-ring stops during the guest's writes, summed over
+    /// repetitions, and the harvests that answered them (with untimed chunk
+    /// harvests on the kernel), with their time per repetition.
+    public var ringFullExits = 0
+    public var ringHarvestsDuringWrites = 0
+    public var ringNsDuringWrites: [Double] = []
+
+    public init() {}
 }
 
 /// The parts of a kernel row the model has no counterpart for.
 public struct KernelExtras: Sendable {
     /// `flat32` or `long64`: how the test guest ran.
     public var guestMode: String
-    /// For kvm-get+clear: the two ioctls' own times, per repetition.
-    public var getNs: [Double] = []
-    public var clearNs: [Double] = []
-    /// For kvm-ring: KVM_EXIT_DIRTY_RING_FULL exits and untimed chunk
-    /// harvests during the guest's writes, summed over repetitions.
-    public var ringFullExits = 0
-    public var ringHarvestsDuringWrites = 0
-    /// For kvm-ring: nanoseconds of those harvests per repetition.
-    public var ringNsDuringWrites: [Double] = []
     /// VM statistic pages_4k after the point: 4 KiB sptes the kernel holds.
     public var sptes4k: UInt64 = 0
     /// vCPU statistic insn_emulation over the point's guest writes, per write.

@@ -25,8 +25,25 @@ public struct RunOptions: Sendable {
     public var kvmBudget: String?
     public var preset: String?
     public var minTime: String?
+    public var scenario: String?
+    public var vcpus: String?
+    public var ringEntries: String?
+    public var yieldEvery: String?
+    public var clearChunkPages: String?
+    public var clusterPages: String?
+    public var zipfSkew: String?
+    public var rounds: String?
 
     public init() {}
+
+    /// What a series measures.
+    public enum Scenario: String, CaseIterable, Sendable {
+        /// Dirty counts swept around the seed's threshold, one harvest per point.
+        case threshold
+        /// Rounds of pre-copy migration (hot-set writes, harvest, repeat),
+        /// timed as a total per strategy.
+        case migration
+    }
 
     /// Experiments with a fixed shape.
     public enum Preset: String, CaseIterable, Sendable {
@@ -51,6 +68,8 @@ public struct RunOptions: Sendable {
         public static let dirtyLogPerfSlotPages = "262144"
         public static let kvmReps = 5
         public static let kvmBudgetSeconds = 20
+        /// In the default run, the migration scenario runs on slots up to this.
+        public static let migrationMaxSlotPages = 1 << 18
     }
 
     /// Bounds the options accept.
@@ -61,6 +80,12 @@ public struct RunOptions: Sendable {
         public static let reps = 1...1000
         public static let warmup = 0...100
         public static let kvmBudgetSeconds = 1...86400
+        public static let vcpus = 1...64
+        public static let ringEntries = 128...(1 << 20)
+        public static let yieldEvery = 1...(1 << 30)
+        public static let clearChunkPages = 64...(1 << 28)
+        public static let clusterPages = 1...(1 << 20)
+        public static let rounds = 1...64
     }
 
     public func plan(memoryAvailable: Int = SystemMemory.availableBytes) throws -> RunPlan {
@@ -94,7 +119,7 @@ public struct RunOptions: Sendable {
                 try Parse.int($0, option: "--dirty", range: 1...smallest, unit: "dirty pages (at most the slot's \(smallest) pages)")
             })
         } ?? (preset == .dirtyLogPerf ? .powersOfTwo : .thresholdSweep)
-        let settings = MeasureSettings(
+        var settings = MeasureSettings(
             reps: try reps.map { try Parse.int($0, option: "--reps", range: Limits.reps) } ?? (quick ? Defaults.quickReps : Defaults.reps),
             warmup: try warmup.map { try Parse.int($0, option: "--warmup", range: Limits.warmup) } ?? Defaults.warmup,
             cache: try cache.map { try Parse.choice($0, option: "--cache", of: CacheMode.self) } ?? .cold,
@@ -108,28 +133,66 @@ public struct RunOptions: Sendable {
             budgetSeconds: Double(try kvmBudget.map { try Parse.int($0, option: "--kvm-budget", range: Limits.kvmBudgetSeconds, unit: "seconds") }
                 ?? Defaults.kvmBudgetSeconds)
         )
-        let scenario = preset?.rawValue ?? "threshold"
+        let scenarioName = preset?.rawValue ?? Scenario.threshold.rawValue
+        let curatedDefault = !quick && preset == nil && slotPages == nil && pattern == nil && scenario == nil
+        let scenarios = try scenario.map { try Parse.list($0, option: "--scenario") { try Parse.choice($0, option: "--scenario", of: Scenario.self) } }
+            ?? (curatedDefault ? [.threshold, .migration] : [.threshold])
+        guard preset == nil || scenario == nil else {
+            throw BenchError.usage("--scenario: a --preset fixes its own scenario; give one or the other")
+        }
+        settings.vcpus = try vcpus.map { try Parse.int($0, option: "--vcpus", range: Limits.vcpus) } ?? settings.vcpus
+        settings.ringEntries = try ringEntries.map {
+            let v = try Parse.int($0, option: "--ring-entries", range: Limits.ringEntries, unit: "entries, a power of two")
+            guard v & (v - 1) == 0 else { throw BenchError.usage("--ring-entries: \(v) is not a power of two; accepted: 128 to 1048576 entries, a power of two") }
+            return v
+        } ?? settings.ringEntries
+        settings.yieldEveryGFNs = try yieldEvery.map { try Parse.int($0, option: "--yield-every", range: Limits.yieldEvery, unit: "gfns") } ?? settings.yieldEveryGFNs
+        settings.clearChunkPages = try clearChunkPages.map {
+            let v = try Parse.pages($0, option: "--clear-chunk-pages", range: Limits.clearChunkPages)
+            guard v % 64 == 0 else { throw BenchError.usage("--clear-chunk-pages: \(v) pages is not a multiple of 64; accepted: 64 to 268435456 pages, a multiple of 64") }
+            return v
+        } ?? settings.clearChunkPages
+        settings.patterns.clusterPages = try clusterPages.map { try Parse.int($0, option: "--cluster-pages", range: Limits.clusterPages) } ?? settings.patterns.clusterPages
+        settings.patterns.zipfSkew = try zipfSkew.map { text -> Double in
+            guard let v = Double(text), v >= 0, v <= 4 else { throw BenchError.usage("--zipf-skew: '\(text)' is out of range; accepted: 0 to 4") }
+            return v
+        } ?? settings.patterns.zipfSkew
+        settings.migrationRounds = try rounds.map { try Parse.int($0, option: "--rounds", range: Limits.rounds) } ?? settings.migrationRounds
 
         // The default run: every paging mode and pattern on the 1 GiB slot, and
         // dirty-log-perf's evenly spaced pages on the 16 GiB one, whose random
         // pattern would double the run's time (`--pattern random` adds it).
-        let curated = !quick && preset == nil && slotPages == nil && pattern == nil
         var series: [ModelSeriesSpec] = []
-        for slot in slots {
-            for p in pagings {
-                for pat in patterns where !(curated && slot > Defaults.randomPatternMaxSlotPages && pat == .random) {
-                    let layout = VMLayout(paging: p, slotPages: slot, vmPages: max(vm ?? slot, slot), seed: settings.seed)
-                    series.append(ModelSeriesSpec(scenario: scenario, layout: layout, pattern: pat, counts: counts, strategies: strategies))
+        if scenarios.contains(.threshold) {
+            for slot in slots {
+                for p in pagings {
+                    for pat in patterns where !(curatedDefault && slot > Defaults.randomPatternMaxSlotPages && pat == .random) {
+                        if let d = dirty, pat == .onePerTable, counts.counts(slotPages: slot, nUsedMMUPages: 0).contains(where: { $0 > pat.maxCount(slotPages: slot) }) {
+                            throw BenchError.usage("--dirty: \(d) has counts above \(pat.maxCount(slotPages: slot)), the most one-per-table can dirty in a slot of \(slot) pages")
+                        }
+                        let layout = VMLayout(paging: p, slotPages: slot, vmPages: max(vm ?? slot, slot), seed: settings.seed)
+                        series.append(ModelSeriesSpec(scenario: scenarioName, layout: layout, pattern: pat, counts: counts, strategies: strategies))
+                    }
                 }
             }
         }
-        // The kernel beside every slot size, VM size and pattern the model runs.
+        if scenarios.contains(.migration) {
+            for slot in slots where !(curatedDefault && slot > Defaults.migrationMaxSlotPages) {
+                for p in pagings {
+                    let layout = VMLayout(paging: p, slotPages: slot, vmPages: max(vm ?? slot, slot), seed: settings.seed)
+                    series.append(ModelSeriesSpec(scenario: Scenario.migration.rawValue, layout: layout, pattern: .hotSet,
+                                                  counts: .migration, strategies: strategies))
+                }
+            }
+        }
+        // The kernel beside every slot size, VM size and pattern the model sweeps.
         var kernel: [KernelSeriesSpec] = []
         if backend.includesKernel {
-            for s in series {
-                let k = KernelSeriesSpec(scenario: scenario, slotPages: s.layout.slotPages, vmPages: s.layout.vmPages, pattern: s.pattern,
-                                         counts: counts == .thresholdSweep ? SweepPlan.powersOfTwo(slotPages: s.layout.slotPages)
-                                             : counts.counts(slotPages: s.layout.slotPages, nUsedMMUPages: 0))
+            for s in series where s.counts != .migration {
+                let cap = s.pattern.maxCount(slotPages: s.layout.slotPages)
+                let k = KernelSeriesSpec(scenario: scenarioName, slotPages: s.layout.slotPages, vmPages: s.layout.vmPages, pattern: s.pattern,
+                                         counts: (counts == .thresholdSweep ? SweepPlan.powersOfTwo(slotPages: s.layout.slotPages)
+                                             : counts.counts(slotPages: s.layout.slotPages, nUsedMMUPages: 0)).filter { $0 <= cap })
                 if !kernel.contains(k) { kernel.append(k) }
             }
         }
@@ -144,7 +207,7 @@ public struct RunOptions: Sendable {
     static func checkMemory(_ plan: RunPlan, available: Int) throws {
         let need = plan.peakMemoryBytes
         guard need > available / 10 * 9 else { return }
-        let worst = plan.modelSeries.max { $0.layout.estimatedBytes < $1.layout.estimatedBytes }!
+        let worst = plan.modelSeries.max { $0.layout.estimatedBytes() < $1.layout.estimatedBytes() }!
         let option = worst.layout.vmPages > worst.layout.slotPages ? "--vm-pages" : "--slot-pages"
         throw BenchError.usage("\(option): a \(Bytes.pages(worst.layout.vmPages)) VM under \(worst.layout.paging) needs about "
             + "\(Bytes.format(need)) of memory; this machine has \(Bytes.format(available)) available")

@@ -186,6 +186,28 @@ public enum RunReport {
             }.joined(separator: "\n") + "\n"
         }
 
+        if !outcome.costModels.isEmpty {
+            md += "\n## The adaptive rule\n\n"
+            md += "Per harvest, adaptive predicts each candidate's time as `fixed + dirty · perPage(ρ)` and takes the cheapest. "
+            md += "`fixed` is what the candidate costs whatever is dirty (scanning the bitmap; walking the list, the rmaps or the tree); "
+            md += "`perPage(ρ)` what each dirty page adds, running geometrically from isolated pages (one per bitmap word, ρ = 1) "
+            md += "to full words (ρ = 64). It knows the dirty count (nr_dirty_pages) and counts the non-zero bitmap words, one "
+            md += "pass, only when the cheapest candidate depends on ρ. The constants are measured on each series' own VM before "
+            md += "its sweep (cold caches, median of five, at 1 page, at isolated pages in up to 2048 random words, at up to 256 "
+            md += "random full words):\n\n"
+            let names = outcome.costModels.first!.1.constants.map(\.0)
+            md += "| constant (ns) | " + outcome.costModels.map { $0.0.label }.joined(separator: " | ") + " |\n"
+            md += "|---|" + outcome.costModels.map { _ in "---:" }.joined(separator: "|") + "|\n"
+            var all = Set<String>()
+            for (_, m) in outcome.costModels { all.formUnion(m.constants.map(\.0)) }
+            let ordered = names + all.subtracting(names).sorted()
+            for name in ordered {
+                md += "| \(name) | " + outcome.costModels.map { _, m in
+                    m.constants.first { $0.0 == name }.map { String(format: "%.1f", $0.1) } ?? "-"
+                }.joined(separator: " | ") + " |\n"
+            }
+        }
+
         md += "\n## Series\n"
         var keys: [SeriesKey] = []
         for r in outcome.rows where !keys.contains(r.series) { keys.append(r.series) }

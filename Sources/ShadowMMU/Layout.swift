@@ -73,8 +73,9 @@ public struct VMLayout: Hashable, Sendable {
     }
 
     /// Bytes the populated model occupies in its arena, plus the transient
-    /// mapping-order permutation: what must fit before anything is allocated.
-    public var estimatedBytes: Int {
+    /// mapping-order permutation, with `vcpus` dirty rings of `ringEntries`
+    /// and PML buffers: what must fit before anything is allocated.
+    public func estimatedBytes(vcpus: Int = 1, ringEntries: Int = 4096) -> Int {
         let k = paging.sptesPerGFN
         let pages = expectedShadowPages
         let tables = pages * 4096 * (paging == .tdp ? 1 : 2)
@@ -84,6 +85,7 @@ public struct VMLayout: Hashable, Sendable {
         let bitmaps = 2 * DirtyBitmap.words(pages: vmPages) * 8
         let permutation = k > 1 ? vmPages * 4 : 0
         let ownerIndex = pages * 64
-        return tables + columns + rmaps + descs + bitmaps + permutation + ownerIndex
+        let perVCPU = ringEntries * MemoryLayout<DirtyGFN>.stride + VCPUState.pmlEntries * 8 + 8192
+        return tables + columns + rmaps + descs + bitmaps + permutation + ownerIndex + vcpus * perVCPU
     }
 }

@@ -7,6 +7,26 @@ public struct SlotState {
     public var nrDirtyPages: Int
     /// KVM_MEM_LOG_DIRTY_PAGES
     public var dirtyLogging: Bool
+    /// What a harvest takes away from a logged page's sptes: the writable
+    /// bit (the guest's next write faults) or, with PML, the dirty bit (the
+    /// hardware logs the next write without a fault).
+    public var protection: Protection = .writeProtect
+
+    public init(activeHalf: Int, nrDirtyPages: Int, dirtyLogging: Bool, protection: Protection = .writeProtect) {
+        self.activeHalf = activeHalf
+        self.nrDirtyPages = nrDirtyPages
+        self.dirtyLogging = dirtyLogging
+        self.protection = protection
+    }
+}
+
+/// How a logging slot's sptes are kept so that the next write is seen.
+public enum Protection: UInt8, Sendable {
+    /// Leaves read-only: a write faults, the fault handler logs it.
+    case writeProtect
+    /// Leaves writable with the dirty bit clear: the hardware sets the
+    /// dirty bit and appends the frame to the vCPU's PML buffer.
+    case dirtyBit
 }
 
 /// `struct kvm_memory_slot` as the hot paths see it: constants and pointers,

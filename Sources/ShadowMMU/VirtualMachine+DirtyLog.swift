@@ -13,35 +13,134 @@ extension VirtualMachine {
             mmu.slotRemoveWriteAccess(slot: s, counters: &counters)
         }
     }
-}
 
-extension MMU {
-    /// mark_page_dirty(): set the gfn's bit in the current bitmap, counting
-    /// nr_dirty_pages up only when the bit was clear.
-    @inline(__always)
-    public func markPageDirty(slot s: SlotView, gfn: UInt64) {
-        let rel = Int(gfn &- s.baseGFN)
-        let word = s.dirtyBitmap + (rel >> 6)
-        if ca_test_and_set_bit64(word, UInt32(rel & 63)) == 0 {
-            s.state.pointee.nrDirtyPages &+= 1
+    /// Switches how the logging slot keeps its leaves between harvests,
+    /// as enabling logging with or without PML would: write-protected, or
+    /// writable with the dirty bit clear. Only between harvests, with
+    /// nothing pending.
+    public func setProtection(slotID: Int, _ protection: Protection) {
+        withMMU { mmu in
+            let s = mmu.slot(id: slotID)
+            precondition(s.state.pointee.nrDirtyPages == 0, "switching protection with pages pending")
+            guard s.state.pointee.protection != protection else { return }
+            let cols = mmu.pages
+            let slotBit: UInt64 = 1 << UInt64(s.id)
+            mmu.spinLock()
+            var sp = mmu.vm.pointee.activeHead
+            while sp >= 0 {
+                let p = Int(sp)
+                if cols.slotBitmap[p] & slotBit != 0 {
+                    let pt = cols.spt[p]!
+                    let level = Int(cols.level[p])
+                    for i in 0..<SPTE.perPage {
+                        let spte = pt[i]
+                        guard isShadowPresentSPTE(spte), isLastSPTE(spte, level: level),
+                              s.contains(cols.gfn(ofPage: p, index: i)) else { continue }
+                        pt[i] = protection == .dirtyBit ? (spte | SPTE.writable) & ~SPTE.dirty : spte & ~SPTE.writable
+                    }
+                }
+                sp = cols.next[p]
+            }
+            mmu.spinUnlock()
+            mmu.flushRemoteTLBs()
+            s.state.pointee.protection = protection
         }
     }
 
-    /// The guest writes a page through `sptep`, the spte its translation
-    /// reached. A writable spte takes the write without a fault. A read-only
-    /// one faults: under mmu_lock the spte becomes writable (and dirty, as
-    /// the hardware sets it on the retried write) and the page is marked
-    /// dirty, the only way a leaf of a logging slot becomes writable.
-    /// Returns whether it faulted.
+    /// KVM_CAP_DIRTY_LOG_RING on or off: where mark_page_dirty() logs.
+    /// Only between harvests, with nothing pending.
+    public func setDirtyRing(_ on: Bool) {
+        withMMU { mmu in
+            for v in mmu.vcpus { precondition(v.dirtyIndex == v.resetIndex, "switching the log with ring entries pending") }
+            for s in mmu.memslots { precondition(s.state.pointee.nrDirtyPages == 0, "switching the log with pages pending") }
+            mmu.vm.pointee.dirtyRing = on
+        }
+    }
+
+    public var dirtyRing: Bool { state.pointee.dirtyRing }
+
+    /// Before a round of guest writes that `strategy` will harvest: the
+    /// slot logs the way the strategy needs (dirty ring or bitmap;
+    /// write-protected or dirty-bit leaves), switched here, untimed, and
+    /// with a ring, user space's own bitmap (the other half, where the ring
+    /// harvest records pages) starts the round empty.
+    public func beginRound(slotID: Int, for strategy: Strategy) {
+        if dirtyRing != strategy.usesRing { setDirtyRing(strategy.usesRing) }
+        setProtection(slotID: slotID, strategy.protection)
+        if strategy.usesRing {
+            let s = slot(slotID)
+            s.otherBitmap.update(repeating: 0, count: s.bitmapWords)
+        }
+    }
+}
+
+/// What a guest write did.
+public enum GuestWrite: Equatable, Sendable {
+    /// The spte allowed it: no exit (or, with PML, logged by the hardware).
+    case noFault
+    /// It faulted and was logged.
+    case faulted
+    /// It faulted, was logged, and the vCPU's dirty ring is now soft-full:
+    /// the vCPU stops (KVM_EXIT_DIRTY_RING_FULL) until user space harvests.
+    case ringFull
+}
+
+extension MMU {
+    /// mark_page_dirty_in_slot(): with a dirty ring, push (slot, offset) to
+    /// the vCPU's ring; otherwise test-and-set the page's bit in the current
+    /// bitmap. nr_dirty_pages counts the pages logged since the last
+    /// harvest. Returns whether the vCPU's ring is now soft-full.
     @inline(__always) @discardableResult
-    public func guestWrite(slot s: SlotView, gfn: UInt64, sptep: UnsafeMutablePointer<UInt64>) -> Bool {
+    public func markPageDirty(slot s: SlotView, gfn: UInt64, vcpu: Int = 0) -> Bool {
+        let rel = gfn &- s.baseGFN
+        if vm.pointee.dirtyRing {
+            s.state.pointee.nrDirtyPages &+= 1
+            return dirtyRingPush(vcpu: vcpu, slot: s, offset: rel)
+        }
+        let word = s.dirtyBitmap + Int(rel >> 6)
+        if ca_test_and_set_bit64(word, UInt32(rel & 63)) == 0 {
+            s.state.pointee.nrDirtyPages &+= 1
+        }
+        return false
+    }
+
+    /// vCPU `vcpu` writes a page through `sptep`, the spte its translation
+    /// reached.
+    ///
+    /// Write-protected slot: a writable spte takes the write. A read-only
+    /// one faults: under mmu_lock it becomes writable (and dirty, as the
+    /// hardware sets it on the retried write) and the page is logged: the
+    /// only way a leaf of such a slot becomes writable.
+    ///
+    /// Dirty-bit slot (PML): the spte is writable; if its dirty bit is
+    /// clear the hardware sets it and appends the frame to the vCPU's PML
+    /// buffer, no fault; a full buffer exits to the kernel, which logs its
+    /// frames (vmx_flush_pml_buffer()).
+    @inline(__always) @discardableResult
+    public func guestWrite(slot s: SlotView, gfn: UInt64, sptep: UnsafeMutablePointer<UInt64>, vcpu: Int = 0) -> GuestWrite {
         let spte = ca_read_once64(sptep)
-        if isWritableSPTE(spte) { return false }
+        if s.state.pointee.protection == .dirtyBit {
+            if spte & SPTE.dirty != 0 { return .noFault }
+            ca_write_once64(sptep, spte | SPTE.dirty)
+            let v = vcpus.baseAddress! + vcpu
+            v.pointee.pml[v.pointee.pmlCount] = gfn
+            v.pointee.pmlCount &+= 1
+            if v.pointee.pmlCount == VCPUState.pmlEntries {
+                spinLock()
+                var j = 0
+                while j < VCPUState.pmlEntries { _ = markPageDirty(slot: s, gfn: v.pointee.pml[j], vcpu: vcpu); j &+= 1 }
+                v.pointee.pmlCount = 0
+                spinUnlock()
+            }
+            return .noFault
+        }
+        if isWritableSPTE(spte) { return .noFault }
         spinLock()
         ca_write_once64(sptep, spte | SPTE.writable | SPTE.dirty)
-        if s.state.pointee.dirtyLogging { markPageDirty(slot: s, gfn: gfn) }
+        var full = false
+        if s.state.pointee.dirtyLogging { full = markPageDirty(slot: s, gfn: gfn, vcpu: vcpu) }
         spinUnlock()
-        return true
+        return full ? .ringFull : .faulted
     }
 
     /// The spte through which address space `mapping` maps `gfn`: entry
@@ -58,26 +157,80 @@ extension MMU {
         return nil
     }
 
-    /// KVM_GET_DIRTY_LOG as each strategy's kernel did it: if anything is
-    /// dirty, hand out the current bitmap half and make the other, cleared,
-    /// current; write-protect what the handed-out half names; flush TLBs.
-    /// Everything between the two timestamps of a measurement is this call.
+    /// One harvest of the slot's dirty log, the way `strategy`'s kernel did
+    /// it, everything between the two timestamps of a measurement:
+    ///
+    /// - seed era (slot-walk, rmap, seed, rmap-walk, tdp-walk): if anything
+    ///   is dirty, clear the other bitmap half and make it current, protect
+    ///   what the handed-out half names, flush TLBs;
+    /// - xchg era (masked, tdp-masked, dbit-clear, adaptive): per non-zero
+    ///   word, xchg it into the cleared other half and protect its pages;
+    /// - manual protect (clear-chunked): copy out, then clear in chunks;
+    /// - dirty ring (ring): collect the rings into the other half, which
+    ///   the caller clears beforehand as user space's own bitmap, and reset.
     @inline(__always)
-    public func getDirtyLog(slot s: SlotView, strategy: Strategy) -> Harvest {
+    public func harvest(slot s: SlotView, strategy: Strategy) -> Harvest {
         var counters = ProtectCounters()
         let nrDirty = s.state.pointee.nrDirtyPages
-        // "If nothing is dirty, don't bother messing with page tables."
-        if nrDirty == 0 {
-            return Harvest(bitmap: s.dirtyBitmap, nrDirtyPages: 0, choice: nil, counters: counters)
+        switch strategy {
+        case .slotWalk, .rmap, .rmapWalk, .tdpWalk:
+            let out = swapHarvest(slot: s, protect: strategy, nrDirty: nrDirty, counters: &counters)
+            return Harvest(bitmap: out, nrDirtyPages: nrDirty, choice: nil, counters: counters)
+
+        case .seed:
+            // Not many dirty pages compared to # of shadow pages.
+            let choice: Strategy = nrDirty < vm.pointee.nUsedMMUPages ? .rmap : .slotWalk
+            let out = swapHarvest(slot: s, protect: choice, nrDirty: nrDirty, counters: &counters)
+            return Harvest(bitmap: out, nrDirtyPages: nrDirty, choice: choice, counters: counters)
+
+        case .masked, .tdpMasked, .dbitClear:
+            let method: MaskProtect = strategy == .masked ? .rmap : strategy == .tdpMasked ? .tdp : .rmapDirtyBit
+            let out = maskedHarvest(slot: s, protect: method, counters: &counters)
+            return Harvest(bitmap: out, nrDirtyPages: nrDirty, choice: nil, counters: counters)
+
+        case .adaptive:
+            // Decide first, then harvest by the protocol of the choice.
+            let current = s.dirtyBitmap
+            let choice = vm.pointee.costModel.choose(dirty: nrDirty, pages: s.npages, words: s.bitmapWords) {
+                MMU.bitmapShape(current, words: s.bitmapWords)
+            }
+            let out: UnsafeMutablePointer<UInt64>
+            switch choice {
+            case .masked: out = maskedHarvest(slot: s, protect: .rmap, counters: &counters)
+            case .tdpMasked: out = maskedHarvest(slot: s, protect: .tdp, counters: &counters)
+            default: out = swapHarvest(slot: s, protect: choice, nrDirty: nrDirty, counters: &counters)
+            }
+            return Harvest(bitmap: out, nrDirtyPages: nrDirty, choice: choice, counters: counters)
+
+        case .clearChunked:
+            let (out, getDone) = clearChunkedHarvest(slot: s, counters: &counters)
+            return Harvest(bitmap: out, nrDirtyPages: nrDirty, choice: nil, counters: counters, firstPhaseEnd: getDone)
+
+        case .ring:
+            ringHarvest(slot: s, into: s.otherBitmap, counters: &counters)
+            return Harvest(bitmap: s.otherBitmap, nrDirtyPages: nrDirty, choice: nil, counters: counters)
         }
+    }
+
+    /// The seed era's protocol: if anything is dirty, clear the other
+    /// bitmap half and make it current; protect what the handed-out half
+    /// names, by `protect` (slot-walk, rmap, rmap-walk or tdp-walk).
+    @inline(__always)
+    func swapHarvest(slot s: SlotView, protect: Strategy, nrDirty: Int, counters: inout ProtectCounters) -> UnsafeMutablePointer<UInt64> {
+        // "If nothing is dirty, don't bother messing with page tables."
+        guard nrDirty > 0 else { return s.dirtyBitmap }
         let old = s.dirtyBitmap
-        let new = s.otherBitmap
-        new.update(repeating: 0, count: s.bitmapWords)
+        s.otherBitmap.update(repeating: 0, count: s.bitmapWords)
         s.state.pointee.activeHalf ^= 1
         s.state.pointee.nrDirtyPages = 0
-        counters.bytesTouched = s.bitmapWords &* 8  // the cleared half
-        let choice = writeProtect(slot: s, bitmap: old, nrDirtyPages: nrDirty, strategy: strategy, counters: &counters)
-        return Harvest(bitmap: old, nrDirtyPages: nrDirty, choice: choice, counters: counters)
+        counters.bytesTouched &+= s.bitmapWords &* 8  // the cleared half
+        switch protect {
+        case .slotWalk: slotRemoveWriteAccess(slot: s, counters: &counters)
+        case .rmap: rmapWriteProtectDirty(slot: s, bitmap: old, counters: &counters)
+        case .rmapWalk: rmapWalkWriteProtect(slot: s, counters: &counters)
+        default: tdpWalkWriteProtect(slot: s, counters: &counters)
+        }
+        return old
     }
 }
 
@@ -90,4 +243,7 @@ public struct Harvest {
     /// For a rule choosing between strategies: the one it chose.
     public let choice: Strategy?
     public let counters: ProtectCounters
+    /// For two-phase protocols (clear-chunked): when the first phase (GET)
+    /// ended, on `MonotonicClock`; 0 otherwise.
+    public var firstPhaseEnd: UInt64 = 0
 }

@@ -26,12 +26,14 @@ public struct InvariantReport: Sendable, CustomStringConvertible {
     }
 }
 
-/// When the check runs, which decides what a writable leaf means.
+/// When the check runs, which decides what an unprotected leaf means.
 public enum CheckPoint: Sendable {
-    /// Right after a protection: no leaf of a logging slot may be writable.
+    /// Right after a protection: no leaf of a logging slot may be writable
+    /// (or, for a dirty-bit slot, dirty).
     case afterProtection
-    /// While the guest runs: a writable leaf must map a page whose bit is set
-    /// in the current bitmap.
+    /// While the guest runs: such a leaf must map a page that is logged:
+    /// its bit set in the current bitmap, an entry pending in a dirty ring,
+    /// or a frame waiting in a PML buffer.
     case betweenProtections
 }
 
@@ -60,6 +62,7 @@ extension VirtualMachine {
         var report = InvariantReport()
         withMMU { mmu in
             let cols = mmu.pages
+            let logged = point == .betweenProtections ? loggedGFNs(mmu) : []
             var pageSide = [RmapDigest](repeating: RmapDigest(), count: 64)
             var onList = 0
             var sp = mmu.vm.pointee.activeHead
@@ -84,15 +87,14 @@ extension VirtualMachine {
                     if isLargeSPTE(spte) {
                         report.fail("large leaf for gfn \(gfn) in logging slot \(s.id)")
                     }
-                    if isWritableSPTE(spte) {
+                    let dirtyBitMode = s.state.pointee.protection == .dirtyBit
+                    if dirtyBitMode ? spte & SPTE.dirty != 0 : isWritableSPTE(spte) {
+                        let what = dirtyBitMode ? "dirty" : "writable"
                         switch point {
                         case .afterProtection:
-                            report.fail("gfn \(gfn) left writable (page \(p) index \(i)) after protection")
+                            report.fail("gfn \(gfn) left \(what) (page \(p) index \(i)) after protection")
                         case .betweenProtections:
-                            let rel = Int(gfn - s.baseGFN)
-                            if s.dirtyBitmap[rel >> 6] & (1 << UInt64(rel & 63)) == 0 {
-                                report.fail("gfn \(gfn) is writable but not marked dirty")
-                            }
+                            if !logged.contains(gfn) { report.fail("gfn \(gfn) is \(what) but not logged") }
                         }
                     }
                 }
@@ -119,7 +121,13 @@ extension VirtualMachine {
                     locateRmapFaults(mmu: mmu, slot: s, into: &report)
                 }
                 let bits = DirtyBitmap.popcount(s.dirtyBitmap, words: s.bitmapWords)
-                if bits != s.state.pointee.nrDirtyPages {
+                if mmu.vm.pointee.dirtyRing {
+                    let pending = mmu.vcpus.reduce(0) { $0 + $1.dirtyIndex - $1.resetIndex }
+                    if bits != 0 { report.fail("slot \(s.id): \(bits) bitmap bits set while logging to dirty rings") }
+                    if s.id == slotID && s.state.pointee.nrDirtyPages != pending {
+                        report.fail("slot \(s.id): nr_dirty_pages \(s.state.pointee.nrDirtyPages) but \(pending) ring entries pending")
+                    }
+                } else if bits != s.state.pointee.nrDirtyPages {
                     report.fail("slot \(s.id): nr_dirty_pages \(s.state.pointee.nrDirtyPages) but \(bits) bits set")
                 }
             }
@@ -128,6 +136,25 @@ extension VirtualMachine {
             }
         }
         return report
+    }
+
+    /// Every gfn logged and not yet harvested: bitmap bits, pending ring
+    /// entries, frames in PML buffers.
+    private func loggedGFNs(_ mmu: MMU) -> Set<UInt64> {
+        var out = Set<UInt64>()
+        for s in mmu.memslots {
+            DirtyBitmap.forEachSetBit(s.dirtyBitmap, words: s.bitmapWords) { out.insert(s.baseGFN + UInt64($0)) }
+        }
+        for v in mmu.vcpus {
+            var i = v.resetIndex
+            while i != v.dirtyIndex {
+                let e = v.ring[i & (v.ringEntries - 1)]
+                if let s = mmu.memslots.first(where: { $0.id == Int(e.slot) }) { out.insert(s.baseGFN + e.offset) }
+                i += 1
+            }
+            for j in 0..<v.pmlCount { out.insert(v.pml[j]) }
+        }
+        return out
     }
 
     /// The precise pass: search each leaf spte of the slot in its rmap and
@@ -177,6 +204,9 @@ extension VirtualMachine {
             let s = mmu.slot(id: slotID)
             let cols = mmu.pages
             let slotBit: UInt64 = 1 << UInt64(s.id)
+            let dirtyBitMode = s.state.pointee.protection == .dirtyBit
+            let unprotected = dirtyBitMode ? SPTE.dirty : SPTE.writable
+            let what = dirtyBitMode ? "dirty" : "writable"
             var slotTables = 0
             for p in 0..<table.count where cols.slotBitmap[p] & slotBit != 0 { slotTables += 1 }
             // A random rmap visit costs about as much as scanning 32 sptes in order.
@@ -190,11 +220,11 @@ extension VirtualMachine {
                         for i in 0..<SPTE.perPage {
                             let spte = pt[i]
                             guard isShadowPresentSPTE(spte), isLastSPTE(spte, level: level) else { continue }
-                            if isWritableSPTE(spte) || isLargeSPTE(spte) {
+                            if spte & unprotected != 0 || isLargeSPTE(spte) {
                                 let gfn = cols.gfn(ofPage: p, index: i)
                                 if s.contains(gfn) {
                                     report.fail(isLargeSPTE(spte) ? "gfn \(gfn) has a large leaf in a logging slot"
-                                                                  : "gfn \(gfn) left writable (page \(p) index \(i)) after protection")
+                                                                  : "gfn \(gfn) left \(what) (page \(p) index \(i)) after protection")
                                 }
                             }
                         }
@@ -208,7 +238,7 @@ extension VirtualMachine {
                     var n = 0
                     while let e = it.next() {
                         n += 1
-                        if isWritableSPTE(e.pointee) { report.fail("gfn \(gfn) left writable after protection") }
+                        if e.pointee & unprotected != 0 { report.fail("gfn \(gfn) left \(what) after protection") }
                     }
                     if n == 0 { report.fail("gfn \(gfn) was written but has no spte") }
                     if s.rmapHead(gfn: gfn, level: 2).pointee != 0 || s.rmapHead(gfn: gfn, level: 3).pointee != 0 {
@@ -219,6 +249,15 @@ extension VirtualMachine {
             report.merge(compareHarvest(slot: s, harvested: harvested, expected: expected))
             if s.state.pointee.nrDirtyPages != 0 {
                 report.fail("nr_dirty_pages is \(s.state.pointee.nrDirtyPages) right after a harvest")
+            }
+            if DirtyBitmap.popcount(s.dirtyBitmap, words: s.bitmapWords) != 0 {
+                report.fail("the current bitmap is not empty right after a harvest")
+            }
+            for (i, v) in mmu.vcpus.enumerated() {
+                if v.pmlCount != 0 { report.fail("vCPU \(i): \(v.pmlCount) frames left in its PML buffer") }
+                if v.dirtyIndex != v.fetchIndex || v.dirtyIndex != v.resetIndex {
+                    report.fail("vCPU \(i): dirty ring not drained (pushed \(v.dirtyIndex), collected \(v.fetchIndex), reset \(v.resetIndex))")
+                }
             }
             let nUsed = mmu.vm.pointee.nUsedMMUPages
             if nUsed != table.count { report.fail("n_used_mmu_pages \(nUsed) but \(table.count) pages allocated") }

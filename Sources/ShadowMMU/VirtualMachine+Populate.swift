@@ -3,8 +3,8 @@ extension VirtualMachine {
     /// (so every shadow page exists and every leaf is writable), then dirty
     /// logging enabled on the measured slot, which write-protects it: the
     /// state dirty-log-perf measures from.
-    public convenience init(layout: VMLayout, arena: JemallocArena = .model) {
-        self.init(arena: arena, expectedShadowPages: layout.expectedShadowPages)
+    public convenience init(layout: VMLayout, arena: JemallocArena = .model, vcpus: Int = 1, ringEntries: Int = 4096) {
+        self.init(arena: arena, expectedShadowPages: layout.expectedShadowPages, vcpus: vcpus, ringEntries: ringEntries)
         addSlot(id: VMLayout.measuredSlotID, baseGFN: 0, npages: layout.slotPages)
         if layout.vmPages > layout.slotPages {
             addSlot(id: VMLayout.otherSlotID, baseGFN: UInt64(layout.slotPages), npages: layout.vmPages - layout.slotPages)
@@ -20,6 +20,7 @@ extension VirtualMachine {
         switch paging {
         case .tdp:
             let root = newRoot(direct: true)
+            state.pointee.tdpRoot = root
             for gfn in 0..<UInt64(pages) {
                 mapper.installLeaf(root: root, va: gfn, gfn: gfn, level: 1, writable: true)
             }

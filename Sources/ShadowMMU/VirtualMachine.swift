@@ -13,6 +13,18 @@ public struct VMState {
     public var tlbFlushes = 0
     /// kvm->stat.lpages: large leaves currently installed.
     public var lpages = 0
+    /// KVM_CAP_DIRTY_LOG_RING: mark_page_dirty() pushes to the vCPU's ring
+    /// instead of setting a bitmap bit.
+    public var dirtyRing = false
+    /// The root of a direct tree indexed by gfn (the two-dimensional paging
+    /// layout), -1 when there is none: what tdp-walk and tdp-masked walk.
+    public var tdpRoot: Int32 = -1
+    /// rmap-walk and tdp-walk release and retake mmu_lock after this many gfns.
+    public var yieldEveryGFNs = 4096
+    /// clear-chunked re-protects in KVM_CLEAR_DIRTY_LOG calls of this many pages.
+    public var clearChunkPages = 1 << 18
+    /// The adaptive rule's constants, measured on the machine.
+    public var costModel = CostModel()
 }
 
 /// A virtual machine's shadow MMU: its slots, its shadow pages and the lock
@@ -26,10 +38,12 @@ public final class VirtualMachine {
     let table: ShadowPageTable
     let descPool: PteListDescPool
     private(set) var slots: [MemorySlot] = []
-    let state: UnsafeMutablePointer<VMState>
+    package let state: UnsafeMutablePointer<VMState>
     /// memslots in `search_memslots()` order: largest first, as the seed's kernel kept them.
     private var memslots: UnsafeMutablePointer<SlotView>
     private static let maxSlots = 32
+    /// Each vCPU's ring and PML buffer.
+    private let vcpus: UnsafeMutableBufferPointer<VCPUState>
     /// Root shadow page of each address space (one for two-dimensional paging,
     /// one per mapping under shadow paging).
     package internal(set) var roots: [Int32] = []
@@ -37,20 +51,37 @@ public final class VirtualMachine {
     /// above all guest memory, in no slot.
     var nextGuestTableGFN: UInt64 = 1 << 36
 
-    /// An empty VM. `expectedShadowPages` sizes the page columns (they grow if exceeded).
-    public init(arena: JemallocArena = .model, expectedShadowPages: Int = 1024) {
+    /// An empty VM. `expectedShadowPages` sizes the page columns (they grow
+    /// if exceeded); each of the `vcpus` gets a dirty ring of `ringEntries`
+    /// (a power of two) and a PML buffer.
+    public init(arena: JemallocArena = .model, expectedShadowPages: Int = 1024, vcpus: Int = 1, ringEntries: Int = 4096) {
+        precondition(vcpus >= 1 && ringEntries >= 2 * VCPUState.ringReserved && ringEntries & (ringEntries - 1) == 0)
         self.arena = arena
         table = ShadowPageTable(arena: arena, capacity: expectedShadowPages)
         descPool = PteListDescPool(arena: arena)
         state = arena.allocate(VMState.self, count: 1, alignment: 64)
         state.initialize(to: VMState())
         memslots = arena.allocate(SlotView.self, count: Self.maxSlots)
+        let v = arena.allocate(VCPUState.self, count: vcpus)
+        for i in 0..<vcpus {
+            (v + i).initialize(to: VCPUState(
+                ring: arena.allocate(DirtyGFN.self, count: ringEntries, alignment: 4096), ringEntries: ringEntries,
+                pml: arena.allocate(UInt64.self, count: VCPUState.pmlEntries, alignment: 4096)))
+        }
+        self.vcpus = UnsafeMutableBufferPointer(start: v, count: vcpus)
     }
 
     deinit {
+        for v in vcpus {
+            arena.free(v.ring)
+            arena.free(v.pml)
+        }
+        arena.free(vcpus.baseAddress!)
         arena.free(state)
         arena.free(memslots)
     }
+
+    public var vcpuCount: Int { vcpus.count }
 
     /// KVM_SET_USER_MEMORY_REGION for a new slot.
     public func addSlot(id: Int, baseGFN: UInt64, npages: Int) {
@@ -85,6 +116,7 @@ public final class VirtualMachine {
                 vm: state,
                 pages: table.columns,
                 memslots: UnsafeBufferPointer(start: memslots, count: slots.count),
+                vcpus: vcpus,
                 descPool: Unmanaged.passUnretained(descPool)
             ))
         }
@@ -109,6 +141,8 @@ public struct MMU {
     public let pages: ShadowPageColumns
     /// memslots in search order.
     public let memslots: UnsafeBufferPointer<SlotView>
+    /// Each vCPU's ring and PML buffer.
+    public let vcpus: UnsafeMutableBufferPointer<VCPUState>
     let descPool: Unmanaged<PteListDescPool>
 
     /// spin_lock(&kvm->mmu_lock)

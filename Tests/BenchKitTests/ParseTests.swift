@@ -35,7 +35,8 @@ import Testing
         }
         #expect(planError { $0.reps = "0" } == "--reps: 0 is out of range; accepted: 1 to 1000")
         #expect(planError { $0.reps = "many" } == "--reps: 'many' is not a whole number; accepted: 1 to 1000")
-        #expect(planError { $0.strategy = "rmap,fast" } == "--strategy: unknown value 'fast'; accepted: slot-walk, rmap, seed")
+        #expect(planError { $0.strategy = "rmap,fast" } == "--strategy: unknown value 'fast'; accepted: "
+            + "slot-walk, rmap, seed, masked, rmap-walk, tdp-walk, tdp-masked, dbit-clear, clear-chunked, ring, adaptive")
         #expect(planError { $0.pattern = "zipf" }?.hasPrefix("--pattern: unknown value 'zipf'") == true)
         #expect(planError { $0.paging = "ept" } == "--paging: unknown paging mode 'ept'; accepted: tdp, shadow")
         #expect(planError { $0.slotPages = "1GiB"; $0.dirty = "1,262145" }
@@ -68,6 +69,7 @@ import Testing
             "threshold 1GiB tdp even", "threshold 1GiB tdp random",
             "threshold 1GiB shadow×2 even", "threshold 1GiB shadow×2 random",
             "threshold 16GiB tdp even", "threshold 16GiB shadow×2 even",
+            "migration 1GiB tdp hot-set", "migration 1GiB shadow×2 hot-set",
         ])
         #expect(plan.settings.reps == 11)
         #expect(plan.settings.cache == .cold)

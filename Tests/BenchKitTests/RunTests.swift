@@ -27,10 +27,17 @@ import HostKVM
         let records = points.records
         #expect(!records.isEmpty)
         #expect(records.allSatisfy { $0["verified"] == "true" && $0["allocs_in_timed_region"] == "0" })
-        #expect(Set(records.map { $0["strategy"]! }) == ["slot-walk", "rmap", "seed"])
+        #expect(Set(records.filter { $0["paging"] == "tdp" }.map { $0["strategy"]! }) == Set(Strategy.allCases.map(\.rawValue)))
+        #expect(Set(records.filter { $0["paging"] == "shadow" }.map { $0["strategy"]! })
+            == Set(Strategy.allCases.filter { !$0.needsTDP }.map(\.rawValue)), "no tdp structure under shadow paging")
+        let skipped = CSVTable.parse(try String(contentsOfFile: outcome.directory + "/skipped.csv", encoding: .utf8))!.records
+        #expect(skipped.count == 2 && skipped.allSatisfy { $0["strategy"] == "tdp-walk tdp-masked" })
         #expect(records.allSatisfy { Int($0["reps"]!) == 3 })
-        // The seed's rows chose what the rule says.
+        // The seed's rows chose what the rule says; adaptive chose one of its candidates.
         for r in records where r["strategy"] == "seed" { #expect(r["chose"] == r["seed_choice"]) }
+        for r in records where r["strategy"] == "adaptive" {
+            #expect(Strategy.adaptiveCandidates.map(\.rawValue).contains(r["chose"]!))
+        }
         let crossover = CSVTable.parse(try String(contentsOfFile: outcome.directory + "/crossover.csv", encoding: .utf8))!
         #expect(crossover.columns == Reports.crossoverColumns)
         #expect(crossover.rows.count == 4)

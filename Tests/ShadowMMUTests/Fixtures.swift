@@ -17,7 +17,7 @@ extension VirtualMachine {
             var faults = 0
             for p in pages {
                 let gfn = s.baseGFN + UInt64(p)
-                if mmu.guestWrite(slot: s, gfn: gfn, sptep: mmu.spte(gfn: gfn, mapping: mapping(p), slot: s)!) { faults += 1 }
+                if mmu.guestWrite(slot: s, gfn: gfn, sptep: mmu.spte(gfn: gfn, mapping: mapping(p), slot: s)!) != .noFault { faults += 1 }
             }
             return faults
         }
@@ -27,7 +27,7 @@ extension VirtualMachine {
     func harvest(_ strategy: Strategy) -> (Harvest, [Int]) {
         withMMU { mmu in
             let s = mmu.slot(id: VMLayout.measuredSlotID)
-            let h = mmu.getDirtyLog(slot: s, strategy: strategy)
+            let h = mmu.harvest(slot: s, strategy: strategy)
             var pages: [Int] = []
             DirtyBitmap.forEachSetBit(h.bitmap, words: s.bitmapWords) { pages.append($0) }
             return (h, pages)
@@ -56,6 +56,24 @@ extension VirtualMachine {
             for i in 0..<SPTE.perPage {
                 let e = c.spt[p]![i]
                 if isShadowPresentSPTE(e), isLastSPTE(e, level: level), isWritableSPTE(e) {
+                    let gfn = c.gfn(ofPage: p, index: i)
+                    if s.contains(gfn) { out.append(gfn) }
+                }
+            }
+        }
+        return out.sorted()
+    }
+
+    /// The dirty leaves of the measured slot, as gfns.
+    var dirtyGFNs: [UInt64] {
+        var out: [UInt64] = []
+        let c = table.columns
+        let s = measured
+        for p in 0..<table.count {
+            let level = Int(c.level[p])
+            for i in 0..<SPTE.perPage {
+                let e = c.spt[p]![i]
+                if isShadowPresentSPTE(e), isLastSPTE(e, level: level), e & SPTE.dirty != 0 {
                     let gfn = c.gfn(ofPage: p, index: i)
                     if s.contains(gfn) { out.append(gfn) }
                 }

@@ -44,7 +44,7 @@ import Testing
         let vm = VirtualMachine.small(.tdp)
         vm.withMMU { mmu in mmu.spte(gfn: 17, mapping: 0, slot: mmu.slot(id: 0))!.pointee |= SPTE.writable }
         let r = vm.checkInvariants(slotID: 0, at: .betweenProtections)
-        #expect(r.violations.contains { $0.contains("gfn 17 is writable but not marked dirty") })
+        #expect(r.violations.contains { $0.contains("gfn 17 is writable but not logged") })
     }
 
     @Test func theSequentialScanCatchesAWritableSpteOutsideTheWrittenSet() {

@@ -65,8 +65,8 @@ import Testing
         let arena = JemallocArena()
         let layout = VMLayout(paging: .shadow(mappings: 3), slotPages: 16384)
         let vm = VirtualMachine(layout: layout, arena: arena)
-        #expect(arena.allocatedBytes <= layout.estimatedBytes)
-        #expect(arena.allocatedBytes > layout.estimatedBytes / 2)
+        #expect(arena.allocatedBytes <= layout.estimatedBytes())
+        #expect(arena.allocatedBytes > layout.estimatedBytes() / 2)
         _ = vm
     }
 }

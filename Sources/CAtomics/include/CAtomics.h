@@ -33,6 +33,16 @@ static inline uint64_t ca_xchg64(uint64_t *p, uint64_t v) {
     return __atomic_exchange_n(p, v, __ATOMIC_SEQ_CST);
 }
 
+/* atomic_long_fetch_andnot(): clear `mask` in *p, return the old word
+ * (KVM_CLEAR_DIRTY_LOG clears the bits user space asks for, atomically). */
+static inline uint64_t ca_fetch_andnot64(uint64_t *p, uint64_t mask) {
+    return __atomic_fetch_and(p, ~mask, __ATOMIC_SEQ_CST);
+}
+
+/* smp_load_acquire() / smp_store_release() on a dirty-ring entry's flags. */
+static inline uint32_t ca_load_acquire32(const uint32_t *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
+static inline void ca_store_release32(uint32_t *p, uint32_t v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
+
 /* test_and_set_bit_le(): a locked OR returning the bit's old value. */
 static inline int ca_test_and_set_bit64(uint64_t *word, unsigned bit) {
     uint64_t m = (uint64_t)1 << bit;

@@ -74,3 +74,30 @@ extension MMU {
         }
     }
 }
+
+extension MMU {
+    /// kvm_mmu_write_protect_pt_masked() (or, with `clearing` = dirty bit,
+    /// kvm_mmu_clear_dirty_pt_masked()): for each set bit of `mask`, lowest
+    /// first, the 4 KiB rmap of gfn `base + offset + bit`; every spte on it
+    /// loses the bit if it has it. No large-page lookups: there are none
+    /// while logging. The caller holds mmu_lock.
+    @inline(__always)
+    func rmapProtectMask(slot s: SlotView, offset: UInt64, mask: UInt64, clearing bit: UInt64,
+                         visited: inout Int, protected: inout Int) {
+        var m = mask
+        let heads = s.rmap1 + Int(offset)
+        while m != 0 {
+            let head = heads + m.trailingZeroBitCount
+            m &= m &- 1
+            var it = RmapIterator(head.pointee)
+            while let sptep = it.next() {
+                visited &+= 1
+                let spte = sptep.pointee
+                if spte & bit != 0 {
+                    sptep.pointee = spte & ~bit
+                    protected &+= 1
+                }
+            }
+        }
+    }
+}

@@ -19,6 +19,7 @@ public enum MonotonicClock {
             let b = now()
             deltas[i] = b &- a
         }
-        return Statistics.median(deltas.map { Double($0) })
+        deltas.sort()
+        return Double(deltas[samples / 2])
     }
 }

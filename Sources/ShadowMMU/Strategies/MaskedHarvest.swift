@@ -1,0 +1,69 @@
+import CAtomics
+
+/// How a masked harvest protects the pages of one bitmap word.
+public enum MaskProtect: Sendable {
+    /// The 4 KiB rmaps of the set bits, writable bits cleared (masked).
+    case rmap
+    /// The two-dimensional paging structure, down to the word's leaf table
+    /// (tdp-masked).
+    case tdp
+    /// The 4 KiB rmaps, dirty bits cleared (dbit-clear, PML).
+    case rmapDirtyBit
+    /// Nothing now: the word is only moved to the buffer, the caller
+    /// protects afterwards by walking (adaptive choosing a walk).
+    case none
+}
+
+extension MMU {
+    /// KVM_GET_DIRTY_LOG as kvm_get_dirty_log_protect() does it since Linux
+    /// 3.5: the other bitmap half is cleared as a buffer; under one hold of
+    /// mmu_lock, each non-zero word of the current bitmap is taken with
+    /// xchg(word, 0), copied to the buffer, and its pages protected
+    /// (kvm_arch_mmu_enable_log_dirty_pt_masked); one TLB flush if anything
+    /// was dirty. The buffer is what user space gets. With PML the vCPUs'
+    /// buffers are flushed into the bitmap first (kvm_arch_sync_dirty_log).
+    @inline(__always)
+    func maskedHarvest(slot s: SlotView, protect: MaskProtect, counters: inout ProtectCounters) -> UnsafeMutablePointer<UInt64> {
+        if s.state.pointee.protection == .dirtyBit { flushPMLBuffers(slot: s) }
+        let words = s.bitmapWords
+        let bitmap = s.dirtyBitmap
+        let buffer = s.otherBitmap
+        buffer.update(repeating: 0, count: words)
+        s.state.pointee.nrDirtyPages = 0
+        var visited = 0, protected = 0, nonZero = 0, tables = 0, pages = 0
+        let bit = protect == .rmapDirtyBit ? SPTE.dirty : SPTE.writable
+        spinLock()
+        var i = 0
+        while i < words {
+            if bitmap[i] != 0 {
+                let mask = ca_xchg64(bitmap + i, 0)
+                buffer[i] = mask
+                nonZero &+= 1
+                pages &+= mask.nonzeroBitCount
+                let offset = UInt64(i) << 6
+                switch protect {
+                case .rmap, .rmapDirtyBit:
+                    rmapProtectMask(slot: s, offset: offset, mask: mask, clearing: bit, visited: &visited, protected: &protected)
+                case .tdp:
+                    tdpProtectMask(slot: s, offset: offset, mask: mask, tables: &tables, protected: &protected)
+                case .none:
+                    break
+                }
+            }
+            i &+= 1
+        }
+        spinUnlock()
+        if nonZero > 0 && protect != .none { flushRemoteTLBs() }
+
+        counters.rmapEntriesVisited &+= visited
+        counters.sptesProtected &+= protected
+        counters.shadowPagesVisited &+= tables
+        counters.lockAcquisitions &+= 1
+        counters.tlbFlushes &+= nonZero > 0 && protect != .none ? 1 : 0
+        // Both halves read or written whole; per dirty page its rmap head,
+        // per spte reached its address and value; a TDP descent reads one
+        // spte per level, then the leaves.
+        counters.bytesTouched &+= words &* 16 &+ (protect == .tdp ? tables &* 32 &+ pages &* 8 : pages &* 8 &+ visited &* 16)
+        return buffer
+    }
+}
