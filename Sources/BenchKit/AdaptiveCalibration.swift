@@ -3,9 +3,9 @@ import Foundation
 import ShadowMMU
 
 /// Measures the adaptive rule's constants on a series' own VM before its
-/// sweep. Each candidate is timed with cold caches (median of five, three
-/// for sets above 100k pages) at dirty sets that separate the terms of
-/// `CandidateCost`:
+/// sweep, after one untimed harvest by each. Each candidate is timed with
+/// cold caches (median of seven, three for sets above 100k pages) at dirty
+/// sets that separate the terms of `CandidateCost`:
 ///
 /// - 1 page: the fixed cost;
 /// - masked, tdp-masked, rmap: isolated pages, one per word, 64 apart
@@ -21,6 +21,12 @@ struct AdaptiveCalibration {
     let sptesPerGFN: Int
 
     func fit() -> CostModel {
+        // A VM just built is not yet in its steady state (pages still
+        // settling, nothing in the TLBs): one untimed harvest per candidate,
+        // touching all of it, before anything is timed.
+        for strategy in Strategy.adaptiveCandidates where !strategy.needsTDP || vm.state.pointee.tdpRoot >= 0 {
+            _ = time(strategy, [0], reps: 1)
+        }
         let s = vm.slot(VMLayout.measuredSlotID)
         let words = s.bitmapWords, pages = s.npages
         var rng = SeededGenerator(seed: seed ^ 0xADA)
@@ -75,12 +81,12 @@ struct AdaptiveCalibration {
         return m
     }
 
-    /// Median of `reps` cold harvests of `pages` by `strategy`, the pages
-    /// written as the sweep writes them.
-    func time(_ strategy: Strategy, _ pages: [UInt32]) -> Double {
+    /// Median of `reps` cold harvests of `pages` by `strategy` (seven, or
+    /// three above 100k pages), the pages written as the sweep writes them.
+    func time(_ strategy: Strategy, _ pages: [UInt32], reps: Int? = nil) -> Double {
         let writes = ModelSeries.guestTranslations(vm: vm, pages: pages, sptesPerGFN: sptesPerGFN, seed: seed)
         var samples: [Double] = []
-        for _ in 0..<(pages.count > 100_000 ? 3 : 5) {
+        for _ in 0..<(reps ?? (pages.count > 100_000 ? 3 : 7)) {
             vm.beginRound(slotID: VMLayout.measuredSlotID, for: strategy)
             let ns: UInt64 = vm.withMMU { mmu in
                 let s = mmu.slot(id: VMLayout.measuredSlotID)

@@ -55,7 +55,7 @@ public struct MeasureSettings: Sendable, Hashable {
 /// Which dirty counts a series measures.
 public enum CountPlan: Sendable, Hashable {
     /// `SweepPlan.thresholdSweep`, then refined around the crossover.
-    case thresholdSweep
+    case thresholdSweep(SweepDensity)
     /// 1, 2, 4, ... up to the slot (dirty-log-perf).
     case powersOfTwo
     /// Exactly these.
@@ -63,9 +63,23 @@ public enum CountPlan: Sendable, Hashable {
     /// Pre-copy live migration: rounds of shrinking dirty sets (see `MigrationPlan`).
     case migration
 
+    /// Octaves between the coarse counts of a sweep (the kernel's counts follow them).
+    public var coarseOctaves: Int {
+        if case .thresholdSweep(let density) = self { return density.octavesPerCoarseStep }
+        return 1
+    }
+
+    /// Whether the plan sweeps from 1 to the slot (rather than listing counts).
+    public var isSweep: Bool {
+        switch self {
+        case .thresholdSweep, .powersOfTwo: true
+        default: false
+        }
+    }
+
     public func counts(slotPages: Int, nUsedMMUPages: Int) -> [Int] {
         switch self {
-        case .thresholdSweep: SweepPlan.thresholdSweep(slotPages: slotPages, nUsedMMUPages: nUsedMMUPages)
+        case .thresholdSweep(let density): SweepPlan.thresholdSweep(slotPages: slotPages, nUsedMMUPages: nUsedMMUPages, density: density)
         case .powersOfTwo: SweepPlan.powersOfTwo(slotPages: slotPages)
         case .explicit(let c): Array(Set(c)).sorted()
         case .migration: []
@@ -102,13 +116,14 @@ public struct ModelSeriesSpec: Sendable, Hashable {
     func plannedCounts(nUsed: Int) -> [Int] {
         let cap = pattern.maxCount(slotPages: layout.slotPages)
         var c = counts.counts(slotPages: layout.slotPages, nUsedMMUPages: nUsed).filter { $0 <= cap }
-        if counts == .thresholdSweep || counts == .powersOfTwo, cap < layout.slotPages, c.last != cap { c.append(cap) }
+        if counts.isSweep, cap < layout.slotPages, c.last != cap { c.append(cap) }
         return c
     }
 
     /// Whether the crossover of rmap and slot-walk can be refined.
     var refinesCrossover: Bool {
-        counts == .thresholdSweep && strategies.contains(.rmap) && strategies.contains(.slotWalk)
+        if case .thresholdSweep = counts { return strategies.contains(.rmap) && strategies.contains(.slotWalk) }
+        return false
     }
 
     /// Planned work, for progress estimates (n_used from the layout).
@@ -218,15 +233,20 @@ public final class ModelSeries {
         return rmap.keys.compactMap { d in walk[d].map { Crossover.Pair(dirtyPages: d, rmap: rmap[d]!, slotWalk: $0) } }
     }
 
-    /// The order of one repetition: strategies grouped by how the slot
-    /// logs (protection bit, bitmap or ring), so the untimed switches
-    /// between modes (`VirtualMachine.beginRound`) happen at most once per
-    /// group; groups and strategies within them shuffled.
-    static func sequence(_ strategies: [Strategy], using rng: inout SeededGenerator) -> [Int] {
+    /// The order of repetition `rep`: strategies grouped by how the slot
+    /// logs, so the untimed switches between modes
+    /// (`VirtualMachine.beginRound`) are few: the dirty-bit group, whose
+    /// switch rewrites every leaf of the slot, at one end, alternating ends
+    /// from one repetition to the next so consecutive repetitions share it;
+    /// the write-protect groups (bitmap, ring) in between in random order;
+    /// strategies shuffled within each group.
+    static func sequence(_ strategies: [Strategy], rep: Int, using rng: inout SeededGenerator) -> [Int] {
         var groups: [String: [Int]] = [:]
         for (i, s) in strategies.enumerated() { groups["\(s.protection)-\(s.usesRing)", default: []].append(i) }
-        var keys = groups.keys.sorted()
-        keys.shuffle(using: &rng)
+        var writeProtect = groups.keys.filter { !$0.hasPrefix("\(Protection.dirtyBit)") }.sorted()
+        writeProtect.shuffle(using: &rng)
+        let dirtyBit = groups.keys.filter { $0.hasPrefix("\(Protection.dirtyBit)") }
+        let keys = rep % 2 == 0 ? writeProtect + dirtyBit : dirtyBit + writeProtect
         return keys.flatMap { k -> [Int] in
             var g = groups[k]!
             g.shuffle(using: &rng)
@@ -246,7 +266,7 @@ public final class ModelSeries {
         var rep = 0
         while settings.wantsAnother(done: rep, timed: r.samples.map { $0.reduce(0, +) }) {
             defer { rep += 1 }
-            for si in Self.sequence(strategies, using: &order) {
+            for si in Self.sequence(strategies, rep: rep, using: &order) {
                 let s = strategies[si]
                 let m = timedHarvest(vm: vm, writes: writes, strategy: s)
                 r.add(si, m, timed: rep >= settings.warmup)
@@ -283,7 +303,7 @@ public final class ModelSeries {
         var rep = 0
         while settings.wantsAnother(done: rep, timed: r.samples.map { $0.reduce(0, +) }) {
             defer { rep += 1 }
-            for si in Self.sequence(strategies, using: &order) {
+            for si in Self.sequence(strategies, rep: rep, using: &order) {
                 let s = strategies[si]
                 var sum = Measurement.zero
                 for (i, set) in rounds.enumerated() {

@@ -55,19 +55,22 @@ public struct RunOptions: Sendable {
     /// The defaults, and what `--quick` changes.
     public enum Defaults {
         public static let slotPages = "1GiB,16GiB"
-        public static let quickSlotPages = "128MiB"
+        public static let quickSlotPages = "64MiB"
         public static let paging = "tdp,shadow"
         public static let mappings = 2
         public static let pattern = "even,random"
         /// In the default run, slots above this get only the even pattern.
         public static let randomPatternMaxSlotPages = 1 << 18
         public static let reps = 11
-        public static let quickReps = 7
+        public static let quickReps = 5
         public static let warmup = 1
         public static let seed: UInt64 = 1
         public static let dirtyLogPerfSlotPages = "262144"
         public static let kvmReps = 5
         public static let kvmBudgetSeconds = 20
+        /// Slots up to this are swept at full density; larger ones with coarse
+        /// points every two octaves.
+        public static let fullDensityMaxSlotPages = 1 << 18
         /// In the default run, the migration scenario runs on slots up to this.
         public static let migrationMaxSlotPages = 1 << 18
     }
@@ -107,7 +110,8 @@ public struct RunOptions: Sendable {
             default: throw BenchError.usage("--paging: unknown paging mode '\(name)'; accepted: tdp, shadow")
             }
         }
-        let patterns = try Parse.list(pattern ?? (preset == .dirtyLogPerf ? "even" : Defaults.pattern), option: "--pattern") {
+        // --quick and dirty-log-perf: the even pattern only, unless asked otherwise.
+        let patterns = try Parse.list(pattern ?? (preset == .dirtyLogPerf || quick ? "even" : Defaults.pattern), option: "--pattern") {
             try Parse.choice($0, option: "--pattern", of: DirtyPattern.self)
         }
         let strategies = try strategy.map {
@@ -118,7 +122,7 @@ public struct RunOptions: Sendable {
             CountPlan.explicit(try Parse.list($0, option: "--dirty") {
                 try Parse.int($0, option: "--dirty", range: 1...smallest, unit: "dirty pages (at most the slot's \(smallest) pages)")
             })
-        } ?? (preset == .dirtyLogPerf ? .powersOfTwo : .thresholdSweep)
+        } ?? (preset == .dirtyLogPerf ? .powersOfTwo : .thresholdSweep(.full))
         var settings = MeasureSettings(
             reps: try reps.map { try Parse.int($0, option: "--reps", range: Limits.reps) } ?? (quick ? Defaults.quickReps : Defaults.reps),
             warmup: try warmup.map { try Parse.int($0, option: "--warmup", range: Limits.warmup) } ?? Defaults.warmup,
@@ -171,7 +175,11 @@ public struct RunOptions: Sendable {
                             throw BenchError.usage("--dirty: \(d) has counts above \(pat.maxCount(slotPages: slot)), the most one-per-table can dirty in a slot of \(slot) pages")
                         }
                         let layout = VMLayout(paging: p, slotPages: slot, vmPages: max(vm ?? slot, slot), seed: settings.seed)
-                        series.append(ModelSeriesSpec(scenario: scenarioName, layout: layout, pattern: pat, counts: counts, strategies: strategies))
+                        var c = counts
+                        if case .thresholdSweep = counts {
+                            c = .thresholdSweep(quick ? .quick : slot > Defaults.fullDensityMaxSlotPages ? .large : .full)
+                        }
+                        series.append(ModelSeriesSpec(scenario: scenarioName, layout: layout, pattern: pat, counts: c, strategies: strategies))
                     }
                 }
             }
@@ -191,7 +199,7 @@ public struct RunOptions: Sendable {
             for s in series where s.counts != .migration {
                 let cap = s.pattern.maxCount(slotPages: s.layout.slotPages)
                 let k = KernelSeriesSpec(scenario: scenarioName, slotPages: s.layout.slotPages, vmPages: s.layout.vmPages, pattern: s.pattern,
-                                         counts: (counts == .thresholdSweep ? SweepPlan.powersOfTwo(slotPages: s.layout.slotPages)
+                                         counts: (counts.isSweep ? SweepPlan.powersOfTwo(slotPages: s.layout.slotPages, octaves: s.counts.coarseOctaves)
                                              : counts.counts(slotPages: s.layout.slotPages, nUsedMMUPages: 0)).filter { $0 <= cap })
                 if !kernel.contains(k) { kernel.append(k) }
             }

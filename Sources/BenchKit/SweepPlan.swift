@@ -1,32 +1,53 @@
 import Foundation
 
+/// How closely a threshold sweep samples the dirty counts.
+public struct SweepDensity: Hashable, Sendable {
+    /// Octaves between the coarse points (1: every power of two; 2: every power of four).
+    public var octavesPerCoarseStep: Int
+    /// Points per octave from a quarter to four times n_used_mmu_pages.
+    public var densePointsPerOctave: Int
+
+    public init(octavesPerCoarseStep: Int, densePointsPerOctave: Int) {
+        self.octavesPerCoarseStep = octavesPerCoarseStep
+        self.densePointsPerOctave = densePointsPerOctave
+    }
+
+    /// Slots up to 1 GiB in the default run.
+    public static let full = SweepDensity(octavesPerCoarseStep: 1, densePointsPerOctave: 4)
+    /// Larger slots in the default run: every point costs more there.
+    public static let large = SweepDensity(octavesPerCoarseStep: 2, densePointsPerOctave: 4)
+    /// --quick.
+    public static let quick = SweepDensity(octavesPerCoarseStep: 2, densePointsPerOctave: 2)
+}
+
 /// The dirty-page counts a scenario measures.
 public enum SweepPlan {
-    /// Every power of two from 1 to the slot, the slot itself, 4 points per
-    /// octave from a quarter to four times n_used_mmu_pages, and the seed's
-    /// switch point (n_used - 1 and n_used) itself: log-spaced, denser where
-    /// the seed's rule decides.
-    public static func thresholdSweep(slotPages: Int, nUsedMMUPages: Int) -> [Int] {
+    /// Log-spaced from 1 to the slot: the coarse powers of 2 (or of 4), the
+    /// slot itself, a denser grid from a quarter to four times
+    /// n_used_mmu_pages, and the seed's switch point (n_used - 1 and n_used)
+    /// itself: denser where the seed's rule decides.
+    public static func thresholdSweep(slotPages: Int, nUsedMMUPages: Int, density: SweepDensity = .full) -> [Int] {
         var counts = Set<Int>()
         var d = 1
-        while d < slotPages { counts.insert(d); d *= 2 }
+        while d < slotPages { counts.insert(d); d <<= density.octavesPerCoarseStep }
         counts.insert(slotPages)
         let lo = Double(nUsedMMUPages) / 4, hi = Double(nUsedMMUPages) * 4
         var x = lo
         while x <= hi * 1.0001 {
             counts.insert(Int(x.rounded()))
-            x *= pow2(0.25)
+            x *= pow2(1 / Double(density.densePointsPerOctave))
         }
         counts.insert(nUsedMMUPages - 1)
         counts.insert(nUsedMMUPages)
         return counts.filter { $0 >= 1 && $0 <= slotPages }.sorted()
     }
 
-    /// dirty-log-perf's counts: 1, 2, 4, ... up to the slot.
-    public static func powersOfTwo(slotPages: Int) -> [Int] {
+    /// dirty-log-perf's counts: 1, 2, 4, ... up to the slot (or every
+    /// `octaves`-th power of two), and the slot itself.
+    public static func powersOfTwo(slotPages: Int, octaves: Int = 1) -> [Int] {
         var counts: [Int] = []
         var d = 1
-        while d < slotPages { counts.append(d); d *= 2 }
+        while d < slotPages { counts.append(d); d <<= octaves }
         counts.append(slotPages)
         return counts
     }

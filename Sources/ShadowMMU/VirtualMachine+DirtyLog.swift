@@ -32,10 +32,12 @@ extension VirtualMachine {
                 if cols.slotBitmap[p] & slotBit != 0 {
                     let pt = cols.spt[p]!
                     let level = Int(cols.level[p])
+                    // A table holding leaves of this slot only needs no gfn check per entry.
+                    let mixed = cols.slotBitmap[p] != slotBit
                     for i in 0..<SPTE.perPage {
                         let spte = pt[i]
                         guard isShadowPresentSPTE(spte), isLastSPTE(spte, level: level),
-                              s.contains(cols.gfn(ofPage: p, index: i)) else { continue }
+                              !mixed || s.contains(cols.gfn(ofPage: p, index: i)) else { continue }
                         pt[i] = protection == .dirtyBit ? (spte | SPTE.writable) & ~SPTE.dirty : spte & ~SPTE.writable
                     }
                 }

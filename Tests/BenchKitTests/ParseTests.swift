@@ -79,7 +79,8 @@ import Testing
         var o = RunOptions()
         o.quick = true
         let plan = try o.plan(memoryAvailable: 1 << 40)
-        #expect(plan.modelSeries.allSatisfy { $0.layout.slotPages == 32768 })
-        #expect(plan.modelSeries.count == 4)
+        #expect(plan.modelSeries.allSatisfy { $0.layout.slotPages == 16384 && $0.pattern == .even })
+        #expect(plan.modelSeries.map(\.layout.paging) == [.tdp, .shadow(mappings: 2)])
+        #expect(plan.settings.reps == 5)
     }
 }

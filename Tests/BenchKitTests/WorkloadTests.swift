@@ -42,7 +42,7 @@ import ShadowMMU
 
     @Test func theSweepStopsAtWhatThePatternCanDirty() {
         let spec = ModelSeriesSpec(scenario: "t", layout: VMLayout(paging: .tdp, slotPages: 1 << 15), pattern: .onePerTable,
-                                   counts: .thresholdSweep, strategies: Strategy.allCases)
+                                   counts: .thresholdSweep(.full), strategies: Strategy.allCases)
         let counts = spec.plannedCounts(nUsed: 67)
         #expect(counts.last == 64 && counts.allSatisfy { $0 <= 64 })
     }
