@@ -10,32 +10,46 @@ struct Bench: ParsableCommand {
         abstract: "Benchmark how KVM write-protects a slot when it hands out the dirty log.",
         discussion: """
         A struct-of-arrays model of the x86 KVM shadow MMU (shadow pages from jemalloc, \
-        rmaps of pte_list_desc chains, double-buffered dirty bitmaps) is populated like \
-        kvm-unit-tests' dirty-log-perf: every page written once, dirty logging enabled. \
-        Then, for each dirty-page count, the guest writes that many pages and one \
-        KVM_GET_DIRTY_LOG is timed per strategy:
+        rmaps of pte_list_desc chains, double-buffered dirty bitmaps, vCPU dirty rings) \
+        is populated like kvm-unit-tests' dirty-log-perf: every page written once, dirty \
+        logging enabled. Then, for each dirty-page count, the guest writes that many \
+        pages and one harvest of the dirty log is timed per strategy, interleaved, \
+        caches cold:
 
-          slot-walk  every shadow page of the VM (kvm_mmu_slot_remove_write_access)
-          rmap       per dirty page: lock, walk its rmaps (the seed's new branch)
-          seed       the seed's rule: rmap if nr_dirty_pages < n_used_mmu_pages
+          slot-walk      every shadow page of the VM (kvm_mmu_slot_remove_write_access)
+          rmap           per dirty page: walk its rmaps (the seed's new branch)
+          seed           the seed's rule: rmap if nr_dirty_pages < n_used_mmu_pages
+          masked         per dirty word: xchg it, protect its pages by rmap
+                         (kvm_mmu_write_protect_pt_masked)
+          rmap-walk      every rmap of the slot, yielding mmu_lock (slot_handle_level)
+          tdp-walk       the slot's range of the direct tree (TDP MMU)
+          tdp-masked     per dirty word, through the tree
+                         (tdp_mmu_clear_dirty_pt_masked)
+          dbit-clear     D-bit logging: clear dirty bits instead of write bits
+          clear-chunked  manual protect: get, then KVM_CLEAR_DIRTY_LOG in chunks
+          ring           per-vCPU dirty rings and KVM_RESET_DIRTY_RINGS
+          adaptive       per harvest, the cheapest of the above by a cost model
+                         calibrated on the series' own VM
 
-        Every measured protection is checked against the model's invariant. Results go \
-        to a new folder under --output: points.csv (one row per point and strategy) and \
-        crossover.csv (where rmap stops beating slot-walk, and what the seed's rule costs).
+        Every measured harvest is checked against the model's invariant (no \
+        writable spte of a clean gfn, nothing logged lost). Results go to a new \
+        folder under --output: points.csv, samples.csv, crossover.csv, summary.csv, \
+        report.md and SVG plots (results/README.md describes every column).
 
         With no options: a 1 GiB slot under two-dimensional paging (tdp: one spte per \
         gfn) and shadow paging (shadow: each gfn mapped by --mappings sptes in \
-        different shadow pages), with evenly spaced and random dirty pages, and a \
-        16 GiB slot under both with evenly spaced pages; 11 repetitions per point, \
-        cold caches. Lists are comma-separated; sizes are page counts or sizes such as \
-        262144, 64MiB, 1GiB.
+        different shadow pages), with evenly spaced and random dirty pages; a 16 GiB \
+        slot under both with evenly spaced pages; ten pre-copy migration rounds on \
+        the 1 GiB slots; 11 repetitions per point. Lists are comma-separated; sizes \
+        are page counts or sizes such as 262144, 64MiB, 1GiB.
 
         Examples:
           bench --quick                                   a small sweep, seconds
           bench --slot-pages 1GiB --paging tdp --pattern even
           bench --slot-pages 1GiB --vm-pages 8GiB          a 1 GiB slot in an 8 GiB VM
           bench --slot-pages 4GiB --dirty 1,512,65536 --strategy rmap,slot-walk
-          bench --preset dirty-log-perf                   model and kernel, side by side
+          bench --preset dirty-log-perf                   model and kernel together
+          bench compare results/A results/B --check adaptive
 
         Where /dev/kvm opens, the same series also run on the real kernel (backend \
         kvm): kvm-get (KVM_GET_DIRTY_LOG), kvm-get+clear (manual protect: \
@@ -66,7 +80,7 @@ struct Bench: ParsableCommand {
         }
     }
 
-    @Flag(help: "A small sweep (a 128 MiB slot, 7 repetitions), for a first try and for CI.")
+    @Flag(help: "A small sweep (a 64 MiB slot, tdp and shadow, even pages, 5 repetitions), for a first try and for CI.")
     var quick = false
 
     @Option(name: .customLong("slot-pages"), help: ArgumentHelp(
@@ -211,7 +225,9 @@ struct Compare: ParsableCommand {
         For every point and strategy both runs measured, the change in median from the \
         first run to the second, and a two-sided Mann-Whitney U test on their timed \
         repetitions (samples.csv), corrected for the number of comparisons \
-        (Benjamini-Hochberg at --fdr). Prints the significant changes and writes all \
+        (Benjamini-Hochberg at --fdr). Each repetition is first divided by the \
+        geometric mean of the point's strategies in the same repetition, so a machine \
+        that got slower overall does not read as a regression of every strategy. Prints the significant changes and writes all \
         of them to a CSV. Exits 1 when a strategy named by --check (any, by default) \
         got significantly slower by more than --max-regression percent: for CI.
 
