@@ -12,6 +12,8 @@ public enum KVMError: Error, CustomStringConvertible, Equatable {
     case unexpectedExit(reason: UInt32, detail: String)
     /// The setup was refused before any ioctl.
     case invalidSetup(String)
+    /// The guest ran past its deadline without halting.
+    case timedOut(String)
 
     public var description: String {
         switch self {
@@ -20,6 +22,7 @@ public enum KVMError: Error, CustomStringConvertible, Equatable {
         case .systemCall(let name, let e): "\(name) failed: \(String(cString: strerror(e))) (errno \(e))"
         case .unexpectedExit(let r, let d): "KVM_RUN exited with reason \(r) (\(Self.exitName(r))): \(d)"
         case .invalidSetup(let m): m
+        case .timedOut(let m): m
         }
     }
 

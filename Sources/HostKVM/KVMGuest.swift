@@ -289,6 +289,13 @@ public final class KVMGuest {
         }
     }
 
+    /// Replaces the write loop with `jmp .`: a guest that never halts, for
+    /// tests of the deadline.
+    func writeSpinningProgram() {
+        code!.storeBytes(of: 0xFE, toByteOffset: GuestLayout.codeOffset + 1, as: UInt8.self)
+        code!.storeBytes(of: 0xEB, toByteOffset: GuestLayout.codeOffset, as: UInt8.self)
+    }
+
     // MARK: - Guest writes
 
     /// Places the guest-physical addresses of `pages` (offsets in the
@@ -341,10 +348,22 @@ public final class KVMGuest {
     /// Runs the guest over the loaded list until it halts. On a ring VM a
     /// full ring stops the vCPU (KVM_EXIT_DIRTY_RING_FULL); the ring is then
     /// harvested, untimed, and the guest resumed.
+    ///
+    /// Bounded in time (`runBudgetNanoseconds`): a guest that does not halt
+    /// by then, or a kernel that keeps returning without progress, is an
+    /// error, not a hang.
     @discardableResult
     public func runWrites() throws -> WriteRound {
+        try runWrites(budget: Self.runBudgetNanoseconds(writes: listCount))
+    }
+
+    func runWrites(budget: UInt64) throws -> WriteRound {
         var round = WriteRound()
         var done = 0
+        var deadline = ck_deadline()
+        try check("timer_create(KVM_RUN deadline)", ck_deadline_arm(&deadline, budget, 100_000_000))
+        defer { ck_deadline_disarm(&deadline) }
+        let giveUp = Self.nanoseconds() + budget
         repeat {
             let n = ringEntries > 0 ? min(listCount - done, ringChunk) : listCount - done
             var regs = kvm_regs()
@@ -354,7 +373,7 @@ public final class KVMGuest {
             regs.rcx = UInt64(n / WriteLoop.unroll)
             regs.rdx = UInt64(n % WriteLoop.unroll)
             try check("KVM_SET_REGS", ck_ioctl_ptr(vcpuFD, ck_KVM_SET_REGS(), &regs))
-            try runUntilHalt(&round)
+            try runUntilHalt(&round, giveUpAt: giveUp, budget: budget, writesLeft: listCount - done)
             done += n
             if ringEntries > 0, done < listCount {
                 round.chunkHarvests += 1
@@ -367,15 +386,28 @@ public final class KVMGuest {
         return round
     }
 
-    private func runUntilHalt(_ round: inout WriteRound) throws {
+    /// The longest a round of `writes` guest writes may take: 10 s, and
+    /// 100 µs a write (the emulating kernel here takes about 3).
+    static func runBudgetNanoseconds(writes: Int) -> UInt64 {
+        10_000_000_000 + UInt64(writes) * 100_000
+    }
+
+    private func runUntilHalt(_ round: inout WriteRound, giveUpAt: UInt64, budget: UInt64, writesLeft: Int) throws {
+        func expired() throws {
+            guard Self.nanoseconds() >= giveUpAt else { return }
+            var r = kvm_regs()
+            _ = ck_ioctl_ptr(vcpuFD, ck_KVM_GET_REGS(), &r)
+            throw KVMError.timedOut(String(format: "the guest did not halt within %.1f s (%d writes to do, rip %#llx): KVM_RUN kept returning without one",
+                                           Double(budget) / 1e9, writesLeft, r.rip))
+        }
         while true {
             if ck_ioctl_val(vcpuFD, ck_KVM_RUN(), 0) < 0 {
-                if errno == EINTR || errno == EAGAIN { continue }
+                if errno == EINTR || errno == EAGAIN { try expired(); continue }
                 throw KVMError.systemCall(name: "KVM_RUN", errno: errno)
             }
             let reason = run!.pointee.exit_reason
             if reason == ck_exit_hlt() { return }
-            if reason == ck_exit_intr() { continue }
+            if reason == ck_exit_intr() { try expired(); continue }
             if reason == ck_exit_dirty_ring_full(), ringEntries > 0 {
                 round.ringFullExits += 1
                 let t0 = Self.nanoseconds()

@@ -20,6 +20,21 @@ import Testing
     }
 
     @Test(.enabled(if: device != nil, "/dev/kvm cannot be opened: \(skipReason)"))
+    func aGuestThatNeverHaltsIsAnErrorNotAHang() throws {
+        let g = try KVMGuest(device: Self.device!, slotPages: 64)
+        g.writeSpinningProgram()
+        try [UInt32(1)].withUnsafeBufferPointer { try g.loadWriteList($0) }
+        let t0 = KVMGuest.nanoseconds()
+        #expect {
+            try g.runWrites(budget: 200_000_000)
+        } throws: { error in
+            guard case KVMError.timedOut(let m) = error else { return false }
+            return m.contains("did not halt within 0.2 s (1 writes to do")
+        }
+        #expect(KVMGuest.nanoseconds() - t0 < 5_000_000_000, "given up soon after the deadline")
+    }
+
+    @Test(.enabled(if: device != nil, "/dev/kvm cannot be opened: \(skipReason)"))
     func getDirtyLogReturnsExactlyTheWrittenPages() throws {
         let g = try KVMGuest(device: Self.device!, slotPages: 4096)
         #expect(g.mode == .flat32)

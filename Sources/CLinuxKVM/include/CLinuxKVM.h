@@ -2,7 +2,9 @@
 #define CLINUXKVM_H
 
 #include <linux/kvm.h>
+#include <signal.h>
 #include <stdint.h>
+#include <time.h>
 #include <sys/ioctl.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -50,6 +52,16 @@ static inline int ck_ioctl_val(int fd, unsigned long request, unsigned long arg)
 
 /* memfd_create(2) */
 static inline int ck_memfd_create(const char *name, unsigned int flags) { return (int)syscall(SYS_memfd_create, name, flags); }
+
+/* A deadline for a KVM_RUN loop: a POSIX timer that sends SIGUSR1 to the
+ * calling thread after `first_ns`, then every `repeat_ns`, to a handler that
+ * does nothing, installed without SA_RESTART: a KVM_RUN in progress returns
+ * EINTR (KVM_EXIT_INTR), and the loop can look at the clock. SIGUSR1 is
+ * unblocked in the thread until disarmed (thread pools block it). Returns 0,
+ * or -1 with errno set. */
+typedef struct { timer_t timer; int armed; sigset_t saved; } ck_deadline;
+int ck_deadline_arm(ck_deadline *d, uint64_t first_ns, uint64_t repeat_ns);
+void ck_deadline_disarm(ck_deadline *d);
 
 /* A dirty-ring entry's flags, with the acquire/release ordering
  * KVM_CAP_DIRTY_LOG_RING_ACQ_REL asks of user space. */
