@@ -79,7 +79,7 @@ public struct RunOutcome {
     public var notes: [String]
     public var calibration: Calibration
     /// The adaptive rule's constants, per series that measured them.
-    public var costModels: [(SeriesKey, CostModel)] = []
+    public var adaptiveFits: [(SeriesKey, AdaptiveFit)] = []
     public var seconds: Double
 }
 
@@ -130,7 +130,7 @@ public final class BenchRun {
             }
         }
         var rows: [PointRow] = []
-        var costModels: [(SeriesKey, CostModel)] = []
+        var adaptiveFits: [(SeriesKey, AdaptiveFit)] = []
         for (i, job) in jobs.enumerated() {
             let status = "[\(i + 1)/\(jobs.count)] \(job.label)"
             let t0 = MonotonicClock.now()
@@ -140,7 +140,7 @@ public final class BenchRun {
                 let outcome = try ModelSeries(spec: spec, settings: plan.settings, flusher: flusher, progress: progress, status: status).run()
                 new = outcome.rows
                 skipped += outcome.skipped
-                if let m = outcome.costModel { costModels.append((spec.key, m)) }
+                if let f = outcome.adaptiveFit { adaptiveFits.append((spec.key, f)) }
             case .kernel(let spec):
                 let series = KernelSeries(spec: spec, settings: plan.kernelSettings, measure: plan.settings,
                                           flusher: flusher, progress: progress, status: status)
@@ -162,7 +162,7 @@ public final class BenchRun {
             }
             rows += new
             let partial = RunOutcome(directory: dir, rows: rows, crossover: Crossover.rows(rows), skipped: skipped, notes: notes,
-                                     calibration: calibration, costModels: costModels, seconds: progress.elapsedSeconds)
+                                     calibration: calibration, adaptiveFits: adaptiveFits, seconds: progress.elapsedSeconds)
             try write(partial, environment: environment, startedUTC: startedUTC)
             let bad = new.filter { !$0.verified }.count
             let seconds = String(format: "%.1f", Double(MonotonicClock.now() - t0) / 1e9)
@@ -171,7 +171,7 @@ public final class BenchRun {
         }
         progress.finish()
         let outcome = RunOutcome(directory: dir, rows: rows, crossover: Crossover.rows(rows), skipped: skipped, notes: notes,
-                                 calibration: calibration, costModels: costModels, seconds: progress.elapsedSeconds)
+                                 calibration: calibration, adaptiveFits: adaptiveFits, seconds: progress.elapsedSeconds)
         try write(outcome, environment: environment, startedUTC: startedUTC)
         return outcome
     }

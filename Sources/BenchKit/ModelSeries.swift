@@ -154,7 +154,7 @@ public struct ModelOutcome {
     public var rows: [PointRow] = []
     public var skipped: [SkipNote] = []
     /// The adaptive rule's constants, when the series measured them.
-    public var costModel: CostModel?
+    public var adaptiveFit: AdaptiveFit?
 }
 
 /// Runs one series on the model: builds its VM, measures the adaptive
@@ -198,9 +198,9 @@ public final class ModelSeries {
         }
         if spec.runnable.contains(.adaptive) {
             progress.advance(0, status: "\(status) · measuring the adaptive rule's constants")
-            let model = AdaptiveCalibration(vm: vm, flusher: flusher, seed: settings.seed, sptesPerGFN: layout.paging.sptesPerGFN).fit()
-            vm.state.pointee.costModel = model
-            out.costModel = model
+            let fit = AdaptiveCalibration(vm: vm, flusher: flusher, seed: settings.seed, sptesPerGFN: layout.paging.sptesPerGFN).fit()
+            vm.state.pointee.costModel = fit.model
+            out.adaptiveFit = fit
         }
         if spec.counts == .migration {
             out.rows = try measureMigration(vm: vm, nUsed: nUsed)

@@ -186,30 +186,36 @@ public enum RunReport {
             }.joined(separator: "\n") + "\n"
         }
 
-        if !outcome.costModels.isEmpty {
+        if !outcome.adaptiveFits.isEmpty {
             md += "\n## The adaptive rule\n\n"
-            md += "Per harvest, adaptive predicts each candidate's time and takes the cheapest: "
-            md += "`fixed + dirty · perPage(ρ)` for masked, tdp-masked and rmap, `fixed + edges · perEdge` for the walks. "
-            md += "`fixed` is what the candidate costs whatever is dirty (scanning the bitmap; walking the list, the rmaps or "
-            md += "the tree). `perPage(ρ)` is what a dirty page adds, running geometrically from isolated pages (one per "
-            md += "bitmap word, ρ = 1) to pages among neighbours; `edges` counts where a dirty page meets a clean one, each "
-            md += "a likely branch misprediction in a walk's scan. Both come in two kinds, regular (evenly spaced pages "
-            md += "less than a leaf table apart, runs: what prefetchers and branch predictors follow) and scattered, told "
-            md += "apart from a sample of the gaps between dirty pages. The rule knows the dirty count (nr_dirty_pages) "
-            md += "and makes its one pass over the bitmap (non-zero words, edges, gaps) only when the choice depends on it. "
-            md += "The constants are measured on each series' own VM before its sweep (cold caches, median of seven or "
-            md += "three, at 1 page, at up to 2048 isolated pages 64 apart and in random words, at up to 256 full words, "
-            md += "at a quarter of the slot evenly spaced and at random):\n\n"
-            let names = outcome.costModels.first!.1.constants.map(\.0)
-            md += "| constant (ns) | " + outcome.costModels.map { $0.0.label }.joined(separator: " | ") + " |\n"
-            md += "|---|" + outcome.costModels.map { _ in "---:" }.joined(separator: "|") + "|\n"
-            var all = Set<String>()
-            for (_, m) in outcome.costModels { all.formUnion(m.constants.map(\.0)) }
-            let ordered = names + all.subtracting(names).sorted()
-            for name in ordered {
-                md += "| \(name) | " + outcome.costModels.map { _, m in
-                    m.constants.first { $0.0 == name }.map { String(format: "%.1f", $0.1) } ?? "-"
-                }.joined(separator: " | ") + " |\n"
+            md += "Per harvest, adaptive predicts each candidate's time as `fixed + pages · perPage(ρ)` and takes the cheapest. "
+            md += "`pages` is nr_dirty_pages; ρ is the dirty pages per 512-page span (a leaf table's), pages over the bitmap's "
+            md += "non-zero 64-byte lines, which mark_page_dirty counts when a span gets its first page: deciding reads no bitmap. "
+            md += "`fixed` is what the candidate costs whatever is dirty (scanning the bitmap; walking the list, the rmaps or the "
+            md += "tree); `perPage(ρ)` what a dirty page adds, from ρ = 1 (every page its own misses) to 512 (neighbours share "
+            md += "lines). Each candidate has these for two kinds of dirty set: regular (evenly spaced, runs: what prefetchers "
+            md += "and branch predictors follow) and scattered. When the kinds disagree on the cheapest by more than a look at "
+            md += "the bitmap costs, the rule looks (the gaps between dirty pages in four 64-word windows); otherwise it takes "
+            md += "the candidate whose worst excess over either kind's best is least. The constants are measured on the series' "
+            md += "own VM before its sweep (cold, median of seven or three): one page; a run, pages 3, 13, 61, 251 and 1021 "
+            md += "apart, runs of 16 and the whole slot (regular); random pages at densities 1/2 to 1/1024 and 64 over the slot "
+            md += "(scattered).\n"
+            let shown = [0, 2, 4, 6, 9]
+            for (key, fit) in outcome.adaptiveFits {
+                md += "\n### \(key.label)\n\n"
+                md += String(format: "%d sets in %.1f s; a look at the bitmap costs %.0f ns. Per-page costs in ns at ρ dirty pages per span.\n\n",
+                             fit.sets, fit.seconds, fit.model.lookNs)
+                md += "| candidate | kind | fixed (ns) | " + shown.map { "ρ = \(1 << $0)" }.joined(separator: " | ") + " | fit error |\n"
+                md += "|---|---|---:|" + shown.map { _ in "---:" }.joined(separator: "|") + "|---:|\n"
+                for strategy in Strategy.adaptiveCandidates {
+                    guard let c = fit.model.candidate(strategy) else { continue }
+                    for kind in DirtySetKind.allCases {
+                        let k = c[kind]
+                        md += "| \(strategy.rawValue) | \(kind.rawValue) | " + String(format: "%.0f", k.fixed) + " | "
+                        md += shown.map { String(format: "%.1f", k.perPage[$0]) }.joined(separator: " | ")
+                        md += String(format: " | %.0f%% |\n", fit.errorPct[strategy]?[kind] ?? 0)
+                    }
+                }
             }
         }
 

@@ -27,6 +27,19 @@ public enum DirtyBitmap {
         return n
     }
 
+    /// The non-zero 64-byte lines (8 words: 512 pages) of a bitmap.
+    public static func nonZeroLines(_ bitmap: UnsafePointer<UInt64>, words: Int) -> Int {
+        var lines = 0, line: UInt64 = 0
+        for i in 0..<words {
+            line |= bitmap[i]
+            if i & 7 == 7 || i == words - 1 {
+                lines += line != 0 ? 1 : 0
+                line = 0
+            }
+        }
+        return lines
+    }
+
     /// Offsets of the bits set in `a` but not in `b`, at most `limit` of them.
     public static func difference(_ a: UnsafePointer<UInt64>, _ b: UnsafePointer<UInt64>, words: Int, limit: Int) -> [Int] {
         var out: [Int] = []

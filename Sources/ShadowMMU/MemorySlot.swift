@@ -5,12 +5,23 @@ public struct SlotState {
     public var activeHalf: Int
     /// nr_dirty_pages: bits set in the current half.
     public var nrDirtyPages: Int
+    /// Non-zero 64-byte lines of the current half: 512-page spans (a leaf
+    /// table's) with a dirty page, kept beside nr_dirty_pages for the
+    /// adaptive rule.
+    public var nrDirtyLines = 0
     /// KVM_MEM_LOG_DIRTY_PAGES
     public var dirtyLogging: Bool
     /// What a harvest takes away from a logged page's sptes: the writable
     /// bit (the guest's next write faults) or, with PML, the dirty bit (the
     /// hardware logs the next write without a fault).
     public var protection: Protection = .writeProtect
+
+    /// A harvest took the current half: nothing is dirty in it any more.
+    @inline(__always)
+    public mutating func resetDirtyCounts() {
+        nrDirtyPages = 0
+        nrDirtyLines = 0
+    }
 
     public init(activeHalf: Int, nrDirtyPages: Int, dirtyLogging: Bool, protection: Protection = .writeProtect) {
         self.activeHalf = activeHalf
@@ -74,6 +85,20 @@ public struct SlotView {
     /// The other half: after a harvest, the bitmap it handed out.
     @inline(__always) public var otherBitmap: UnsafeMutablePointer<UInt64> {
         bitmapHead + (state.pointee.activeHalf ^ 1) &* bitmapWords
+    }
+
+    /// Whether the words of the current half's 64-byte line (8 words, 512
+    /// pages) around word `index` are all clear, `index` itself aside.
+    @inline(__always) public func lineIsClean(around index: Int) -> Bool {
+        let b = dirtyBitmap
+        let start = index & ~7, end = min(bitmapWords, start &+ 8)
+        var other: UInt64 = 0
+        var w = start
+        while w < end {
+            if w != index { other |= b[w] }
+            w &+= 1
+        }
+        return other == 0
     }
 
     /// Number of rmap entries at `level` (one per region the slot touches).

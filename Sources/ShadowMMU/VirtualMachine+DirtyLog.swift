@@ -91,7 +91,9 @@ extension MMU {
     /// mark_page_dirty_in_slot(): with a dirty ring, push (slot, offset) to
     /// the vCPU's ring; otherwise test-and-set the page's bit in the current
     /// bitmap. nr_dirty_pages counts the pages logged since the last
-    /// harvest. Returns whether the vCPU's ring is now soft-full.
+    /// harvest; with a bitmap, so does the count of dirty lines (512-page
+    /// spans) the adaptive rule decides by. Returns whether the vCPU's ring is now
+    /// soft-full.
     @inline(__always) @discardableResult
     public func markPageDirty(slot s: SlotView, gfn: UInt64, vcpu: Int = 0) -> Bool {
         let rel = gfn &- s.baseGFN
@@ -99,9 +101,15 @@ extension MMU {
             s.state.pointee.nrDirtyPages &+= 1
             return dirtyRingPush(vcpu: vcpu, slot: s, offset: rel)
         }
-        let word = s.dirtyBitmap + Int(rel >> 6)
-        if ca_test_and_set_bit64(word, UInt32(rel & 63)) == 0 {
+        let index = Int(rel >> 6)
+        let bit: UInt64 = 1 << (rel & 63)
+        let old = ca_fetch_or64(s.dirtyBitmap + index, bit)
+        if old & bit == 0 {
             s.state.pointee.nrDirtyPages &+= 1
+            // The word's first page since the harvest: one more dirty line
+            // unless the word's neighbours (in the L1 with it) have pages.
+            // Only the first page of a word pays for this.
+            if old == 0 && s.lineIsClean(around: index) { s.state.pointee.nrDirtyLines &+= 1 }
         }
         return false
     }
@@ -193,8 +201,9 @@ extension MMU {
         case .adaptive:
             // Decide first, then harvest by the protocol of the choice.
             let current = s.dirtyBitmap
-            let choice = vm.pointee.costModel.choose(dirty: nrDirty, pages: s.npages, words: s.bitmapWords) {
-                MMU.bitmapShape(current, words: s.bitmapWords)
+            let st = s.state.pointee
+            let choice = vm.pointee.costModel.choose(pages: nrDirty, lines: st.nrDirtyLines) {
+                MMU.lookAtBitmap(current, words: s.bitmapWords)
             }
             let out: UnsafeMutablePointer<UInt64>
             switch choice {
@@ -224,7 +233,7 @@ extension MMU {
         let old = s.dirtyBitmap
         s.otherBitmap.update(repeating: 0, count: s.bitmapWords)
         s.state.pointee.activeHalf ^= 1
-        s.state.pointee.nrDirtyPages = 0
+        s.state.pointee.resetDirtyCounts()
         counters.bytesTouched &+= s.bitmapWords &* 8  // the cleared half
         switch protect {
         case .slotWalk: slotRemoveWriteAccess(slot: s, counters: &counters)

@@ -46,7 +46,8 @@ extension VirtualMachine {
     ///   once, its page's slot bitmap has the slot, and no rmap holds anything
     ///   else;
     /// - a logging slot has no large leaf, and its writable leaves obey `point`;
-    /// - nr_dirty_pages equals the bits set in the current bitmap;
+    /// - nr_dirty_pages equals the bits set in the current bitmap, and the
+    ///   count of dirty lines its non-zero lines;
     /// - when given, the bitmap a harvest handed out equals `expected`.
     ///
     /// The rmap condition is checked as an equality of multisets: the shadow
@@ -127,8 +128,14 @@ extension VirtualMachine {
                     if s.id == slotID && s.state.pointee.nrDirtyPages != pending {
                         report.fail("slot \(s.id): nr_dirty_pages \(s.state.pointee.nrDirtyPages) but \(pending) ring entries pending")
                     }
-                } else if bits != s.state.pointee.nrDirtyPages {
-                    report.fail("slot \(s.id): nr_dirty_pages \(s.state.pointee.nrDirtyPages) but \(bits) bits set")
+                } else {
+                    if bits != s.state.pointee.nrDirtyPages {
+                        report.fail("slot \(s.id): nr_dirty_pages \(s.state.pointee.nrDirtyPages) but \(bits) bits set")
+                    }
+                    let lines = DirtyBitmap.nonZeroLines(s.dirtyBitmap, words: s.bitmapWords)
+                    if lines != s.state.pointee.nrDirtyLines {
+                        report.fail("slot \(s.id): \(s.state.pointee.nrDirtyLines) dirty lines counted but \(lines) in the bitmap")
+                    }
                 }
             }
             if let h = harvested, let e = expected {
@@ -247,8 +254,8 @@ extension VirtualMachine {
                 }
             }
             report.merge(compareHarvest(slot: s, harvested: harvested, expected: expected))
-            if s.state.pointee.nrDirtyPages != 0 {
-                report.fail("nr_dirty_pages is \(s.state.pointee.nrDirtyPages) right after a harvest")
+            if s.state.pointee.nrDirtyPages != 0 || s.state.pointee.nrDirtyLines != 0 {
+                report.fail("nr_dirty_pages \(s.state.pointee.nrDirtyPages), dirty lines \(s.state.pointee.nrDirtyLines) right after a harvest")
             }
             if DirtyBitmap.popcount(s.dirtyBitmap, words: s.bitmapWords) != 0 {
                 report.fail("the current bitmap is not empty right after a harvest")

@@ -1,4 +1,5 @@
 import Testing
+import Foundation
 import ShadowMMU
 @testable import BenchKit
 
@@ -52,6 +53,33 @@ import ShadowMMU
         #expect(s.median == 12)
         #expect(s.mad == 1)
         #expect(s.cv > 1)
+    }
+
+    @Test func theCurveIsReadBetweenMeasurementsInLogScale() {
+        let c = AdaptiveCalibration.curve([(rho: 1, perPage: 100), (rho: 4, perPage: 50), (rho: 4, perPage: 70), (rho: 64, perPage: 10)])
+        #expect(c.count == SpanDensity.octaves)
+        #expect(c[0] == 100 && c[2] == 60, "two at ρ = 4 averaged")
+        #expect(c[1] == 80, "ρ = 2: halfway in log scale")
+        #expect(c[4] == 35 && c[6] == 10 && c[9] == 10, "held past the last")
+    }
+
+    @Test func calibrationSetsSpanTheDensities() {
+        let sets = AdaptiveCalibration.sets(pages: 1 << 18, seed: 1)
+        #expect(sets.filter { $0.pages.count > AdaptiveCalibration.maxPages }.map(\.pages.count) == [1 << 18], "only the whole slot is larger")
+        #expect(sets.first?.kinds == [.regular, .scattered] && sets.first?.pages.count == 1)
+        let regular = sets.filter { $0.kinds == [.regular] }, scattered = sets.filter { $0.kinds == [.scattered] }
+        #expect(regular.count == 8 && scattered.count == 5)
+        // Both kinds reach from about one page per span to hundreds.
+        for kind in [regular, scattered] {
+            let rhos = kind.map(\.rho)
+            #expect(rhos.min()! < 1.5 && rhos.max()! >= 256)
+            #expect(Set(rhos.map { Int(log2($0)) }).count >= 4, "spread over the octaves")
+        }
+        // Each set is what the look calls it.
+        for s in regular + scattered {
+            let l = s.pages.bitmap.withUnsafeBufferPointer { MMU.lookAtBitmap($0.baseAddress!, words: $0.count) }
+            #expect(l.regular == (s.kinds == [.regular]), "a \(s.kinds) set of \(s.pages.count) pages")
+        }
     }
 }
 

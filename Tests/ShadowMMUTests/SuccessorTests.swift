@@ -118,69 +118,130 @@ import Testing
     }
 }
 
-/// The adaptive rule's decisions and its look at the bitmap.
+/// The adaptive rule's decisions, its counts and its look at the bitmap.
 @Suite struct AdaptiveTests {
-    func model() -> CostModel {
+    /// masked: 1 µs + 20 ns a page when regular, 100 ns scattered; the
+    /// slot walk 100 µs, plus 10 ns a page when scattered.
+    func model(lookNs: Double = 500) -> CostModel {
         var m = CostModel()
         m.calibrated = true
-        m.masked.fixed = 1000
-        m.masked.perPage = .init(regular: PerPageCurve(sparse: 20, dense: 5), scattered: PerPageCurve(sparse: 100, dense: 30, denseRho: 16))
-        m.rmap = m.masked
-        m.rmap.fixed = 2000
-        m.slotWalk.fixed = 100_000
-        m.slotWalk.perEdge = .init(regular: 0, scattered: 5)
-        m.rmapWalk.fixed = 500_000
+        m.set(.masked, CandidateCost(regular: PerPageCost(fixed: 1000, perPage: 20), scattered: PerPageCost(fixed: 1000, perPage: 100)))
+        m.set(.rmap, CandidateCost(regular: PerPageCost(fixed: 2000, perPage: 25), scattered: PerPageCost(fixed: 2000, perPage: 110)))
+        m.set(.slotWalk, CandidateCost(regular: PerPageCost(fixed: 100_000), scattered: PerPageCost(fixed: 100_000, perPage: 10)))
+        m.set(.rmapWalk, CandidateCost(regular: PerPageCost(fixed: 5_000_000), scattered: PerPageCost(fixed: 5_000_000)))
+        // Cheaper than all, but this VM has no tdp structure: never chosen.
+        m.set(.tdpMasked, CandidateCost(regular: PerPageCost(fixed: 1), scattered: PerPageCost(fixed: 1)))
+        m.lookNs = lookNs
         return m
     }
 
-    @Test func fewPagesGoToMaskedManyToTheWalkWithoutLookingWhenThatIsClear() {
+    @Test func fewPagesGoToMaskedManyToTheWalkWithoutLooking() {
         let m = model()
         var looked = false
-        #expect(m.choose(dirty: 10, pages: 1 << 18, words: 4096) { looked = true; return BitmapShape(nonZeroWords: 0, edges: 0, regular: true) } == .masked)
-        #expect(!looked, "10 pages: masked at any shape")
-        #expect(m.choose(dirty: 1 << 18, pages: 1 << 18, words: 4096) { looked = true; return BitmapShape(nonZeroWords: 0, edges: 0, regular: true) } == .slotWalk)
-        #expect(!looked, "every page: the walk")
+        #expect(m.choose(pages: 10, lines: 10) { looked = true; return BitmapLook(regular: true) } == .masked)
+        #expect(!looked, "10 pages: masked either way")
+        #expect(m.choose(pages: 1 << 18, lines: 512) { looked = true; return BitmapLook(regular: true) } == .slotWalk)
+        #expect(!looked, "every page: the walk either way")
     }
 
-    @Test func inBetweenTheShapeDecides() {
+    @Test func inBetweenTheLookDecides() {
         let m = model()
-        // 4000 pages: clustered costs masked 1000 + 4000·5 = 21 µs; scattered 1000 + 4000·100 = 401 µs > the walk.
+        // 4000 pages: masked 81 µs if regular, 401 µs if scattered; the walk
+        // 100 µs, or 140 µs scattered: the kinds disagree by far more than
+        // the look's 500 ns.
         var looked = 0
-        let clustered = m.choose(dirty: 4000, pages: 1 << 18, words: 4096) { looked += 1; return BitmapShape(nonZeroWords: 63, edges: 2, regular: true) }
-        let scattered = m.choose(dirty: 4000, pages: 1 << 18, words: 4096) { looked += 1; return BitmapShape(nonZeroWords: 3900, edges: 8000, regular: false) }
+        let regular = m.choose(pages: 4000, lines: 512) { looked += 1; return BitmapLook(regular: true) }
+        let scattered = m.choose(pages: 4000, lines: 512) { looked += 1; return BitmapLook(regular: false) }
         #expect(looked == 2)
-        #expect(clustered == .masked)
+        #expect(regular == .masked)
         #expect(scattered == .slotWalk)
     }
 
-    @Test func uncalibratedItIsMasked() {
-        #expect(CostModel().choose(dirty: 1 << 20, pages: 1 << 20, words: 1 << 14) { BitmapShape(nonZeroWords: 1, edges: 1, regular: true) } == .masked)
+    @Test func aLookDearerThanTheStakesIsSkipped() {
+        // Same set, but a look costing more than the worst excess of the
+        // blind choice (the walk: 19 µs over masked if regular): no look.
+        let m = model(lookNs: 50_000)
+        var looked = false
+        #expect(m.choose(pages: 4000, lines: 512) { looked = true; return BitmapLook(regular: true) } == .slotWalk)
+        #expect(!looked)
     }
 
-    @Test func thePerPageCurveRunsGeometricallyByOctave() {
-        let c = PerPageCurve(sparse: 64, dense: 1)
-        #expect(c.cost(rho: 1) == 64)
-        #expect(c.cost(rho: 8) == 8)
-        #expect(c.cost(rho: 64) == 1)
-        #expect(c.cost(rho: 1000) == 1)
+    @Test func thePerPageCostFollowsTheDensityBetweenOctaves() {
+        var m = CostModel()
+        // 100 ns a page at one page per span, halving each octave.
+        let c = PerPageCost(fixed: 1000, perPage: (0..<SpanDensity.octaves).map { 100 / Double(1 << $0) })
+        m.set(.masked, CandidateCost(regular: c, scattered: c))
+        #expect(m.predict(.masked, pages: 100, lines: 100, .regular) == 1000 + 100 * 100)
+        #expect(m.predict(.masked, pages: 400, lines: 100, .regular) == 1000 + 400 * 25, "ρ = 4")
+        #expect(m.predict(.masked, pages: 600, lines: 100, .regular) == 1000 + 600 * 18.75, "ρ = 6: halfway from 25 to 12.5")
+        #expect(abs(m.predict(.masked, pages: 1 << 18, lines: 256, .regular) - (1000 + Double(1 << 18) * 100 / 512)) < 1, "ρ = 1024: held at 512's")
     }
 
-    func shape(_ pages: [Int], words: Int = 64) -> BitmapShape {
+    @Test func tdpCandidatesCountOnlyWithTheStructure() {
+        var m = model()
+        #expect(m.candidate(.tdpMasked) == nil)
+        #expect(m.choose(pages: 10, lines: 10) { BitmapLook(regular: true) } == .masked)
+        m.hasTDP = true
+        #expect(m.candidate(.tdpMasked)?.regular.fixed == 1)
+        #expect(m.choose(pages: 10, lines: 10) { BitmapLook(regular: true) } == .tdpMasked)
+        m.hasTDP = false
+        #expect(m.choose(pages: 10, lines: 10) { BitmapLook(regular: true) } == .masked)
+    }
+
+    @Test func uncalibratedItIsMaskedAndNothingDirtyIsTheCheapProtocol() {
+        #expect(CostModel().choose(pages: 1 << 20, lines: 1 << 11) { BitmapLook(regular: true) } == .masked)
+        #expect(model().choose(pages: 0, lines: 0) { BitmapLook(regular: true) } == .rmap)
+    }
+
+    func look(_ pages: [Int], words: Int = 64) -> BitmapLook {
         var b = [UInt64](repeating: 0, count: words)
         for p in pages { b[p >> 6] |= 1 << UInt64(p & 63) }
-        return b.withUnsafeBufferPointer { MMU.bitmapShape($0.baseAddress!, words: words) }
+        return b.withUnsafeBufferPointer { MMU.lookAtBitmap($0.baseAddress!, words: words) }
     }
 
-    @Test func theBitmapsShapeCountsWordsEdgesAndRegularity() {
-        let run = shape(Array(100..<200))
-        #expect(run.nonZeroWords == 3 && run.edges == 2 && run.regular)
-        let strided = shape(stride(from: 0, to: 4096, by: 8).map { $0 })
-        #expect(strided.nonZeroWords == 64 && strided.edges == 2 * 512 && strided.regular)
+    @Test func theLookTellsRegularFromScattered() {
+        #expect(look(Array(100..<200)).regular)
+        #expect(look(stride(from: 0, to: 4096, by: 8).map { $0 }).regular)
+        #expect(look(stride(from: 0, to: 4096 * 16, by: 37).map { $0 }, words: 1024).regular, "odd strides too")
         var rng = SeededGenerator(seed: 3)
-        let random = shape(Array(Set((0..<300).map { _ in rng.below(4096) })))
-        #expect(!random.regular)
-        let farApart = shape(stride(from: 0, to: 4096 * 4, by: 1024).map { $0 }, words: 256)
-        #expect(!farApart.regular, "evenly spaced, but a leaf table apart: the prefetchers do not follow")
-        #expect(shape([4095]).edges == 2, "past either end the bitmap counts as clear")
+        #expect(!look(Array(Set((0..<300).map { _ in rng.below(4096) }))).regular)
+        #expect(look(stride(from: 0, to: 4096 * 64, by: 1021).map { $0 }, words: 4096).regular,
+                "evenly spaced two leaf tables apart: still what the prefetchers follow")
+        #expect(!look(stride(from: 0, to: 4096 * 64, by: 5000).map { $0 }, words: 4096).regular,
+                "a page per window: too few gaps to tell")
+    }
+
+    @Test func theLookReadsAtMostItsWindows() {
+        // A run outside the four windows, random pages inside: scattered.
+        let words = 4096
+        var rng = SeededGenerator(seed: 5)
+        var pages = Array((words / 4 + MMU.lookWindowWords) * 64 ..< (words / 4 + MMU.lookWindowWords) * 64 + 1000)
+        for q in 0..<4 { pages += (0..<20).map { _ in (words * q / 4) * 64 + rng.below(MMU.lookWindowWords * 64) } }
+        #expect(!look(pages, words: words).regular)
+    }
+
+    @Test func markPageDirtyCountsLines() throws {
+        let vm = VirtualMachine(layout: VMLayout(paging: .tdp, slotPages: 8192, vmPages: 8192, seed: 1))
+        vm.beginRound(slotID: 0, for: .masked)
+        let pages = [0, 1, 63, 64, 511, 512, 4095, 8191]
+        vm.withMMU { mmu in
+            let s = mmu.slot(id: 0)
+            for p in pages { mmu.guestWrite(slot: s, gfn: UInt64(p), sptep: mmu.spte(gfn: UInt64(p), mapping: 0, slot: s)!) }
+            let st = s.state.pointee
+            #expect(st.nrDirtyPages == 8)
+            #expect(st.nrDirtyLines == 4, "spans 0, 1, 7, 15")
+        }
+        #expect(vm.checkInvariants(slotID: 0, at: .betweenProtections).ok)
+        vm.withMMU { mmu in _ = mmu.harvest(slot: mmu.slot(id: 0), strategy: .masked) }
+        for strategy in [Strategy.clearChunked, .slotWalk, .adaptive] {
+            vm.beginRound(slotID: 0, for: strategy)
+            vm.withMMU { mmu in
+                let s = mmu.slot(id: 0)
+                for p in pages { mmu.guestWrite(slot: s, gfn: UInt64(p), sptep: mmu.spte(gfn: UInt64(p), mapping: 0, slot: s)!) }
+                _ = mmu.harvest(slot: s, strategy: strategy)
+                let st = s.state.pointee
+                #expect(st.nrDirtyPages == 0 && st.nrDirtyLines == 0, "after \(strategy)")
+            }
+        }
     }
 }

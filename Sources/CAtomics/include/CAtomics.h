@@ -49,6 +49,12 @@ static inline int ca_test_and_set_bit64(uint64_t *word, unsigned bit) {
     return (__atomic_fetch_or(word, m, __ATOMIC_SEQ_CST) & m) != 0;
 }
 
+/* A locked OR returning the whole old word: the bit's old value, and
+ * whether the word (and so its 512-page line) was clean before. */
+static inline uint64_t ca_fetch_or64(uint64_t *word, uint64_t m) {
+    return __atomic_fetch_or(word, m, __ATOMIC_SEQ_CST);
+}
+
 /* READ_ONCE()/WRITE_ONCE() on an spte: a load or store the compiler may not
  * merge, split or elide. */
 static inline uint64_t ca_read_once64(const uint64_t *p) {

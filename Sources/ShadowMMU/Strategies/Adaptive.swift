@@ -1,268 +1,288 @@
-import Foundation
-
 /// The adaptive rule's cost model: what each candidate would take for this
-/// harvest, from constants measured on this VM on this machine.
+/// harvest, from constants measured on this VM on this machine and from
+/// two counts the write-fault path keeps, so that deciding reads no bitmap:
 ///
-///     masked, tdp-masked, rmap:          fixed + dirty · perPage(ρ)
-///     slot-walk, rmap-walk, tdp-walk:    fixed + edges · perEdge
+///     cost = fixed + pages · perPage(pages / lines)
 ///
-/// `fixed` is what a candidate costs whatever is dirty: scanning the bitmap
-/// for the first three; walking the list, the rmaps or the tree for the
-/// walks. For the first three each dirty page adds its rmap or tree
-/// descent, cheaper when pages cluster: ρ is the dirty pages per non-zero
-/// bitmap word, 1 (isolated) to 64 (full words), and perPage(ρ) runs
-/// geometrically between what an isolated page and a page among
-/// neighbours cost. The walks read every spte anyway; what dirty pages add
-/// is the scan's branch on the writable bit going the other way: `edges`
-/// counts the places where a dirty page meets a clean one.
+/// - pages: nr_dirty_pages;
+/// - lines: the bitmap's non-zero 64-byte lines, 512-page spans (a leaf
+///   table's), kept by mark_page_dirty when a span gets its first page;
+/// - fixed: what the candidate costs whatever is dirty (scanning the
+///   bitmap; walking the list, the rmaps or the tree);
+/// - perPage(ρ): what a dirty page adds when ρ dirty pages share its span,
+///   from 1 (a page per span: every page its own misses) to 512 (every
+///   page: the neighbours share the lines), measured at several ρ and read
+///   between them by octave.
 ///
-/// Both per-page and per-edge costs come in two kinds, measured apart,
-/// because the hardware's prefetchers and branch predictors see two
-/// kinds of dirty set: regular ones (evenly spaced pages, runs), whose
-/// addresses and branches they predict, and scattered ones (random pages),
-/// whose they do not. The rule tells them apart from a sample of the gaps
-/// between dirty pages.
-///
-/// The rule knows the dirty count without looking (nr_dirty_pages); it
-/// makes its one pass over the bitmap (non-zero words, edges, sampled gaps)
-/// only when the cheapest candidate depends on them.
+/// Each candidate has two such curves, for the two kinds of dirty set the
+/// hardware tells apart: regular sets (evenly spaced pages, runs), whose
+/// addresses the prefetchers and whose branches the predictors follow, and
+/// scattered ones. When both name the same cheapest candidate, that is the
+/// choice. Otherwise the rule takes the candidate whose worst excess over
+/// either kind's best is least, unless that excess is more than a look at
+/// the bitmap costs: then it looks (`MMU.lookAtBitmap`: a few gaps between
+/// dirty pages in four short windows) and takes the cheapest for the kind
+/// it saw.
 public struct CostModel: Sendable, Equatable {
     public var calibrated = false
-    public var masked = CandidateCost()
-    public var tdpMasked = CandidateCost()
-    public var rmap = CandidateCost()
-    public var slotWalk = CandidateCost()
-    public var rmapWalk = CandidateCost()
-    public var tdpWalk = CandidateCost()
     /// Whether the VM has the two-dimensional-paging structure the tdp
     /// strategies walk.
-    public var hasTDP = false
-    /// A lock round trip, for the report (rmap pays one per page: its
-    /// per-page cost includes it).
-    public var lockRoundTripNs = 0.0
+    public var hasTDP = false {
+        didSet {
+            tables.0.available(Self.tdpLanes, hasTDP)
+            tables.1.available(Self.tdpLanes, hasTDP)
+        }
+    }
+    /// What a look at the bitmap costs, cold (ns).
+    public var lookNs = 0.0
+    /// The constants, one table per kind, a lane per candidate: deciding
+    /// reads three rows of each (fixed, and the two octaves around ρ), a
+    /// few cache lines, since at harvest time both the constants and the
+    /// code are cold.
+    var tables = (CostTable(), CostTable())
+
+    /// The candidates, in lane order (`candidate(lane:)`).
+    public static let lanes: [Strategy] = (0..<laneCount).map(candidate(lane:))
+    static let laneCount = 6
+    static let tdpLanes = [4, 5]
 
     public init() {}
 
-    /// The constants by name, for reports.
-    public var constants: [(String, Double)] {
-        var c: [(String, Double)] = []
-        for (name, k) in [("masked", masked), ("rmap", rmap), ("slot-walk", slotWalk), ("rmap-walk", rmapWalk)]
-            + (hasTDP ? [("tdp-masked", tdpMasked), ("tdp-walk", tdpWalk)] : []) {
-            c.append(("\(name) fixed_ns", k.fixed))
-            if name.hasSuffix("walk") {
-                c += [("\(name) per_edge_regular_ns", k.perEdge.regular), ("\(name) per_edge_scattered_ns", k.perEdge.scattered)]
-            } else {
-                c += [("\(name) per_page_regular_isolated_ns", k.perPage.regular.sparse),
-                      ("\(name) per_page_scattered_isolated_ns", k.perPage.scattered.sparse),
-                      ("\(name) per_page_clustered_ns", k.perPage.regular.dense)]
-            }
+    /// A candidate's constants; nil for a strategy the rule does not
+    /// consider (or a tdp one on a VM without the structure).
+    public func candidate(_ s: Strategy) -> CandidateCost? {
+        guard let i = Self.lanes.firstIndex(of: s), !s.needsTDP || hasTDP else { return nil }
+        return CandidateCost(regular: tables.0.cost(lane: i), scattered: tables.1.cost(lane: i))
+    }
+
+    /// Sets a candidate's constants.
+    public mutating func set(_ s: Strategy, _ c: CandidateCost) {
+        guard let i = Self.lanes.firstIndex(of: s) else { preconditionFailure("\(s) is not a candidate of the adaptive rule") }
+        tables.0.set(lane: i, c.regular)
+        tables.1.set(lane: i, c.scattered)
+        tables.0.available([i], !s.needsTDP || hasTDP)
+        tables.1.available([i], !s.needsTDP || hasTDP)
+    }
+
+    /// The cheapest candidate for `pages` dirty pages in `lines` spans.
+    /// `look` (a few bitmap lines) is called only when the kinds disagree
+    /// by more than it costs.
+    @inline(__always)
+    public func choose(pages: Int, lines: Int, look: () -> BitmapLook) -> Strategy {
+        guard calibrated else { return .masked }
+        // Nothing dirty: the seed era's protocol returns at once.
+        guard pages > 0 else { return .rmap }
+        let r = tables.0.costs(pages: pages, lines: lines), s = tables.1.costs(pages: pages, lines: lines)
+        let (ir, bestR) = Self.argmin(r), (iS, bestS) = Self.argmin(s)
+        if ir == iS { return Self.candidate(lane: ir) }
+        // Blind: the candidate whose larger excess over the two kinds' bests is least.
+        var blind = 0, least = Float.infinity
+        var i = 0
+        while i < Self.laneCount {
+            let e = max(r[i] - bestR, s[i] - bestS)
+            if e < least { least = e; blind = i }
+            i &+= 1
         }
-        return c + [("lock_round_trip_ns", lockRoundTripNs)]
+        if Double(least) <= lookNs { return Self.candidate(lane: blind) }
+        return Self.candidate(lane: look().regular ? ir : iS)
     }
 
+    /// The cheapest candidate of a kind and its predicted cost.
+    public func cheapest(pages: Int, lines: Int, _ kind: DirtySetKind) -> (strategy: Strategy, cost: Double) {
+        let (i, m) = Self.argmin(kind == .regular ? tables.0.costs(pages: pages, lines: lines) : tables.1.costs(pages: pages, lines: lines))
+        return (Self.candidate(lane: i), Double(m))
+    }
+
+    /// The predicted cost of `s` (infinite for one the VM cannot run).
+    public func predict(_ s: Strategy, pages: Int, lines: Int, _ kind: DirtySetKind) -> Double {
+        guard let i = Self.lanes.firstIndex(of: s) else { return .infinity }
+        return Double((kind == .regular ? tables.0 : tables.1).costs(pages: pages, lines: lines)[i])
+    }
+
+    /// The cheapest lane and its cost, first on ties.
     @inline(__always)
-    func candidate(_ s: Strategy) -> CandidateCost? {
-        switch s {
-        case .masked: masked
-        case .rmap: rmap
-        case .slotWalk: slotWalk
-        case .rmapWalk: rmapWalk
-        case .tdpMasked: hasTDP ? tdpMasked : nil
-        case .tdpWalk: hasTDP ? tdpWalk : nil
-        default: nil
+    static func argmin(_ v: SIMD8<Float>) -> (Int, Float) {
+        var best = 0, m = v[0]
+        var i = 1
+        while i < laneCount {
+            if v[i] < m { m = v[i]; best = i }
+            i &+= 1
+        }
+        return (best, m)
+    }
+
+    /// The candidate of a lane, without touching an array on the harvest path.
+    @inline(__always)
+    static func candidate(lane: Int) -> Strategy {
+        switch lane {
+        case 0: .masked
+        case 1: .rmap
+        case 2: .slotWalk
+        case 3: .rmapWalk
+        case 4: .tdpMasked
+        default: .tdpWalk
         }
     }
 
-    /// The predicted cost of `s` for `dirty` pages of the given shape.
-    @inline(__always)
-    public func predict(_ s: Strategy, dirty: Int, shape: BitmapShape) -> Double {
-        guard let c = candidate(s) else { return .infinity }
-        let rho = dirty / max(1, shape.nonZeroWords)
-        let perPage = shape.regular ? c.perPage.regular.cost(rho: rho) : c.perPage.scattered.cost(rho: rho)
-        let perEdge = shape.regular ? c.perEdge.regular : c.perEdge.scattered
-        return c.fixed + Double(dirty) * perPage + Double(shape.edges) * perEdge
-    }
-
-    /// The cheapest candidate for `dirty` pages in a slot of `pages` pages
-    /// (a `words`-word bitmap). `measure` (one pass over the bitmap) is
-    /// called only when the answer depends on how the pages lie: when the
-    /// cheapest differs between the extremes the count allows (all in runs;
-    /// one per word, evenly spaced; one per word, scattered).
-    @inline(__always)
-    public func choose(dirty: Int, pages: Int, words: Int, measure: () -> BitmapShape) -> Strategy {
-        guard calibrated, dirty > 0 else { return .masked }
-        let spreadWords = min(dirty, words)
-        let spreadEdges = 2 &* min(dirty, pages &- dirty)
-        let a = cheapest(dirty: dirty, shape: BitmapShape(nonZeroWords: (dirty &+ 63) >> 6, edges: dirty >= pages ? 0 : 2, regular: true))
-        let b = cheapest(dirty: dirty, shape: BitmapShape(nonZeroWords: spreadWords, edges: spreadEdges, regular: true))
-        let c = cheapest(dirty: dirty, shape: BitmapShape(nonZeroWords: spreadWords, edges: spreadEdges, regular: false))
-        if a == b && b == c { return a }
-        return cheapest(dirty: dirty, shape: measure())
-    }
-
-    @inline(__always)
-    func cheapest(dirty: Int, shape: BitmapShape) -> Strategy {
-        var best = Strategy.masked
-        var cost = predict(.masked, dirty: dirty, shape: shape)
-        consider(.rmap, dirty: dirty, shape: shape, best: &best, cost: &cost)
-        consider(.slotWalk, dirty: dirty, shape: shape, best: &best, cost: &cost)
-        consider(.rmapWalk, dirty: dirty, shape: shape, best: &best, cost: &cost)
-        if hasTDP {
-            consider(.tdpMasked, dirty: dirty, shape: shape, best: &best, cost: &cost)
-            consider(.tdpWalk, dirty: dirty, shape: shape, best: &best, cost: &cost)
-        }
-        return best
-    }
-
-    @inline(__always)
-    func consider(_ s: Strategy, dirty: Int, shape: BitmapShape, best: inout Strategy, cost: inout Double) {
-        let c = predict(s, dirty: dirty, shape: shape)
-        if c < cost {
-            best = s
-            cost = c
-        }
+    public static func == (a: CostModel, b: CostModel) -> Bool {
+        a.calibrated == b.calibrated && a.hasTDP == b.hasTDP && a.lookNs == b.lookNs && a.tables.0 == b.tables.0 && a.tables.1 == b.tables.1
     }
 }
 
-/// One candidate's cost: `fixed + dirty · perPage(ρ) + edges · perEdge`,
-/// the per-page and per-edge costs for regular and for scattered sets.
+/// The octaves of ρ (dirty pages per 512-page span) the per-page costs are
+/// kept at: 1, 2, 4, ..., 512.
+public enum SpanDensity {
+    public static let octaves = 10
+    /// ρ of octave `k`.
+    public static func rho(_ k: Int) -> Double { Double(1 << k) }
+}
+
+/// One kind's constants for every candidate: a lane per candidate, lanes
+/// past the candidates (and unavailable ones) infinitely dear.
+struct CostTable: Sendable, Equatable {
+    var fixed = SIMD8<Float>(repeating: .infinity)
+    /// Per-page cost at ρ = 2^k, k = 0 ..< 10, stored inline: reading two
+    /// rows touches those two rows.
+    var perPage = InlineArray<10, SIMD8<Float>>(repeating: SIMD8(repeating: 0))
+    /// The fixed costs as set, kept apart so a lane can be disabled and re-enabled.
+    var setFixed = SIMD8<Float>(repeating: .infinity)
+
+    /// Every candidate's predicted cost: ρ = pages / lines, its octave k
+    /// and the linear position within it, the per-page cost read between
+    /// octaves k and k + 1.
+    @inline(__always)
+    func costs(pages: Int, lines: Int) -> SIMD8<Float> {
+        let l = max(1, lines)
+        let rho = Float(pages) / Float(l)
+        let k = min(SpanDensity.octaves &- 1, 63 &- max(1, pages / l).leadingZeroBitCount)
+        let base = Float(1 << k)
+        let t = k == SpanDensity.octaves &- 1 ? 0 : min(1, (rho - base) / base)
+        let lo = perPage[k], hi = perPage[min(k &+ 1, SpanDensity.octaves &- 1)]
+        return fixed + (lo + (hi - lo) * t) * Float(pages)
+    }
+
+    func cost(lane i: Int) -> PerPageCost {
+        PerPageCost(fixed: Double(setFixed[i]), perPage: (0..<SpanDensity.octaves).map { Double(perPage[$0][i]) })
+    }
+
+    static func == (a: CostTable, b: CostTable) -> Bool {
+        a.fixed == b.fixed && a.setFixed == b.setFixed && (0..<SpanDensity.octaves).allSatisfy { a.perPage[$0] == b.perPage[$0] }
+    }
+
+    mutating func set(lane i: Int, _ c: PerPageCost) {
+        precondition(c.perPage.count == SpanDensity.octaves)
+        setFixed[i] = Float(c.fixed)
+        fixed[i] = Float(c.fixed)
+        for k in 0..<SpanDensity.octaves { perPage[k][i] = Float(c.perPage[k]) }
+    }
+
+    mutating func available(_ lanes: [Int], _ on: Bool) {
+        for i in lanes { fixed[i] = on ? setFixed[i] : .infinity }
+    }
+}
+
+/// The two kinds of dirty set a candidate's constants are measured for.
+public enum DirtySetKind: String, Sendable, CaseIterable {
+    /// Evenly spaced pages, or runs: what prefetchers and branch
+    /// predictors follow (the model's tables and rmaps lie in huge pages,
+    /// so a stride of a leaf table or more is followed too).
+    case regular
+    /// Anything else: random pages, mixed gaps.
+    case scattered
+}
+
+/// One candidate's constants for each kind of dirty set.
 public struct CandidateCost: Sendable, Equatable {
-    public var fixed = 0.0
-    public var perPage = Kinds(regular: PerPageCurve(), scattered: PerPageCurve())
-    public var perEdge = Kinds(regular: 0.0, scattered: 0.0)
+    public var regular: PerPageCost
+    public var scattered: PerPageCost
 
-    public struct Kinds<T: Equatable & Sendable>: Sendable, Equatable {
-        public var regular: T
-        public var scattered: T
-        public init(regular: T, scattered: T) {
-            self.regular = regular
-            self.scattered = scattered
-        }
+    public init(regular: PerPageCost, scattered: PerPageCost) {
+        self.regular = regular
+        self.scattered = scattered
     }
 
-    public init() {}
+    @inline(__always)
+    public subscript(kind: DirtySetKind) -> PerPageCost {
+        get { kind == .regular ? regular : scattered }
+        set { if kind == .regular { regular = newValue } else { scattered = newValue } }
+    }
 }
 
-/// What the rule's one pass over the bitmap sees.
-public struct BitmapShape: Sendable, Equatable {
-    public var nonZeroWords: Int
-    /// Places where a set bit meets a clear one.
-    public var edges: Int
-    /// Whether the sampled gaps between dirty pages are mostly one value
-    /// shorter than 512 pages (evenly spaced pages, or runs): a set the
-    /// hardware predicts.
+/// `fixed + pages · perPage(ρ)`, ns; `perPage[k]` at ρ = 2^k.
+public struct PerPageCost: Sendable, Equatable {
+    public var fixed: Double
+    public var perPage: [Double]
+
+    public init(fixed: Double, perPage: [Double]) {
+        precondition(perPage.count == SpanDensity.octaves)
+        self.fixed = fixed
+        self.perPage = perPage
+    }
+
+    /// The same per-page cost at every ρ.
+    public init(fixed: Double, perPage: Double = 0) {
+        self.init(fixed: fixed, perPage: [Double](repeating: perPage, count: SpanDensity.octaves))
+    }
+}
+
+/// What a look at the bitmap saw.
+public struct BitmapLook: Sendable, Equatable {
+    /// Whether the set is regular: evenly spaced pages, or runs.
     public var regular: Bool
 
-    public init(nonZeroWords: Int, edges: Int, regular: Bool) {
-        self.nonZeroWords = nonZeroWords
-        self.edges = edges
+    public init(regular: Bool) {
         self.regular = regular
     }
 }
 
-/// A per-page cost that runs geometrically from isolated pages (one per
-/// bitmap word) at ρ = 1 to pages among neighbours at ρ = `denseRho`,
-/// looked up by the octave of ρ: no logarithm at harvest time.
-public struct PerPageCurve: Sendable, Equatable {
-    public let sparse: Double
-    public let dense: Double
-    private let steps: (Double, Double, Double, Double, Double, Double, Double)
-
-    public init(sparse: Double = 0, dense: Double = 0, denseRho: Double = 64) {
-        self.sparse = sparse
-        self.dense = dense
-        let span = max(1, log2(max(2, denseRho)))
-        func at(_ k: Double) -> Double {
-            let f = min(1, k / span)
-            return sparse > 0 && dense > 0 ? sparse * pow(dense / sparse, f) : max(sparse, dense)
-        }
-        steps = (at(0), at(1), at(2), at(3), at(4), at(5), at(6))
-    }
-
-    /// The cost per page when `rho` pages share each non-zero word.
-    @inline(__always)
-    public func cost(rho: Int) -> Double {
-        switch 63 &- max(1, rho).leadingZeroBitCount {
-        case 0: steps.0
-        case 1: steps.1
-        case 2: steps.2
-        case 3: steps.3
-        case 4: steps.4
-        case 5: steps.5
-        default: steps.6
-        }
-    }
-
-    public static func == (a: PerPageCurve, b: PerPageCurve) -> Bool { a.sparse == b.sparse && a.dense == b.dense }
-}
-
 extension MMU {
-    /// A bitmap's shape in one pass: its non-zero words; its edges (bit i
-    /// differs from bit i - 1, across words too); and whether it is
-    /// regular, from the gaps between consecutive dirty pages in four
-    /// windows of up to 16 gaps, starting at each quarter of the bitmap:
-    /// regular when the most frequent gap is at least three in four and
-    /// shorter than a leaf table (512 pages).
+    /// Windows a look reads, and words per window: at most 256 words, 32
+    /// lines, in four sequential runs the prefetchers follow.
+    public static let lookWindows = 4
+    public static let lookWindowWords = 64
+    /// Gaps a window records.
+    public static let lookGapsPerWindow = 16
+
+    /// A look at a bitmap: in four windows of 64 words, starting at its
+    /// quarters, the gaps between consecutive dirty pages (up to 16 each).
+    /// Regular when one gap makes up three in four of at least four gaps
+    /// (a sparser set shows too few to tell, and counts as scattered).
     @inline(__always)
-    public static func bitmapShape(_ bitmap: UnsafePointer<UInt64>, words: Int) -> BitmapShape {
-        var nz = 0, edges = 0
-        var carry: UInt64 = 0  // the previous word's top bit
-        // Gap sampling: up to 4 windows × 16 gaps, kept in registers-sized state.
-        var gaps: (Int, Int, Int, Int, Int, Int, Int, Int) = (0, 0, 0, 0, 0, 0, 0, 0)  // up to 8 distinct gaps
-        var gapCounts: (Int, Int, Int, Int, Int, Int, Int, Int) = (0, 0, 0, 0, 0, 0, 0, 0)
-        var distinct = 0, sampled = 0, overflow = 0
-        var window = 0, inWindow = 0, last = -1
-        var nextWindowWord = 0
-        var i = 0
-        while i < words {
-            let w = bitmap[i]
-            nz &+= w != 0 ? 1 : 0
-            edges &+= (w ^ (w << 1 | carry)).nonzeroBitCount
-            carry = w >> 63
-            if i >= nextWindowWord && window < 4 && w != 0 {
-                var x = w
-                while x != 0 && inWindow <= 16 {
-                    let bit = i << 6 | x.trailingZeroBitCount
-                    x &= x &- 1
-                    if last >= 0 {
-                        let g = bit &- last
-                        sampled &+= 1
-                        var found = false
-                        withUnsafeMutableBytes(of: &gaps) { gb in
-                            withUnsafeMutableBytes(of: &gapCounts) { cb in
-                                let gp = gb.bindMemory(to: Int.self), cp = cb.bindMemory(to: Int.self)
-                                var j = 0
-                                while j < distinct { if gp[j] == g { cp[j] &+= 1; found = true; break }; j &+= 1 }
-                                if !found {
-                                    if distinct < 8 { gp[distinct] = g; cp[distinct] = 1; distinct &+= 1 } else { overflow &+= 1 }
-                                }
-                            }
+    public static func lookAtBitmap(_ bitmap: UnsafePointer<UInt64>, words: Int) -> BitmapLook {
+        withUnsafeTemporaryAllocation(of: Int.self, capacity: 2 * lookWindows * lookGapsPerWindow) { buf in
+            let gaps = buf.baseAddress!, counts = gaps + lookWindows * lookGapsPerWindow
+            var distinct = 0, sampled = 0
+            var q = 0
+            while q < lookWindows {
+                let start = words &* q / lookWindows
+                let end = min(words, start &+ lookWindowWords)
+                var last = -1, inWindow = 0
+                var i = start
+                scan: while i < end {
+                    var x = bitmap[i]
+                    while x != 0 {
+                        let bit = i << 6 | x.trailingZeroBitCount
+                        x &= x &- 1
+                        if last >= 0 {
+                            let g = bit &- last
+                            sampled &+= 1
+                            var j = 0
+                            while j < distinct && gaps[j] != g { j &+= 1 }
+                            if j == distinct { gaps[j] = g; counts[j] = 0; distinct &+= 1 }
+                            counts[j] &+= 1
+                            inWindow &+= 1
+                            if inWindow == lookGapsPerWindow { break scan }
                         }
+                        last = bit
                     }
-                    last = bit
-                    inWindow &+= 1
+                    i &+= 1
                 }
-                if inWindow > 16 {
-                    window &+= 1
-                    inWindow = 0
-                    last = -1
-                    nextWindowWord = words &* window / 4
-                }
+                q &+= 1
             }
-            i &+= 1
+            var most = 0
+            for j in 0..<distinct where counts[j] > most { most = counts[j] }
+            let regular = sampled >= 4 && most &* 4 >= sampled &* 3
+            return BitmapLook(regular: regular)
         }
-        // The most frequent gap, and whether it is short enough for the
-        // prefetchers, which stop at 4 KiB pages: 512 gfns of 8-byte rmap
-        // heads or sptes.
-        var most = 0, mostGap = 0
-        withUnsafeBytes(of: &gapCounts) { cb in
-            withUnsafeBytes(of: &gaps) { gb in
-                let cp = cb.bindMemory(to: Int.self), gp = gb.bindMemory(to: Int.self)
-                for j in 0..<distinct where cp[j] > most { most = cp[j]; mostGap = gp[j] }
-            }
-        }
-        _ = overflow
-        let regular = sampled == 0 || (most &* 4 >= sampled &* 3 && mostGap < SPTE.perPage)
-        return BitmapShape(nonZeroWords: nz, edges: edges &+ Int(carry), regular: regular)
     }
 }

@@ -20,7 +20,7 @@ extension MMU {
         let getDone = MonotonicClock.now()
 
         let chunkWords = max(1, vm.pointee.clearChunkPages >> 6)
-        var visited = 0, protected = 0, locks = 0, flushes = 0, cleared = 0, pages = 0
+        var visited = 0, protected = 0, locks = 0, flushes = 0, cleared = 0, pages = 0, cleanedLines = 0
         var first = 0
         while first < words {
             let last = min(words, first &+ chunkWords)
@@ -36,7 +36,9 @@ extension MMU {
                 while w < last {
                     let mask = copy[w]
                     if mask != 0 {
-                        let still = ca_fetch_andnot64(bitmap + w, mask) & mask
+                        let old = ca_fetch_andnot64(bitmap + w, mask)
+                        let still = old & mask
+                        if old != 0 && old & ~mask == 0 && s.lineIsClean(around: w) { cleanedLines &+= 1 }
                         if still != 0 {
                             cleared &+= still.nonzeroBitCount
                             pages &+= still.nonzeroBitCount
@@ -55,6 +57,7 @@ extension MMU {
             first = last
         }
         s.state.pointee.nrDirtyPages &-= cleared
+        s.state.pointee.nrDirtyLines &-= cleanedLines
         counters.rmapEntriesVisited &+= visited
         counters.sptesProtected &+= protected
         counters.lockAcquisitions &+= locks

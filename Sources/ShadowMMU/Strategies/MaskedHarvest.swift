@@ -29,7 +29,7 @@ extension MMU {
         let bitmap = s.dirtyBitmap
         let buffer = s.otherBitmap
         buffer.update(repeating: 0, count: words)
-        s.state.pointee.nrDirtyPages = 0
+        s.state.pointee.resetDirtyCounts()
         var visited = 0, protected = 0, nonZero = 0, tables = 0, pages = 0
         let bit = protect == .rmapDirtyBit ? SPTE.dirty : SPTE.writable
         spinLock()
