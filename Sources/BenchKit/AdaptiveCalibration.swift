@@ -14,24 +14,28 @@ public struct AdaptiveFit: Sendable {
 }
 
 /// Measures the adaptive rule's constants on a series' own VM before its
-/// sweep. After one untimed harvest by each candidate, each is timed with
-/// cold caches (median of seven; of three when one harvest takes over
-/// 5 ms or the set is the whole slot) on dirty sets that span ρ, the dirty
-/// pages per 512-page span, for each kind:
+/// sweep. After one untimed harvest by each candidate, the candidates are
+/// timed with cold caches, interleaved as the sweep times them (median of
+/// seven; of three when one harvest takes over 5 ms or the set is larger
+/// than `maxPages`), on dirty sets that span ρ, the dirty pages per
+/// 512-page span, for each kind:
 ///
 /// - both kinds: one page (the fixed cost);
 /// - regular: a run of consecutive pages (ρ = 512); pages evenly spaced
-///   3, 13, 61, 251 and 1021 apart (ρ = 171, 39, 8.4, 2, 1; odd strides,
-///   since a power-of-two stride aliases in the caches' sets, an exception
-///   the rule should not learn as the rule); runs of 16 pages at random
-///   places; every page of the slot;
-/// - scattered: pages at random at densities 1/2, 1/16, 1/128 and 1/1024
-///   (ρ = 256, 32, 4, about 1), and 64 pages over the whole slot;
+///   3, 5, 7, 13, 29, 61, 127, 251, 509 and 1021 apart (ρ about 512/s, an
+///   octave apart: the cost per page has cliffs, where the prefetchers stop
+///   following, that only a close sampling sees; odd strides, since a
+///   power-of-two stride aliases in the caches' sets, an exception the rule
+///   should not learn as the rule); every page of the slot;
+/// - scattered: half the slot at random (ρ = 256); pages at random at
+///   densities 1/4 to 1/256 by octaves and 1/1024; 64 pages over the whole
+///   slot;
 ///
 /// each at most `maxPages` pages, in a prefix of the slot when the density
-/// would give more. A set's per-page cost is its time less the fixed cost,
-/// over its pages; the costs at ρ = 1, 2, 4, ..., 512 are read between the
-/// sets' ρ in log scale (and held past the ends). A look at the bitmap is
+/// would give more, but the whole slot and its random half. A set's
+/// per-page cost is its time less the fixed cost, over its pages; the
+/// costs at ρ = 1, 2, 4, ..., 512 are read between the sets' ρ in log scale
+/// (and held past the ends). For the walks, one per-page cost per kind. A look at the bitmap is
 /// timed the same way, on the sparsest set (where it reads all its
 /// windows).
 struct AdaptiveCalibration {
@@ -43,34 +47,38 @@ struct AdaptiveCalibration {
     /// The most pages a calibration set dirties (the whole slot aside).
     static let maxPages = 1 << 15
     /// Odd strides of the regular sets.
-    static let strides = [3, 13, 61, 251, 1021]
-    /// Densities (one page in this many) of the scattered sets.
-    static let sparsities = [2, 16, 128, 1024]
+    static let strides = [3, 5, 7, 13, 29, 61, 127, 251, 509, 1021]
+    /// Densities (one page in this many) of the scattered sets; the first
+    /// over the whole slot.
+    static let sparsities = [2, 4, 8, 16, 32, 64, 128, 256, 1024]
 
     func fit() -> AdaptiveFit {
         let t0 = MonotonicClock.now()
         let hasTDP = vm.state.pointee.tdpRoot >= 0
         let candidates = Strategy.adaptiveCandidates.filter { !$0.needsTDP || hasTDP }
+        var order = SeededGenerator(seed: seed ^ 0xCA11)
         // A VM just built is not yet in its steady state (nothing in the
         // TLBs, pages settling): one untimed harvest per candidate first.
-        for strategy in candidates { _ = time(strategy, [0], reps: 1) }
+        _ = times(candidates, [0], reps: 1, order: &order)
 
         let sets = Self.sets(pages: vm.slot(VMLayout.measuredSlotID).npages, seed: seed)
+        let measured = sets.map { times(candidates, $0.pages.pages, order: &order) }
         var m = CostModel()
         m.hasTDP = hasTDP
         var errors: [Strategy: [DirtySetKind: Double]] = [:]
-        for strategy in candidates {
-            let times = sets.map { time(strategy, $0.pages.pages) }
-            let fixed = times[0]
+        for (c, strategy) in candidates.enumerated() {
+            let time = measured.map { $0[c] }
+            let fixed = time[0]
             var kinds: [DirtySetKind: PerPageCost] = [:]
             for kind in DirtySetKind.allCases {
                 let these = sets.indices.filter { $0 > 0 && sets[$0].kinds.contains(kind) }
-                let cost = PerPageCost(fixed: fixed, perPage: Self.curve(these.map { i in
-                    (rho: sets[i].rho, perPage: max(0, (times[i] - fixed) / Double(sets[i].pages.count)))
-                }))
+                let points = these.map { (rho: sets[$0].rho, pages: Double(sets[$0].pages.count), added: time[$0] - fixed) }
+                let cost = Self.walks.contains(strategy)
+                    ? PerPageCost(fixed: fixed, perPage: Self.flat(points))
+                    : PerPageCost(fixed: fixed, perPage: Self.curve(points))
                 kinds[kind] = cost
                 let sq = ([0] + these).reduce(0.0) { acc, i in
-                    let r = Self.predict(cost, pages: sets[i].pages.count, lines: sets[i].lines) / max(1, times[i]) - 1
+                    let r = Self.predict(cost, pages: sets[i].pages.count, lines: sets[i].lines) / max(1, time[i]) - 1
                     return acc + r * r
                 }
                 errors[strategy, default: [:]][kind] = (sq / Double(these.count + 1)).squareRoot() * 100
@@ -91,27 +99,41 @@ struct AdaptiveCalibration {
         return m.predict(.masked, pages: pages, lines: lines, .regular)
     }
 
-    /// Per-page costs at ρ = 2^k from measurements at other ρ: linear in
-    /// log ρ between them, held past the ends; measurements at the same ρ
-    /// averaged.
-    static func curve(_ points: [(rho: Double, perPage: Double)]) -> [Double] {
-        var merged: [(x: Double, y: Double, n: Double)] = []
+    /// The candidates that read the whole slot whatever is dirty: what a
+    /// dirty page adds to them (writing its spte back) hardly depends on
+    /// its neighbours, and is a sliver of their fixed cost except in the
+    /// largest sets, so it is one number per kind, fitted through those.
+    static let walks: Set<Strategy> = [.slotWalk, .rmapWalk, .tdpWalk]
+
+    /// One per-page cost at every ρ: least squares through the origin of
+    /// the time added against pages, which the largest sets decide.
+    static func flat(_ points: [(rho: Double, pages: Double, added: Double)]) -> Double {
+        let xy = points.reduce(0) { $0 + $1.pages * $1.added }, xx = points.reduce(0) { $0 + $1.pages * $1.pages }
+        return xx > 0 ? max(0, xy / xx) : 0
+    }
+
+    /// Per-page costs at ρ = 2^k from measurements at other ρ: the time
+    /// added over the pages (pooled where sets share a ρ), read between
+    /// them linearly in log ρ and held past the ends.
+    static func curve(_ points: [(rho: Double, pages: Double, added: Double)]) -> [Double] {
+        var merged: [(x: Double, pages: Double, added: Double)] = []
         for p in points.sorted(by: { $0.rho < $1.rho }) {
             let x = log2(max(1, p.rho))
             if let last = merged.last, abs(last.x - x) < 0.01 {
-                merged[merged.count - 1] = (last.x, (last.y * last.n + p.perPage) / (last.n + 1), last.n + 1)
+                merged[merged.count - 1] = (last.x, last.pages + p.pages, last.added + p.added)
             } else {
-                merged.append((x, p.perPage, 1))
+                merged.append((x, p.pages, p.added))
             }
         }
+        let ys = merged.map { max(0, $0.added / max(1, $0.pages)) }
         guard let first = merged.first, let last = merged.last else { return [Double](repeating: 0, count: SpanDensity.octaves) }
         return (0..<SpanDensity.octaves).map { k in
             let x = Double(k)
-            if x <= first.x { return first.y }
-            if x >= last.x { return last.y }
+            if x <= first.x { return ys[0] }
+            if x >= last.x { return ys[ys.count - 1] }
             let j = merged.firstIndex { $0.x >= x }!
-            let a = merged[j - 1], b = merged[j]
-            return a.y + (b.y - a.y) * (x - a.x) / (b.x - a.x)
+            let a = merged[j - 1].x, b = merged[j].x
+            return ys[j - 1] + (ys[j] - ys[j - 1]) * (x - a) / (b - a)
         }
     }
 
@@ -139,15 +161,12 @@ struct AdaptiveCalibration {
         for s in strides where n / s >= 4 {
             out.append(set((0..<min(cap, n / s)).map { $0 * s }, [.regular]))
         }
-        let runs = min(cap, n / 4) / 16
-        if runs >= 4 {
-            let starts = DirtyPattern.distinct(runs, of: n / 16, &rng).map { $0 * 16 }
-            out.append(set(starts.flatMap { $0..<($0 + 16) }, [.regular]))
-        }
         // The whole slot: where the walks are meant to win, too far from
         // the other sets to reach by extrapolation.
         if n > cap { out.append(set(Array(0..<n), [.regular])) }
-        for s in sparsities where n / s >= 4 {
+        // Half the slot at random: where the walks win on scattered sets.
+        out.append(set(DirtyPattern.distinct(n / 2, of: n, &rng), [.scattered]))
+        for s in sparsities.dropFirst() where n / s >= 4 {
             let count = min(cap, n / s)
             out.append(set(DirtyPattern.distinct(count, of: count * s, &rng), [.scattered]))
         }
@@ -155,30 +174,36 @@ struct AdaptiveCalibration {
         return out
     }
 
-    /// Median of cold harvests of `pages` by `strategy`, the pages written
-    /// as the sweep writes them: seven, or three when one takes over 5 ms
-    /// or the set is larger than `maxPages`.
-    func time(_ strategy: Strategy, _ pages: [UInt32], reps: Int? = nil) -> Double {
+    /// Each candidate's median of cold harvests of `pages`, written as the
+    /// sweep writes them and measured as it measures them: interleaved,
+    /// the candidates in a new random order each repetition. Seven
+    /// repetitions, or three when the set is larger than `maxPages` or a
+    /// candidate's first harvest took over 5 ms.
+    func times(_ candidates: [Strategy], _ pages: [UInt32], reps: Int? = nil, order: inout SeededGenerator) -> [Double] {
         let writes = ModelSeries.guestTranslations(vm: vm, pages: pages, sptesPerGFN: sptesPerGFN, seed: seed)
-        var samples: [Double] = []
-        var want = reps ?? (pages.count > Self.maxPages ? 3 : 7)
-        while samples.count < want {
-            vm.beginRound(slotID: VMLayout.measuredSlotID, for: strategy)
-            let ns: UInt64 = vm.withMMU { mmu in
-                let s = mmu.slot(id: VMLayout.measuredSlotID)
-                for i in writes.gfns.indices { mmu.guestWrite(slot: s, gfn: writes.gfns[i], sptep: writes.sptes[i]) }
-                flusher?.flush()
-                ca_compiler_barrier()
-                let t0 = MonotonicClock.now()
-                _ = mmu.harvest(slot: s, strategy: strategy)
-                let t1 = MonotonicClock.now()
-                ca_compiler_barrier()
-                return t1 &- t0
+        let most = reps ?? (pages.count > Self.maxPages ? 3 : 7)
+        var want = [Int](repeating: most, count: candidates.count)
+        var samples = [[Double]](repeating: [], count: candidates.count)
+        for _ in 0..<most {
+            for c in candidates.indices.shuffled(using: &order) where samples[c].count < want[c] {
+                let strategy = candidates[c]
+                vm.beginRound(slotID: VMLayout.measuredSlotID, for: strategy)
+                let ns: UInt64 = vm.withMMU { mmu in
+                    let s = mmu.slot(id: VMLayout.measuredSlotID)
+                    for i in writes.gfns.indices { mmu.guestWrite(slot: s, gfn: writes.gfns[i], sptep: writes.sptes[i]) }
+                    flusher?.flush()
+                    ca_compiler_barrier()
+                    let t0 = MonotonicClock.now()
+                    _ = mmu.harvest(slot: s, strategy: strategy)
+                    let t1 = MonotonicClock.now()
+                    ca_compiler_barrier()
+                    return t1 &- t0
+                }
+                samples[c].append(Double(ns))
+                if reps == nil && samples[c].count == 1 && ns > 5_000_000 { want[c] = min(want[c], 3) }
             }
-            samples.append(Double(ns))
-            if reps == nil && samples.count == 1 && ns > 5_000_000 { want = 3 }
         }
-        return Statistics.median(samples)
+        return samples.map(Statistics.median)
     }
 
     /// Median of seven cold looks at the set's bitmap.

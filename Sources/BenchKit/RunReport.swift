@@ -197,9 +197,11 @@ public enum RunReport {
             md += "and branch predictors follow) and scattered. When the kinds disagree on the cheapest by more than a look at "
             md += "the bitmap costs, the rule looks (the gaps between dirty pages in four 64-word windows); otherwise it takes "
             md += "the candidate whose worst excess over either kind's best is least. The constants are measured on the series' "
-            md += "own VM before its sweep (cold, median of seven or three): one page; a run, pages 3, 13, 61, 251 and 1021 "
-            md += "apart, runs of 16 and the whole slot (regular); random pages at densities 1/2 to 1/1024 and 64 over the slot "
-            md += "(scattered).\n"
+            md += "own VM before its sweep (cold, median of seven or three): one page; a run, pages evenly spaced at odd strides "
+            md += "from 3 to 1021 and the whole slot (regular); half the slot, 1/4 to 1/1024 of it at random and 64 pages over it "
+            md += "(scattered): about a set per octave of ρ, since the cost per page has cliffs where the prefetchers stop "
+            md += "following. For the walks, whose fixed cost dwarfs what a page adds but in the largest sets, one per-page "
+            md += "cost per kind.\n"
             let shown = [0, 2, 4, 6, 9]
             for (key, fit) in outcome.adaptiveFits {
                 md += "\n### \(key.label)\n\n"

@@ -56,24 +56,33 @@ import ShadowMMU
     }
 
     @Test func theCurveIsReadBetweenMeasurementsInLogScale() {
-        let c = AdaptiveCalibration.curve([(rho: 1, perPage: 100), (rho: 4, perPage: 50), (rho: 4, perPage: 70), (rho: 64, perPage: 10)])
+        let c = AdaptiveCalibration.curve([(rho: 1, pages: 10, added: 1000), (rho: 4, pages: 10, added: 400),
+                                           (rho: 4, pages: 30, added: 2000), (rho: 64, pages: 100, added: 1000)])
         #expect(c.count == SpanDensity.octaves)
-        #expect(c[0] == 100 && c[2] == 60, "two at ρ = 4 averaged")
+        #expect(c[0] == 100 && c[2] == 60, "two at ρ = 4 pooled: 2400 ns over 40 pages")
         #expect(c[1] == 80, "ρ = 2: halfway in log scale")
         #expect(c[4] == 35 && c[6] == 10 && c[9] == 10, "held past the last")
     }
 
+    @Test func aWalksPerPageCostIsDecidedByItsLargestSets() {
+        // 200 µs fixed, ±20 µs of noise on the small sets, 0.1 ns a page.
+        let p = AdaptiveCalibration.flat([(rho: 8, pages: 1000, added: 20_000), (rho: 64, pages: 30_000, added: -20_000),
+                                          (rho: 512, pages: 262_144, added: 26_214)])
+        #expect(abs(p - 0.1) < 0.02)
+    }
+
     @Test func calibrationSetsSpanTheDensities() {
         let sets = AdaptiveCalibration.sets(pages: 1 << 18, seed: 1)
-        #expect(sets.filter { $0.pages.count > AdaptiveCalibration.maxPages }.map(\.pages.count) == [1 << 18], "only the whole slot is larger")
+        #expect(sets.filter { $0.pages.count > AdaptiveCalibration.maxPages }.map(\.pages.count) == [1 << 18, 1 << 17],
+                "only the whole slot and its random half are larger")
         #expect(sets.first?.kinds == [.regular, .scattered] && sets.first?.pages.count == 1)
         let regular = sets.filter { $0.kinds == [.regular] }, scattered = sets.filter { $0.kinds == [.scattered] }
-        #expect(regular.count == 8 && scattered.count == 5)
+        #expect(regular.count == 12 && scattered.count == 10)
         // Both kinds reach from about one page per span to hundreds.
         for kind in [regular, scattered] {
             let rhos = kind.map(\.rho)
             #expect(rhos.min()! < 1.5 && rhos.max()! >= 256)
-            #expect(Set(rhos.map { Int(log2($0)) }).count >= 4, "spread over the octaves")
+            #expect(Set(rhos.map { Int(log2($0)) }).count >= 8, "every octave or so")
         }
         // Each set is what the look calls it.
         for s in regular + scattered {
