@@ -74,9 +74,10 @@ public struct KernelComparison: Sendable {
 
 public enum Crossover {
     /// The model strategy that does what the kernel's KVM_GET_DIRTY_LOG does
-    /// on its shadow MMU (per bitmap word, under one lock: MODEL.md's
-    /// "masked rmap"); until the model has it, the seed's rmap branch.
-    public static let modelCounterpartOfKernel = Strategy.rmap
+    /// with the shadow MMU (tdp_mmu=N): per non-zero bitmap word, under one
+    /// hold of mmu_lock, write-protect the word's pages through their rmaps
+    /// (kvm_mmu_write_protect_pt_masked; MODEL.md's "masked rmap").
+    public static let modelCounterpartOfKernel = Strategy.masked
 
     /// One row per series that has model rows for rmap and slot-walk, in
     /// series order, with the kernel beside it when it ran.

@@ -79,6 +79,7 @@ import HostKVM
         let crossover = CSVTable.parse(try String(contentsOfFile: outcome.directory + "/crossover.csv", encoding: .utf8))!.records
         #expect(crossover.count == 1)
         #expect(crossover[0]["kvm_min_dirty_pages"] == "1" && crossover[0]["kvm_max_dirty_pages"] == "1024")
+        #expect(crossover[0]["model_vs_kvm_strategy"] == "masked", "the model strategy that does what KVM_GET_DIRTY_LOG does")
         #expect(!(crossover[0]["model_over_kvm_at_min"] ?? "").isEmpty)
     }
 
