@@ -33,8 +33,9 @@ struct Bench: ParsableCommand {
 
         Every measured harvest is checked against the model's invariant (no \
         writable spte of a clean gfn, nothing logged lost). Results go to a new \
-        folder under --output: points.csv, samples.csv, crossover.csv, summary.csv, \
-        report.md and SVG plots (results/README.md describes every column).
+        folder under --output: points.csv, samples.csv, crossover.csv, skipped.csv, \
+        an SVG plot per series, report.md and meta.json (results/README.md \
+        describes every file and column).
 
         With no options: a 1 GiB slot under two-dimensional paging (tdp: one spte per \
         gfn) and shadow paging (shadow: each gfn mapped by --mappings sptes in \

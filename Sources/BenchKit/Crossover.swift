@@ -100,9 +100,7 @@ public enum Crossover {
         let points = byPoint.keys.sorted()
         let family = Set(Strategy.getDirtyLogFamily.map(\.rawValue))
         let protecting = Set(Strategy.allCases.filter { !$0.isRule }.map(\.rawValue))
-        func cost(_ r: PointRow) -> Double {
-            r.summary.median + (r.phases?.ringNsDuringWrites.isEmpty == false ? Statistics.median(r.phases!.ringNsDuringWrites) : 0)
-        }
+        func cost(_ r: PointRow) -> Double { r.roundSummary.median }
         func best(_ d: Int, among set: Set<String>) -> (String, Double)? {
             byPoint[d]!.filter { set.contains($0.key) }.map { ($0.key, cost($0.value)) }.min { $0.1 < $1.1 }
         }

@@ -21,7 +21,7 @@ public enum SVGPlot {
     public static func render(series key: SeriesKey, rows all: [PointRow], crossover: CrossoverRow?) -> String {
         let rows = all.filter { $0.series == key && !$0.samples.isEmpty }
         guard !rows.isEmpty else { return "" }
-        let summaries = rows.map { ($0, $0.summary) }
+        let summaries = rows.map { ($0, $0.roundSummary) }
         let xs = rows.map { Double($0.dirtyPages) }
         let ys = summaries.flatMap { [$0.1.p10, $0.1.p90, $0.1.median] }.filter { $0 > 0 }
         let x0 = floor(log10(xs.min()!)), x1 = max(x0 + 1, ceil(log10(xs.max()!)))
@@ -34,7 +34,7 @@ public enum SVGPlot {
         <svg xmlns="http://www.w3.org/2000/svg" width="\(Int(width))" height="\(Int(height))" viewBox="0 0 \(Int(width)) \(Int(height))" font-family="Helvetica, Arial, sans-serif" font-size="12">
         <rect width="100%" height="100%" fill="white"/>
         <text x="\(left)" y="26" font-size="16" font-weight="bold">\(escape(key.label))</text>
-        <text x="\(left)" y="44" fill="#555">harvest time (one KVM_GET_DIRTY_LOG or equivalent) against dirty pages; median, band p10-p90</text>
+        <text x="\(left)" y="44" fill="#555">harvest time per round (rings: with the harvests full rings forced); median, band p10-p90</text>
 
         """
         // Grid and ticks.

@@ -77,6 +77,13 @@ public struct PointRow: Sendable {
     public var rounds = 1
 
     public var summary: SampleSummary { SampleSummary(samples) }
+    /// The whole protection work of each repetition's round: the timed
+    /// harvest plus, for rings, the harvests full rings forced while the
+    /// guest wrote. What plots and "best" compare.
+    public var roundSummary: SampleSummary {
+        guard let during = phases?.ringNsDuringWrites, during.count == samples.count else { return summary }
+        return SampleSummary(zip(samples, during).map { $0 + $1 })
+    }
     public var dirtyPerUsed: Double { Double(dirtyPages) / Double(max(1, nUsedMMUPages)) }
 }
 

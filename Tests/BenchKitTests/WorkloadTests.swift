@@ -71,4 +71,17 @@ import ShadowMMU
         // seed: rmap at 1 (20%), rmap at 10 (0% vs 97), walk at 100 (233%), walk at 10000 (0).
         #expect(abs(s.seed!.maxPct - (1000.0 / 300 - 1) * 100) < 1e-9 && s.seed!.maxAt == 100)
     }
+
+    @Test func aRingPaysForTheHarvestsItsFullRingsForced() {
+        // ring's final harvest is cheapest, but the harvests its full rings
+        // forced during the writes make its round the dearest.
+        var ring = row(100_000, "ring", 10)
+        ring.phases = PhaseExtras()
+        ring.phases!.ringNsDuringWrites = [5000]
+        #expect(ring.roundSummary.median == 5010 && ring.summary.median == 10)
+        let rows = [row(100_000, "masked", 3000), row(100_000, "slot-walk", 1000), ring]
+        #expect(Crossover.successors(rows)!.bestOverallByRange == "100000 slot-walk")
+        let svg = SVGPlot.render(series: ring.series, rows: rows, crossover: nil)
+        #expect(svg.contains("10 µs") && !svg.contains(">10 ns<"))
+    }
 }
