@@ -228,8 +228,10 @@ struct Compare: ParsableCommand {
         repetitions (samples.csv), corrected for the number of comparisons \
         (Benjamini-Hochberg at --fdr). Each repetition is first divided by the \
         geometric mean of the point's strategies in the same repetition, so a machine \
-        that got slower overall does not read as a regression of every strategy. Prints the significant changes and writes all \
-        of them to a CSV. Exits 1 when a strategy named by --check (any, by default) \
+        that got slower overall does not read as a regression of every strategy. Prints, per \
+        series and strategy, the median and range of that change over its points and how \
+        many points changed significantly, then the significant changes; writes every \
+        comparison to a CSV. Exits 1 when a strategy named by --check (any, by default) \
         got significantly slower by more than --max-regression percent: for CI.
 
         Example: bench compare results/20261125-101500 results/20261125-103000 --check rmap --max-regression 10

@@ -129,15 +129,42 @@ public struct RunComparison {
         var out = "compared \(rows.count) points x strategies: \(rows.count - sig.count) without significant change, "
             + "\(slower) significantly slower, \(sig.count - slower) significantly faster"
         if onlyInA + onlyInB > 0 { out += " (\(onlyInA) only in the first run, \(onlyInB) only in the second)" }
+        out += "\n\n" + Reports.layout(strategyTable)
         guard !sig.isEmpty else { return out }
         var table = [["series", "dirty pages", "strategy", "first", "second", "change", "relative", "p"]]
         for r in sig.sorted(by: { abs($0.judgedChangePct) > abs($1.judgedChangePct) }).prefix(limit) {
             let k = r.key
-            let series = "\(k[0]) \(Bytes.pages(Int(k[4]) ?? 0)) \(k[2])\(k[3] == "1" ? "" : "×" + k[3]) \(k[6])\(k[1] == "kvm" ? " (kvm)" : "")"
-            table.append([series, k[7], r.strategy, Reports.duration(r.medianA), Reports.duration(r.medianB),
+            table.append([Self.seriesLabel(k), k[7], r.strategy, Reports.duration(r.medianA), Reports.duration(r.medianB),
                           String(format: "%+.1f%%", r.changePct), r.relative ? String(format: "%+.1f%%", r.relativeChangePct) : "-",
                           String(format: "%.2g", r.pValue)])
         }
-        return out + "\n\n" + Reports.layout(table) + (sig.count > limit ? "\n(\(sig.count - limit) more in the CSV)" : "")
+        return out + "\n\nsignificant changes, largest first:\n" + Reports.layout(table)
+            + (sig.count > limit ? "\n(\(sig.count - limit) more in the CSV)" : "")
+    }
+
+    /// Per series and strategy: over its points, the median and the range
+    /// of the judged change, and how many points changed significantly.
+    var strategyTable: [[String]] {
+        var groups: [[String]: [Row]] = [:]
+        var order: [[String]] = []
+        for r in rows {
+            let g = [Self.seriesLabel(r.key), r.strategy]
+            if groups[g] == nil { order.append(g) }
+            groups[g, default: []].append(r)
+        }
+        var table = [["series", "strategy", "points", "median change", "range", "slower", "faster"]]
+        for g in order {
+            let rs = groups[g]!, c = rs.map(\.judgedChangePct)
+            table.append(g + ["\(rs.count)", String(format: "%+.1f%%", Statistics.median(c)),
+                              String(format: "%+.0f%% to %+.0f%%", c.min()!, c.max()!),
+                              "\(rs.filter { $0.significant && $0.judgedChangePct > 0 }.count)",
+                              "\(rs.filter { $0.significant && $0.judgedChangePct < 0 }.count)"])
+        }
+        return table
+    }
+
+    /// "threshold 1GiB shadow×2 even (kvm)" from a key.
+    static func seriesLabel(_ k: [String]) -> String {
+        "\(k[0]) \(Bytes.pages(Int(k[4]) ?? 0)) \(k[2])\(k[3] == "1" ? "" : "×" + k[3]) \(k[6])\(k[1] == "kvm" ? " (kvm)" : "")"
     }
 }

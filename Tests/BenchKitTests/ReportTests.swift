@@ -65,6 +65,10 @@ import ShadowMMU
         #expect(c.regressions(strategies: ["rmap"], limitPct: 30).count == 1)
         #expect(c.regressions(strategies: ["slot-walk"], limitPct: 30).isEmpty, "a uniform slowdown is not a regression")
         #expect(c.rows.filter { !($0.strategy == "rmap" && $0.key[7] == "100") }.allSatisfy { abs($0.changePct - 30) < 10 })
+        // The per-strategy table: rmap's four points, one of them significantly slower.
+        let rmap = c.strategyTable.first { $0[1] == "rmap" }
+        #expect(rmap.map { [$0[0], $0[2], $0[5], $0[6]] } == ["threshold 4MiB tdp even", "4", "1", "0"])
+        #expect(c.summary().contains("significant changes, largest first"))
     }
 
     @Test func aFolderWithoutSamplesIsAUsageError() {
