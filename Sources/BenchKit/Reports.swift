@@ -170,7 +170,7 @@ public enum Reports {
         for key in keys {
             let these = rows.filter { $0.series == key }
             var byCount: [Int: [String: Double]] = [:]
-            for r in these { byCount[r.dirtyPages, default: [:]][r.backend + ":" + r.strategy] = r.summary.median }
+            for r in these { byCount[r.dirtyPages, default: [:]][r.backend + ":" + r.strategy] = r.roundSummary.median }
             let columns = ["kvm:kvm-get", "kvm:kvm-get+clear", "kvm:kvm-ring"]
                 + Strategy.allCases.map { "model:" + $0.rawValue }
             let present = columns.filter { c in these.contains { $0.backend + ":" + $0.strategy == c } }
@@ -181,7 +181,7 @@ public enum Reports {
                 let ratio = m["model:" + Crossover.modelCounterpartOfKernel.rawValue].flatMap { a in m["kvm:kvm-get"].map { a / $0 } }
                 table.append(["\(d)"] + present.map { m[$0].map(duration) ?? "-" } + [ratio.map { String(format: "%.2fx", $0) } ?? "-"])
             }
-            out.append("\(key.label): median per harvest (kvm = the real kernel, model = this model)\n" + layout(table))
+            out.append("\(key.label): median per harvest (kvm = the real kernel, model = this model; rings with the harvests full rings forced)\n" + layout(table))
         }
         return out.joined(separator: "\n\n")
     }
