@@ -201,11 +201,9 @@ struct Bench: ParsableCommand {
             print(Reports.sideBySide(outcome.rows, scenario: p))
             print("")
         }
-        print(Reports.summary(outcome.crossover))
-        let successors = Reports.successorSummary(outcome.crossover)
-        if !successors.isEmpty { print("\n" + successors) }
-        let kernel = Reports.kernelSummary(outcome.crossover)
-        if !kernel.isEmpty { print("\n" + kernel) }
+        let tables = [Reports.summary(outcome.crossover), Reports.successorSummary(outcome.crossover),
+                      Reports.kernelSummary(outcome.crossover)].filter { !$0.isEmpty }
+        if !tables.isEmpty { print(tables.joined(separator: "\n\n")) }
         for n in outcome.notes { print("\n" + n) }
         print("")
         let bad = outcome.rows.filter { !$0.verified }.count

@@ -111,8 +111,9 @@ public enum Reports {
         return t
     }
 
-    /// The terminal summary: one line per series.
+    /// The terminal summary: one line per series (empty without model series).
     public static func summary(_ rows: [CrossoverRow]) -> String {
+        guard !rows.isEmpty else { return "" }
         let header = ["series", "n_used", "crossover", "×n_used", "rmap speedup@min", "slot-walk speedup@max", "seed regret max"]
         var table: [[String]] = [header]
         for r in rows {
