@@ -22,22 +22,25 @@ public struct AdaptiveFit: Sendable {
 ///
 /// - both kinds: one page (the fixed cost);
 /// - regular: a run of consecutive pages (ρ = 512); pages evenly spaced
-///   3, 5, 7, 13, 29, 61, 127, 251, 509 and 1021 apart (ρ about 512/s, an
-///   octave apart: the cost per page has cliffs, where the prefetchers stop
-///   following, that only a close sampling sees; odd strides, since a
-///   power-of-two stride aliases in the caches' sets, an exception the rule
-///   should not learn as the rule); every page of the slot;
-/// - scattered: half the slot at random (ρ = 256); pages at random at
-///   densities 1/4 to 1/256 by octaves and 1/1024; 64 pages over the whole
+///   about 512/ρ apart for every step of ρ (`SpanDensity`, four an
+///   octave: the cost per page has cliffs, where the prefetchers stop
+///   following, that only a close sampling sees; a power-of-two stride
+///   from 32 on made odd, since it aliases in the caches' sets, an
+///   exception the rule should not learn as the rule); every page of the
 ///   slot;
+/// - scattered: half the slot at random (ρ = 256); pages at random at
+///   densities 1/3 to 1/256 by half octaves and 1/1024; 64 pages over the
+///   whole slot;
 ///
 /// each at most `maxPages` pages, in a prefix of the slot when the density
 /// would give more, but the whole slot and its random half. A set's
 /// per-page cost is its time less the fixed cost, over its pages; the
-/// costs at ρ = 1, 2, 4, ..., 512 are read between the sets' ρ in log scale
-/// (and held past the ends). For the walks, one per-page cost per kind. A look at the bitmap is
-/// timed the same way, on the sparsest set (where it reads all its
-/// windows).
+/// costs at the steps of ρ are read between the sets' ρ (and held past the
+/// ends). The walks, whose fixed cost dwarfs what a page adds but in the
+/// largest sets, get one per-page cost per kind, from the sets an octave
+/// apart only, and a fixed cost that is the median of every such set's.
+/// A look at the bitmap is timed the same way, on the sparsest set (where
+/// it reads all its windows).
 struct AdaptiveCalibration {
     let vm: VirtualMachine
     let flusher: CacheFlusher?
@@ -46,11 +49,20 @@ struct AdaptiveCalibration {
 
     /// The most pages a calibration set dirties (the whole slot aside).
     static let maxPages = 1 << 15
-    /// Odd strides of the regular sets.
-    static let strides = [3, 5, 7, 13, 29, 61, 127, 251, 509, 1021]
+    /// Strides of the regular sets, about 512/ρ for each step of ρ below
+    /// 512, with whether the step starts an octave.
+    static let strides: [(stride: Int, octave: Bool)] = {
+        var out: [(stride: Int, octave: Bool)] = []
+        for k in (0..<SpanDensity.steps - 1).reversed() {
+            var s = Int((512 / SpanDensity.rho(k)).rounded())
+            if s >= 32 && s & (s - 1) == 0 { s -= 1 }
+            if s > 1 && !out.contains(where: { $0.stride == s }) { out.append((s, k % 4 == 0)) }
+        }
+        return out
+    }()
     /// Densities (one page in this many) of the scattered sets; the first
     /// over the whole slot.
-    static let sparsities = [2, 4, 8, 16, 32, 64, 128, 256, 1024]
+    static let sparsities = [2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 1024]
 
     func fit() -> AdaptiveFit {
         let t0 = MonotonicClock.now()
@@ -62,20 +74,35 @@ struct AdaptiveCalibration {
         _ = times(candidates, [0], reps: 1, order: &order)
 
         let sets = Self.sets(pages: vm.slot(VMLayout.measuredSlotID).npages, seed: seed)
-        let measured = sets.map { times(candidates, $0.pages.pages, order: &order) }
+        let measured = sets.map { set in
+            times(candidates.filter { set.forWalks || !Self.walks.contains($0) }, set.pages.pages, order: &order)
+        }
         var m = CostModel()
         m.hasTDP = hasTDP
         var errors: [Strategy: [DirtySetKind: Double]] = [:]
-        for (c, strategy) in candidates.enumerated() {
-            let time = measured.map { $0[c] }
-            let fixed = time[0]
+        for strategy in candidates {
+            let time = measured.map { $0[strategy] ?? .nan }
+            let timed = { (kind: DirtySetKind) in sets.indices.filter { $0 > 0 && sets[$0].kinds.contains(kind) && !time[$0].isNaN } }
+            func points(_ kind: DirtySetKind, fixed: Double) -> [(rho: Double, pages: Double, added: Double)] {
+                timed(kind).map { (rho: sets[$0].rho, pages: Double(sets[$0].pages.count), added: time[$0] - fixed) }
+            }
+            var fixed = time[0]
+            if Self.walks.contains(strategy) {
+                // A walk costs about the same on every set: its fixed cost is
+                // the median of what each set says it is, less what its pages
+                // add, rather than one set's word (a walk's time here can
+                // jump by half between two minutes).
+                let perPage = Dictionary(uniqueKeysWithValues: DirtySetKind.allCases.map { ($0, Self.flat(points($0, fixed: fixed))) })
+                fixed = Statistics.median([fixed] + DirtySetKind.allCases.flatMap { kind in
+                    timed(kind).map { time[$0] - perPage[kind]! * Double(sets[$0].pages.count) }
+                })
+            }
             var kinds: [DirtySetKind: PerPageCost] = [:]
             for kind in DirtySetKind.allCases {
-                let these = sets.indices.filter { $0 > 0 && sets[$0].kinds.contains(kind) }
-                let points = these.map { (rho: sets[$0].rho, pages: Double(sets[$0].pages.count), added: time[$0] - fixed) }
+                let these = timed(kind)
                 let cost = Self.walks.contains(strategy)
-                    ? PerPageCost(fixed: fixed, perPage: Self.flat(points))
-                    : PerPageCost(fixed: fixed, perPage: Self.curve(points))
+                    ? PerPageCost(fixed: fixed, perPage: Self.flat(points(kind, fixed: fixed)))
+                    : PerPageCost(fixed: fixed, perPage: Self.curve(points(kind, fixed: fixed)))
                 kinds[kind] = cost
                 let sq = ([0] + these).reduce(0.0) { acc, i in
                     let r = Self.predict(cost, pages: sets[i].pages.count, lines: sets[i].lines) / max(1, time[i]) - 1
@@ -112,13 +139,14 @@ struct AdaptiveCalibration {
         return xx > 0 ? max(0, xy / xx) : 0
     }
 
-    /// Per-page costs at ρ = 2^k from measurements at other ρ: the time
-    /// added over the pages (pooled where sets share a ρ), read between
-    /// them linearly in log ρ and held past the ends.
+    /// Per-page costs at the steps of ρ from measurements at other ρ: the
+    /// time added over the pages (pooled where sets share a ρ), read
+    /// between them linearly in the steps and held past the ends.
     static func curve(_ points: [(rho: Double, pages: Double, added: Double)]) -> [Double] {
         var merged: [(x: Double, pages: Double, added: Double)] = []
         for p in points.sorted(by: { $0.rho < $1.rho }) {
-            let x = log2(max(1, p.rho))
+            let (k, t) = SpanDensity.position(Float(p.rho))
+            let x = Double(k) + Double(t)
             if let last = merged.last, abs(last.x - x) < 0.01 {
                 merged[merged.count - 1] = (last.x, last.pages + p.pages, last.added + p.added)
             } else {
@@ -126,8 +154,8 @@ struct AdaptiveCalibration {
             }
         }
         let ys = merged.map { max(0, $0.added / max(1, $0.pages)) }
-        guard let first = merged.first, let last = merged.last else { return [Double](repeating: 0, count: SpanDensity.octaves) }
-        return (0..<SpanDensity.octaves).map { k in
+        guard let first = merged.first, let last = merged.last else { return [Double](repeating: 0, count: SpanDensity.steps) }
+        return (0..<SpanDensity.steps).map { k in
             let x = Double(k)
             if x <= first.x { return ys[0] }
             if x >= last.x { return ys[ys.count - 1] }
@@ -137,29 +165,31 @@ struct AdaptiveCalibration {
         }
     }
 
-    /// A calibration set: its pages, its non-zero 512-page spans, and the
-    /// kinds whose constants it informs.
+    /// A calibration set: its pages, its non-zero 512-page spans, the
+    /// kinds whose constants it informs, and whether the walks are timed
+    /// on it too.
     struct CalibrationSet {
         let pages: DirtySet
         let lines: Int
         let kinds: [DirtySetKind]
+        let forWalks: Bool
         var rho: Double { Double(pages.count) / Double(max(1, lines)) }
     }
 
     static func sets(pages n: Int, seed: UInt64) -> [CalibrationSet] {
         let words = DirtyBitmap.words(pages: n)
         var rng = SeededGenerator(seed: seed ^ 0xADA)
-        func set(_ offsets: [Int], _ kinds: [DirtySetKind]) -> CalibrationSet {
+        func set(_ offsets: [Int], _ kinds: [DirtySetKind], forWalks: Bool = true) -> CalibrationSet {
             var bitmap = [UInt64](repeating: 0, count: words)
             for p in offsets { bitmap[p >> 6] |= 1 << UInt64(p & 63) }
             let lines = bitmap.withUnsafeBufferPointer { DirtyBitmap.nonZeroLines($0.baseAddress!, words: words) }
-            return CalibrationSet(pages: DirtySet(bitmap: bitmap), lines: lines, kinds: kinds)
+            return CalibrationSet(pages: DirtySet(bitmap: bitmap), lines: lines, kinds: kinds, forWalks: forWalks)
         }
         let cap = min(n, maxPages)
         var out = [set([rng.below(n)], [.regular, .scattered])]
         out.append(set(Array(0..<cap), [.regular]))
-        for s in strides where n / s >= 4 {
-            out.append(set((0..<min(cap, n / s)).map { $0 * s }, [.regular]))
+        for (s, octave) in strides where n / s >= 4 {
+            out.append(set((0..<min(cap, n / s)).map { $0 * s }, [.regular], forWalks: octave))
         }
         // The whole slot: where the walks are meant to win, too far from
         // the other sets to reach by extrapolation.
@@ -168,7 +198,7 @@ struct AdaptiveCalibration {
         out.append(set(DirtyPattern.distinct(n / 2, of: n, &rng), [.scattered]))
         for s in sparsities.dropFirst() where n / s >= 4 {
             let count = min(cap, n / s)
-            out.append(set(DirtyPattern.distinct(count, of: count * s, &rng), [.scattered]))
+            out.append(set(DirtyPattern.distinct(count, of: count * s, &rng), [.scattered], forWalks: s & (s - 1) == 0))
         }
         if n >= 256 { out.append(set(DirtyPattern.distinct(64, of: n, &rng), [.scattered])) }
         return out
@@ -179,7 +209,7 @@ struct AdaptiveCalibration {
     /// the candidates in a new random order each repetition. Seven
     /// repetitions, or three when the set is larger than `maxPages` or a
     /// candidate's first harvest took over 5 ms.
-    func times(_ candidates: [Strategy], _ pages: [UInt32], reps: Int? = nil, order: inout SeededGenerator) -> [Double] {
+    func times(_ candidates: [Strategy], _ pages: [UInt32], reps: Int? = nil, order: inout SeededGenerator) -> [Strategy: Double] {
         let writes = ModelSeries.guestTranslations(vm: vm, pages: pages, sptesPerGFN: sptesPerGFN, seed: seed)
         let most = reps ?? (pages.count > Self.maxPages ? 3 : 7)
         var want = [Int](repeating: most, count: candidates.count)
@@ -203,7 +233,7 @@ struct AdaptiveCalibration {
                 if reps == nil && samples[c].count == 1 && ns > 5_000_000 { want[c] = min(want[c], 3) }
             }
         }
-        return samples.map(Statistics.median)
+        return Dictionary(uniqueKeysWithValues: zip(candidates, samples.map(Statistics.median)))
     }
 
     /// Median of seven cold looks at the set's bitmap.

@@ -53,6 +53,11 @@ public struct SuccessorSummary: Sendable {
     /// The adaptive rule's own measured median against the best: the
     /// choice plus the decision, and the noise between two measurements.
     public var adaptiveMeasured: RegretStats?
+    /// What noise alone costs: a rule that knew each point's measurements
+    /// but from half the repetitions (choosing by the even ones, judged by
+    /// the odd ones, and the reverse, averaged). No rule's regret against
+    /// medians this noisy can be expected below it.
+    public var replicate: RegretStats?
 }
 
 /// The kernel's kvm-get at the fewest and the most dirty pages it measured,
@@ -119,23 +124,42 @@ public enum Crossover {
             }
             return out.map { $0.1 == $0.2 ? "\($0.1) \($0.0)" : "\($0.1)-\($0.2) \($0.0)" }.joined(separator: "; ")
         }
-        func regret(_ rule: Strategy, measured: Bool) -> RegretStats? {
+        /// The worst and mean of a regret over the points that have one.
+        func over(_ pct: (Int) -> Double?) -> RegretStats? {
             var worst = 0.0, worstAt = 0, sum = 0.0, n = 0
             for d in points {
-                guard let r = byPoint[d]![rule.rawValue], let (_, b) = best(d, among: family), b > 0 else { continue }
-                var t = r.summary.median
-                if !measured, let chosen = byPoint[d]![r.chose] { t = chosen.summary.median }
-                let pct = regretPct(chosen: t, best: b)
-                if n == 0 || pct > worst { worst = pct; worstAt = d }
-                sum += pct
+                guard let p = pct(d) else { continue }
+                if n == 0 || p > worst { worst = p; worstAt = d }
+                sum += p
                 n += 1
             }
             return n == 0 ? nil : RegretStats(maxPct: worst, meanPct: sum / Double(n), maxAt: worstAt)
         }
+        func regret(_ rule: Strategy, measured: Bool) -> RegretStats? {
+            over { d in
+                guard let r = byPoint[d]![rule.rawValue], let (_, b) = best(d, among: family), b > 0 else { return nil }
+                var t = r.summary.median
+                if !measured, let chosen = byPoint[d]![r.chose] { t = chosen.summary.median }
+                return regretPct(chosen: t, best: b)
+            }
+        }
+        func replicate() -> RegretStats? {
+            func half(_ r: PointRow, _ parity: Int) -> Double {
+                Statistics.median(r.samples.indices.filter { $0 % 2 == parity }.map { r.samples[$0] })
+            }
+            return over { d in
+                let rows = byPoint[d]!.filter { family.contains($0.key) && $0.value.samples.count >= 2 }.map(\.value)
+                guard rows.count >= 2 else { return nil }
+                return [(0, 1), (1, 0)].reduce(0.0) { acc, p in
+                    let chosen = rows.min { half($0, p.0) < half($1, p.0) }!
+                    return acc + regretPct(chosen: half(chosen, p.1), best: rows.map { half($0, p.1) }.min()!) / 2
+                }
+            }
+        }
         guard !points.isEmpty else { return nil }
         return SuccessorSummary(bestByRange: ranges(among: family), bestOverallByRange: ranges(among: protecting),
                                 seed: regret(.seed, measured: false), adaptive: regret(.adaptive, measured: false),
-                                adaptiveMeasured: regret(.adaptive, measured: true))
+                                adaptiveMeasured: regret(.adaptive, measured: true), replicate: replicate())
     }
 
     static func kernelComparison(_ rows: [PointRow]) -> KernelComparison? {

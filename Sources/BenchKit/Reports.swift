@@ -22,7 +22,7 @@ public enum Reports {
         "seed_regret_max_pct", "seed_regret_max_at", "seed_regret_mean_pct",
         "best_by_range", "best_overall_by_range", "seed_regret_vs_best_max_pct", "seed_regret_vs_best_mean_pct",
         "adaptive_regret_max_pct", "adaptive_regret_max_at", "adaptive_regret_mean_pct", "adaptive_measured_regret_max_pct",
-        "adaptive_measured_regret_mean_pct",
+        "adaptive_measured_regret_mean_pct", "replicate_regret_max_pct", "replicate_regret_max_at", "replicate_regret_mean_pct",
         "kvm_guest_mode", "kvm_min_dirty_pages", "kvm_get_ns_at_min", "kvm_max_dirty_pages", "kvm_get_ns_at_max",
         "model_vs_kvm_strategy", "model_over_kvm_at_min", "model_over_kvm_at_max",
     ]
@@ -102,6 +102,8 @@ public enum Reports {
                 r.successors?.adaptive.map { fmt($0.maxPct, 1) } ?? "", r.successors?.adaptive.map { "\($0.maxAt)" } ?? "",
                 r.successors?.adaptive.map { fmt($0.meanPct, 1) } ?? "",
                 r.successors?.adaptiveMeasured.map { fmt($0.maxPct, 1) } ?? "", r.successors?.adaptiveMeasured.map { fmt($0.meanPct, 1) } ?? "",
+                r.successors?.replicate.map { fmt($0.maxPct, 1) } ?? "", r.successors?.replicate.map { "\($0.maxAt)" } ?? "",
+                r.successors?.replicate.map { fmt($0.meanPct, 1) } ?? "",
                 r.kernel?.guestMode ?? "", r.kernel.map { "\($0.minDirtyPages)" } ?? "",
                 r.kernel.map { fmt($0.kvmGetAtMin, 1) } ?? "", r.kernel.map { "\($0.maxDirtyPages)" } ?? "",
                 r.kernel.map { fmt($0.kvmGetAtMax, 1) } ?? "", r.kernel?.modelStrategy ?? "",
@@ -134,16 +136,19 @@ public enum Reports {
     public static func successorSummary(_ rows: [CrossoverRow]) -> String {
         let with = rows.filter { $0.successors != nil }
         guard !with.isEmpty else { return "" }
-        var table = [["series", "best (KVM_GET_DIRTY_LOG family) by dirty pages", "seed regret max", "adaptive regret max", "mean"]]
+        var table = [["series", "best (KVM_GET_DIRTY_LOG family) by dirty pages", "seed regret max", "adaptive regret max", "mean",
+                      "noise floor max", "mean"]]
         for r in with {
             let s = r.successors!
-            table.append([r.series.label, s.bestByRange,
-                          s.seed.map { String(format: "%.0f%% at %d", $0.maxPct, $0.maxAt) } ?? "-",
-                          s.adaptive.map { String(format: "%.0f%% at %d", $0.maxPct, $0.maxAt) } ?? "-",
-                          s.adaptive.map { String(format: "%.1f%%", $0.meanPct) } ?? "-"])
+            table.append([r.series.label, s.bestByRange, s.seed.map(regretAt) ?? "-", s.adaptive.map(regretAt) ?? "-",
+                          s.adaptive.map { String(format: "%.1f%%", $0.meanPct) } ?? "-",
+                          s.replicate.map(regretAt) ?? "-", s.replicate.map { String(format: "%.1f%%", $0.meanPct) } ?? "-"])
         }
         return layout(table)
     }
+
+    /// "94% at 16384"
+    static func regretAt(_ r: RegretStats) -> String { String(format: "%.0f%% at %d", r.maxPct, r.maxAt) }
 
     /// The kernel next to the model, one line per kernel series: kvm-get at
     /// the fewest and most dirty pages it measured, and the model's

@@ -166,6 +166,24 @@ public enum RunReport {
             md += String(format: "%.1fx at %d | %.1fx at %d | %.0f%% at %d | %.0f%% |\n", r.rmapSpeedupAtMin, r.minDirtyPages,
                          r.slotWalkSpeedupAtMax, r.maxDirtyPages, r.seedRegretMaxPct, r.seedRegretMaxAt, r.seedRegretMeanPct)
         }
+        let successors = outcome.crossover.filter { $0.successors != nil }
+        if !successors.isEmpty {
+            md += "\n### The successors and the rules\n\n"
+            md += "The best of the KVM_GET_DIRTY_LOG family (slot-walk, rmap, masked, rmap-walk, tdp-walk, tdp-masked) by range of "
+            md += "dirty pages, and each rule's regret: its choice's median against the best median at each point (migration: "
+            md += "totals). The noise floor is the regret of a rule that knew every point's measurements but from half the "
+            md += "repetitions, judged by the other half: what the noise of these medians alone costs, which no rule can be "
+            md += "expected to beat.\n\n"
+            md += "| series | best by dirty pages | seed regret max | mean | adaptive regret max | mean | noise floor max | mean |\n"
+            md += "|---|---|---:|---:|---:|---:|---:|---:|\n"
+            for r in successors {
+                let s = r.successors!
+                func cells(_ x: RegretStats?) -> String {
+                    x.map { Reports.regretAt($0) + String(format: " | %.1f%%", $0.meanPct) } ?? "- | -"
+                }
+                md += "| \(r.series.label) | \(s.bestByRange) | \(cells(s.seed)) | \(cells(s.adaptive)) | \(cells(s.replicate)) |\n"
+            }
+        }
         let kernel = outcome.crossover.filter { $0.kernel != nil }
         if !kernel.isEmpty {
             md += "\n### The kernel beside the model\n\n"
@@ -197,17 +215,19 @@ public enum RunReport {
             md += "and branch predictors follow) and scattered. When the kinds disagree on the cheapest by more than a look at "
             md += "the bitmap costs, the rule looks (the gaps between dirty pages in four 64-word windows); otherwise it takes "
             md += "the candidate whose worst excess over either kind's best is least. The constants are measured on the series' "
-            md += "own VM before its sweep (cold, median of seven or three): one page; a run, pages evenly spaced at odd strides "
-            md += "from 3 to 1021 and the whole slot (regular); half the slot, 1/4 to 1/1024 of it at random and 64 pages over it "
-            md += "(scattered): about a set per octave of ρ, since the cost per page has cliffs where the prefetchers stop "
-            md += "following. For the walks, whose fixed cost dwarfs what a page adds but in the largest sets, one per-page "
-            md += "cost per kind.\n"
-            let shown = [0, 2, 4, 6, 9]
+            md += "own VM before its sweep (cold, median of seven or three): one page; a run, pages evenly spaced about 512/ρ "
+            md += "apart for ρ at four steps an octave, and the whole slot (regular); half the slot, 1/3 to 1/1024 of it at "
+            md += "random by half octaves and 64 pages over it (scattered), since the cost per page has cliffs where the "
+            md += "prefetchers stop following; per-page costs are kept at those steps of ρ and read linearly between them. "
+            md += "For the walks, whose fixed cost dwarfs what a page adds but in the largest sets, one per-page cost per kind, "
+            md += "from the sets an octave apart.\n"
+            // ρ = 1, 4, 16, 32, 40, 64, 512: the octaves, and where tdp-masked's cliff lies here.
+            let shown = [0, 8, 16, 20, 21, 24, 36]
             for (key, fit) in outcome.adaptiveFits {
                 md += "\n### \(key.label)\n\n"
                 md += String(format: "%d sets in %.1f s; a look at the bitmap costs %.0f ns. Per-page costs in ns at ρ dirty pages per span.\n\n",
                              fit.sets, fit.seconds, fit.model.lookNs)
-                md += "| candidate | kind | fixed (ns) | " + shown.map { "ρ = \(1 << $0)" }.joined(separator: " | ") + " | fit error |\n"
+                md += "| candidate | kind | fixed (ns) | " + shown.map { "ρ = \(Int(SpanDensity.rho($0)))" }.joined(separator: " | ") + " | fit error |\n"
                 md += "|---|---|---:|" + shown.map { _ in "---:" }.joined(separator: "|") + "|---:|\n"
                 for strategy in Strategy.adaptiveCandidates {
                     guard let c = fit.model.candidate(strategy) else { continue }

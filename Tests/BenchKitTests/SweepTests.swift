@@ -55,13 +55,20 @@ import ShadowMMU
         #expect(s.cv > 1)
     }
 
-    @Test func theCurveIsReadBetweenMeasurementsInLogScale() {
+    @Test func theCurveIsReadBetweenMeasurementsAlongTheSteps() {
         let c = AdaptiveCalibration.curve([(rho: 1, pages: 10, added: 1000), (rho: 4, pages: 10, added: 400),
                                            (rho: 4, pages: 30, added: 2000), (rho: 64, pages: 100, added: 1000)])
-        #expect(c.count == SpanDensity.octaves)
-        #expect(c[0] == 100 && c[2] == 60, "two at ρ = 4 pooled: 2400 ns over 40 pages")
-        #expect(c[1] == 80, "ρ = 2: halfway in log scale")
-        #expect(c[4] == 35 && c[6] == 10 && c[9] == 10, "held past the last")
+        #expect(c.count == SpanDensity.steps)
+        #expect(c[0] == 100 && c[8] == 60, "two at ρ = 4 pooled: 2400 ns over 40 pages")
+        #expect(c[4] == 80, "ρ = 2: four steps of eight from ρ = 1")
+        #expect(c[16] == 35 && c[24] == 10 && c[36] == 10, "held past the last")
+    }
+
+    @Test func regularSetsSampleEveryStepAndDodgeAliasingStrides() {
+        let s = AdaptiveCalibration.strides.map(\.stride)
+        #expect(s.contains(16) && s.contains(13) && s.contains(31) && !s.contains(32) && !s.contains(64))
+        #expect(Set(s).count == s.count && s.allSatisfy { $0 > 1 })
+        #expect(AdaptiveCalibration.strides.filter(\.octave).map(\.stride) == [4, 8, 16, 31, 63, 127, 255, 511])
     }
 
     @Test func aWalksPerPageCostIsDecidedByItsLargestSets() {
@@ -77,7 +84,9 @@ import ShadowMMU
                 "only the whole slot and its random half are larger")
         #expect(sets.first?.kinds == [.regular, .scattered] && sets.first?.pages.count == 1)
         let regular = sets.filter { $0.kinds == [.regular] }, scattered = sets.filter { $0.kinds == [.scattered] }
-        #expect(regular.count == 12 && scattered.count == 10)
+        #expect(regular.count == 32 && scattered.count == 17)
+        // The walks only on those an octave apart, the largest and the single page.
+        #expect(sets.filter(\.forWalks).count == 1 + 10 + 10)
         // Both kinds reach from about one page per span to hundreds.
         for kind in [regular, scattered] {
             let rhos = kind.map(\.rho)

@@ -72,6 +72,21 @@ import ShadowMMU
         #expect(abs(s.seed!.maxPct - (1000.0 / 300 - 1) * 100) < 1e-9 && s.seed!.maxAt == 100)
     }
 
+    @Test func theNoiseFloorIsWhatChoosingByHalfTheRepetitionsCosts() {
+        func row(_ s: String, _ ns: [Double]) -> PointRow {
+            var r = self.row(100, s, 0)
+            r.samples = ns
+            return r
+        }
+        // Even repetitions say masked, odd ones rmap: each half's choice is
+        // 25% behind the other half's best.
+        let split = Crossover.successors([row("masked", [100, 125, 100, 125]), row("rmap", [125, 100, 125, 100])])!
+        #expect(split.replicate!.maxPct == 25 && split.replicate!.maxAt == 100)
+        // Halves that agree cost nothing.
+        let clear = Crossover.successors([row("masked", [100, 101, 99, 100]), row("rmap", [200, 201, 199, 200])])!
+        #expect(clear.replicate!.maxPct == 0)
+    }
+
     @Test func aRingPaysForTheHarvestsItsFullRingsForced() {
         // ring's final harvest is cheapest, but the harvests its full rings
         // forced during the writes make its round the dearest.

@@ -166,14 +166,27 @@ import Testing
         #expect(!looked)
     }
 
-    @Test func thePerPageCostFollowsTheDensityBetweenOctaves() {
+    @Test func theDensityStepsAreFourAnOctave() {
+        #expect(SpanDensity.steps == 37)
+        #expect((0..<9).map(SpanDensity.rho) == [1, 1.25, 1.5, 1.75, 2, 2.5, 3, 3.5, 4])
+        #expect(SpanDensity.rho(20) == 32 && SpanDensity.rho(21) == 40 && SpanDensity.rho(36) == 512)
+        for k in 0..<SpanDensity.steps {
+            let (at, t) = SpanDensity.position(Float(SpanDensity.rho(k)))
+            #expect(at == k && t == 0)
+        }
+        let (k, t) = SpanDensity.position(36)
+        #expect(k == 20 && t == 0.5, "36 is halfway from 32 to 40")
+        #expect(SpanDensity.position(0.5) == (0, 0) && SpanDensity.position(4096) == (36, 0), "held at the ends")
+    }
+
+    @Test func thePerPageCostFollowsTheDensityBetweenSteps() {
         var m = CostModel()
-        // 100 ns a page at one page per span, halving each octave.
-        let c = PerPageCost(fixed: 1000, perPage: (0..<SpanDensity.octaves).map { 100 / Double(1 << $0) })
+        // 100 ns a page at one page per span, falling as 1/ρ.
+        let c = PerPageCost(fixed: 1000, perPage: (0..<SpanDensity.steps).map { 100 / SpanDensity.rho($0) })
         m.set(.masked, CandidateCost(regular: c, scattered: c))
         #expect(m.predict(.masked, pages: 100, lines: 100, .regular) == 1000 + 100 * 100)
         #expect(m.predict(.masked, pages: 400, lines: 100, .regular) == 1000 + 400 * 25, "ρ = 4")
-        #expect(m.predict(.masked, pages: 600, lines: 100, .regular) == 1000 + 600 * 18.75, "ρ = 6: halfway from 25 to 12.5")
+        #expect(m.predict(.masked, pages: 450, lines: 100, .regular) == 1000 + 450 * 22.5, "ρ = 4.5: halfway from 25 to 20")
         #expect(abs(m.predict(.masked, pages: 1 << 18, lines: 256, .regular) - (1000 + Double(1 << 18) * 100 / 512)) < 1, "ρ = 1024: held at 512's")
     }
 

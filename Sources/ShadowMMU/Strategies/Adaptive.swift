@@ -11,8 +11,8 @@
 ///   bitmap; walking the list, the rmaps or the tree);
 /// - perPage(ρ): what a dirty page adds when ρ dirty pages share its span,
 ///   from 1 (a page per span: every page its own misses) to 512 (every
-///   page: the neighbours share the lines), measured at several ρ and read
-///   between them by octave.
+///   page: the neighbours share the lines), kept at four steps an octave
+///   (`SpanDensity`) and read linearly between them.
 ///
 /// Each candidate has two such curves, for the two kinds of dirty set the
 /// hardware tells apart: regular sets (evenly spaced pages, runs), whose
@@ -36,7 +36,7 @@ public struct CostModel: Sendable, Equatable {
     /// What a look at the bitmap costs, cold (ns).
     public var lookNs = 0.0
     /// The constants, one table per kind, a lane per candidate: deciding
-    /// reads three rows of each (fixed, and the two octaves around ρ), a
+    /// reads three rows of each (fixed, and the two steps of ρ around it), a
     /// few cache lines, since at harvest time both the constants and the
     /// code are cold.
     var tables = (CostTable(), CostTable())
@@ -129,51 +129,62 @@ public struct CostModel: Sendable, Equatable {
     }
 }
 
-/// The octaves of ρ (dirty pages per 512-page span) the per-page costs are
-/// kept at: 1, 2, 4, ..., 512.
+/// The densities ρ (dirty pages per 512-page span) the per-page costs are
+/// kept at: four steps an octave, 1, 1.25, 1.5, 1.75, 2, 2.5, ..., 448,
+/// 512, since the cost per page can jump within an octave (here, tdp-masked
+/// on evenly spaced pages: 2.8 ns a page 13 pages apart, ρ = 39; 12.5 ns 16
+/// apart, ρ = 32, where the prefetchers stop following).
+///
+/// Step k is ρ = 2^(k / 4) · (1 + (k % 4) / 4): the exponent and the top
+/// two mantissa bits of ρ as a Float, so finding it takes no logarithm.
 public enum SpanDensity {
-    public static let octaves = 10
-    /// ρ of octave `k`.
-    public static func rho(_ k: Int) -> Double { Double(1 << k) }
+    public static let steps = 37
+    /// ρ of step `k`.
+    public static func rho(_ k: Int) -> Double { Double(1 << (k / 4)) * (1 + Double(k % 4) / 4) }
+
+    /// Where ρ (at least 1) falls on the steps: k + t, t in [0, 1).
+    @inline(__always)
+    public static func position(_ rho: Float) -> (k: Int, t: Float) {
+        let bits = max(1, rho).bitPattern
+        let k = Int((bits >> 23) &- 127) << 2 | Int((bits >> 21) & 3)
+        guard k < steps &- 1 else { return (steps &- 1, 0) }
+        return (k, Float(bits & 0x1F_FFFF) * (1 / Float(0x20_0000)))
+    }
 }
 
 /// One kind's constants for every candidate: a lane per candidate, lanes
 /// past the candidates (and unavailable ones) infinitely dear.
 struct CostTable: Sendable, Equatable {
     var fixed = SIMD8<Float>(repeating: .infinity)
-    /// Per-page cost at ρ = 2^k, k = 0 ..< 10, stored inline: reading two
-    /// rows touches those two rows.
-    var perPage = InlineArray<10, SIMD8<Float>>(repeating: SIMD8(repeating: 0))
+    /// Per-page cost at each step of ρ, stored inline: reading two rows
+    /// touches those two rows.
+    var perPage = InlineArray<37, SIMD8<Float>>(repeating: SIMD8(repeating: 0))
     /// The fixed costs as set, kept apart so a lane can be disabled and re-enabled.
     var setFixed = SIMD8<Float>(repeating: .infinity)
 
-    /// Every candidate's predicted cost: ρ = pages / lines, its octave k
-    /// and the linear position within it, the per-page cost read between
-    /// octaves k and k + 1.
+    /// Every candidate's predicted cost: ρ = pages / lines, the step below
+    /// it and the linear position to the next, the per-page cost read
+    /// between the two.
     @inline(__always)
     func costs(pages: Int, lines: Int) -> SIMD8<Float> {
-        let l = max(1, lines)
-        let rho = Float(pages) / Float(l)
-        let k = min(SpanDensity.octaves &- 1, 63 &- max(1, pages / l).leadingZeroBitCount)
-        let base = Float(1 << k)
-        let t = k == SpanDensity.octaves &- 1 ? 0 : min(1, (rho - base) / base)
-        let lo = perPage[k], hi = perPage[min(k &+ 1, SpanDensity.octaves &- 1)]
+        let (k, t) = SpanDensity.position(Float(pages) / Float(max(1, lines)))
+        let lo = perPage[k], hi = perPage[min(k &+ 1, SpanDensity.steps &- 1)]
         return fixed + (lo + (hi - lo) * t) * Float(pages)
     }
 
     func cost(lane i: Int) -> PerPageCost {
-        PerPageCost(fixed: Double(setFixed[i]), perPage: (0..<SpanDensity.octaves).map { Double(perPage[$0][i]) })
+        PerPageCost(fixed: Double(setFixed[i]), perPage: (0..<SpanDensity.steps).map { Double(perPage[$0][i]) })
     }
 
     static func == (a: CostTable, b: CostTable) -> Bool {
-        a.fixed == b.fixed && a.setFixed == b.setFixed && (0..<SpanDensity.octaves).allSatisfy { a.perPage[$0] == b.perPage[$0] }
+        a.fixed == b.fixed && a.setFixed == b.setFixed && (0..<SpanDensity.steps).allSatisfy { a.perPage[$0] == b.perPage[$0] }
     }
 
     mutating func set(lane i: Int, _ c: PerPageCost) {
-        precondition(c.perPage.count == SpanDensity.octaves)
+        precondition(c.perPage.count == SpanDensity.steps)
         setFixed[i] = Float(c.fixed)
         fixed[i] = Float(c.fixed)
-        for k in 0..<SpanDensity.octaves { perPage[k][i] = Float(c.perPage[k]) }
+        for k in 0..<SpanDensity.steps { perPage[k][i] = Float(c.perPage[k]) }
     }
 
     mutating func available(_ lanes: [Int], _ on: Bool) {
@@ -208,20 +219,20 @@ public struct CandidateCost: Sendable, Equatable {
     }
 }
 
-/// `fixed + pages · perPage(ρ)`, ns; `perPage[k]` at ρ = 2^k.
+/// `fixed + pages · perPage(ρ)`, ns; `perPage[k]` at ρ = `SpanDensity.rho(k)`.
 public struct PerPageCost: Sendable, Equatable {
     public var fixed: Double
     public var perPage: [Double]
 
     public init(fixed: Double, perPage: [Double]) {
-        precondition(perPage.count == SpanDensity.octaves)
+        precondition(perPage.count == SpanDensity.steps)
         self.fixed = fixed
         self.perPage = perPage
     }
 
     /// The same per-page cost at every ρ.
     public init(fixed: Double, perPage: Double = 0) {
-        self.init(fixed: fixed, perPage: [Double](repeating: perPage, count: SpanDensity.octaves))
+        self.init(fixed: fixed, perPage: [Double](repeating: perPage, count: SpanDensity.steps))
     }
 }
 
