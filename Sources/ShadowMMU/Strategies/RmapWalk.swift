@@ -19,17 +19,7 @@ extension MMU {
             var i = 0
             while i < n {
                 let word = rmap[i]
-                if word != 0 {
-                    var it = RmapIterator(word)
-                    while let sptep = it.next() {
-                        visited &+= 1
-                        let spte = sptep.pointee
-                        if isWritableSPTE(spte) {
-                            sptep.pointee = spte & ~SPTE.writable
-                            protected &+= 1
-                        }
-                    }
-                }
+                if word != 0 { rmapClearBit(word, SPTE.writable, visited: &visited, protected: &protected) }
                 heads &+= 1
                 sinceYield &+= 1
                 if sinceYield == yieldEvery {

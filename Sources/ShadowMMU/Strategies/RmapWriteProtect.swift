@@ -44,15 +44,7 @@ extension MMU {
     /// memslots again, and drop any writable large leaf there.
     @inline(__always)
     func rmapWriteProtect(gfn: UInt64, slot s: SlotView, visited: inout Int, protected: inout Int, dropped: inout Int) {
-        var it = RmapIterator(s.rmapHead(gfn: gfn, level: 1).pointee)
-        while let sptep = it.next() {
-            visited &+= 1
-            let spte = sptep.pointee
-            if isWritableSPTE(spte) {
-                sptep.pointee = spte & ~SPTE.writable
-                protected &+= 1
-            }
-        }
+        rmapClearBit(s.rmapHead(gfn: gfn, level: 1).pointee, SPTE.writable, visited: &visited, protected: &protected)
         var level = 2
         while level <= 3 {
             if let ls = gfnToMemslot(gfn) {
@@ -89,14 +81,22 @@ extension MMU {
         while m != 0 {
             let head = heads + m.trailingZeroBitCount
             m &= m &- 1
-            var it = RmapIterator(head.pointee)
-            while let sptep = it.next() {
-                visited &+= 1
-                let spte = sptep.pointee
-                if spte & bit != 0 {
-                    sptep.pointee = spte & ~bit
-                    protected &+= 1
-                }
+            rmapClearBit(head.pointee, bit, visited: &visited, protected: &protected)
+        }
+    }
+
+    /// __rmap_write_protect() (`bit` the writable bit) and
+    /// __rmap_clear_dirty() (the dirty bit): clear the bit in every spte on
+    /// one rmap that has it.
+    @inline(__always)
+    func rmapClearBit(_ rmap: UInt, _ bit: UInt64, visited: inout Int, protected: inout Int) {
+        var it = RmapIterator(rmap)
+        while let sptep = it.next() {
+            visited &+= 1
+            let spte = sptep.pointee
+            if spte & bit != 0 {
+                sptep.pointee = spte & ~bit
+                protected &+= 1
             }
         }
     }
