@@ -21,6 +21,7 @@ public enum SVGPlot {
     public static func render(series key: SeriesKey, rows all: [PointRow], crossover: CrossoverRow?) -> String {
         let rows = all.filter { $0.series == key && !$0.samples.isEmpty }
         guard !rows.isEmpty else { return "" }
+        if Set(rows.map(\.dirtyPages)).count == 1 { return totals(series: key, rows: rows) }
         let summaries = rows.map { ($0, $0.roundSummary) }
         let xs = rows.map { Double($0.dirtyPages) }
         let ys = summaries.flatMap { [$0.1.p10, $0.1.p90, $0.1.median] }.filter { $0 > 0 }
@@ -58,17 +59,22 @@ public enum SVGPlot {
         svg += "<text x=\"\(f(left + pw / 2))\" y=\"\(f(height - 18))\" text-anchor=\"middle\" font-size=\"13\">dirty pages (4 KiB pages written since the last harvest, log scale)</text>\n"
         svg += "<text transform=\"translate(22 \(f(top + ph / 2))) rotate(-90)\" text-anchor=\"middle\" font-size=\"13\">time per harvest (log scale)</text>\n"
 
-        // The seed's threshold and the crossover.
+        // The seed's threshold and the crossover, each labelled on the side
+        // of its line that has room (about 6.6 px a character at 12 px).
+        func marker(_ x: Double, y: Double, _ text: String, color: String) -> String {
+            let fits = x + 4 + Double(text.count) * 6.6 <= left + pw
+            return "<text x=\"\(f(fits ? x + 4 : x - 4))\" y=\"\(f(y))\" fill=\"\(color)\" text-anchor=\"\(fits ? "start" : "end")\">\(escape(text))</text>\n"
+        }
         let nUsed = rows.first { $0.backend == "model" }?.nUsedMMUPages ?? rows[0].nUsedMMUPages
         if Double(nUsed) >= pow(10, x0), Double(nUsed) <= pow(10, x1) {
             let x = px(Double(nUsed))
             svg += "<line x1=\"\(f(x))\" y1=\"\(f(top))\" x2=\"\(f(x))\" y2=\"\(f(top + ph))\" stroke=\"#2ca02c\" stroke-width=\"1.5\" stroke-dasharray=\"6 4\"/>\n"
-            svg += "<text x=\"\(f(x + 4))\" y=\"\(f(top + 14))\" fill=\"#2ca02c\">n_used_mmu_pages = \(nUsed): the seed switches here</text>\n"
+            svg += marker(x, y: top + 14, "n_used_mmu_pages = \(nUsed): the seed switches here", color: "#2ca02c")
         }
         if let c = crossover?.crossoverDirtyPages {
             let x = px(c)
             svg += "<line x1=\"\(f(x))\" y1=\"\(f(top))\" x2=\"\(f(x))\" y2=\"\(f(top + ph))\" stroke=\"#000\" stroke-width=\"1\" stroke-dasharray=\"2 3\"/>\n"
-            svg += "<text x=\"\(f(x + 4))\" y=\"\(f(top + 30))\">rmap = slot-walk at \(countLabel(c)) (crossover)</text>\n"
+            svg += marker(x, y: top + 30, "rmap = slot-walk at \(countLabel(c)) (crossover)", color: "#000")
         }
 
         // One line per backend and strategy.
@@ -98,6 +104,46 @@ public enum SVGPlot {
         let lx = left + pw + 16
         svg += "<text x=\"\(f(lx))\" y=\"\(f(legendY + 14))\" fill=\"#555\">hollow: noisy point</text>\n"
         svg += "<text x=\"\(f(lx))\" y=\"\(f(legendY + 30))\" fill=\"#555\">dashed: the real kernel</text>\n"
+        svg += "</svg>\n"
+        return svg
+    }
+
+    /// A series of one point (the migration scenario: every round's
+    /// harvest added up): a bar per strategy and backend, fastest first,
+    /// its median labelled, a whisker from p10 to p90.
+    static func totals(series key: SeriesKey, rows: [PointRow]) -> String {
+        let bars = rows.map { ($0, $0.roundSummary) }.sorted { $0.1.median < $1.1.median }
+        let barLeft = 150.0, barRight = 90.0, rowHeight = 24.0
+        let h = top + Double(bars.count) * rowHeight + bottom
+        let pw = width - barLeft - barRight
+        let most = bars.map { max($0.1.p90, $0.1.median) }.max()!
+        let step = pow(10, floor(log10(most))) * (most / pow(10, floor(log10(most))) > 5 ? 2 : most / pow(10, floor(log10(most))) > 2 ? 1 : 0.5)
+        let xMax = ceil(most / step) * step
+        func px(_ v: Double) -> Double { barLeft + v / xMax * pw }
+        let rounds = rows[0].rounds
+        var svg = """
+        <svg xmlns="http://www.w3.org/2000/svg" width="\(Int(width))" height="\(Int(h))" viewBox="0 0 \(Int(width)) \(Int(h))" font-family="Helvetica, Arial, sans-serif" font-size="12">
+        <rect width="100%" height="100%" fill="white"/>
+        <text x="\(left)" y="26" font-size="16" font-weight="bold">\(escape(key.label))</text>
+        <text x="\(left)" y="44" fill="#555">\(rounds) round\(rounds == 1 ? "" : "s"), \(countLabel(Double(rows[0].dirtyPages))) dirty pages in all; median, whisker p10-p90; pale bar: noisy</text>
+
+        """
+        var v = 0.0
+        while v <= xMax * 1.0001 {
+            svg += line(px(v), top, px(v), h - bottom, "#ddd", 1)
+            svg += "<text x=\"\(f(px(v)))\" y=\"\(f(h - bottom + 18))\" text-anchor=\"middle\">\(v == 0 ? "0" : timeLabel(v))</text>\n"
+            v += step
+        }
+        svg += "<text x=\"\(f(barLeft + pw / 2))\" y=\"\(f(h - 18))\" text-anchor=\"middle\" font-size=\"13\">protection time over all rounds (rings: with the harvests full rings forced)</text>\n"
+        for (i, (r, sum)) in bars.enumerated() {
+            let y = top + Double(i) * rowHeight
+            let color = palette[r.strategy] ?? fallback[i % fallback.count]
+            let name = r.strategy + (r.backend == "kvm" ? " (kernel)" : "")
+            svg += "<text x=\"\(f(barLeft - 8))\" y=\"\(f(y + 16))\" text-anchor=\"end\">\(escape(name))</text>\n"
+            svg += "<rect x=\"\(f(barLeft))\" y=\"\(f(y + 5))\" width=\"\(f(px(sum.median) - barLeft))\" height=\"\(f(rowHeight - 10))\" fill=\"\(color)\" fill-opacity=\"\(sum.noisy ? 0.45 : 0.85)\"/>\n"
+            svg += line(px(sum.p10), y + rowHeight / 2, px(sum.p90), y + rowHeight / 2, "#333", 1.2)
+            svg += "<text x=\"\(f(px(max(sum.p90, sum.median)) + 6))\" y=\"\(f(y + 16))\">\(Reports.duration(sum.median))</text>\n"
+        }
         svg += "</svg>\n"
         return svg
     }

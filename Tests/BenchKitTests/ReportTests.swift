@@ -102,6 +102,34 @@ import ShadowMMU
         }
     }
 
+    @Test func aSeriesOfOnePointIsDrawnAsBarsFastestFirst() throws {
+        let key = SeriesKey(scenario: "migration", paging: "tdp", sptesPerGFN: 1, slotPages: 4096, vmPages: 4096, pattern: "hot-set")
+        let rows = [("rmap", 3000.0), ("slot-walk", 1000.0), ("masked", 2000.0)].map { s, ns in
+            var r = PointRow(series: key, backend: "model", nUsedMMUPages: 11, dirtyPages: 9000, strategy: s, seedChoice: "", chose: "",
+                             samples: [ns, ns * 1.01, ns * 0.99], counters: ProtectCounters(), allocatedBytesInTimedRegion: 0,
+                             verified: true, violations: "", cache: "cold")
+            r.rounds = 10
+            return r
+        }
+        let svg = SVGPlot.render(series: key, rows: rows, crossover: nil)
+        #expect(XMLParser(data: Data(svg.utf8)).parse(), "well-formed XML")
+        #expect(svg.contains("10 rounds, 9k dirty pages in all") && !svg.contains("<polyline"))
+        let order = ["slot-walk", "masked", "rmap"].map { svg.range(of: ">\($0)</text>")!.lowerBound }
+        #expect(order == order.sorted(), "fastest first")
+    }
+
+    @Test func aMarkerNearTheRightEdgeIsLabelledOnItsLeft() {
+        // rmap at d ns against a 3000 ns walk: the crossover at 3000 of 4096 pages.
+        let r = rows().map { row -> PointRow in
+            var row = row
+            if row.strategy == "rmap" { row.samples = row.samples.map { $0 / 100 } }
+            return row
+        }
+        let svg = SVGPlot.render(series: r[0].series, rows: r, crossover: Crossover.rows(r).first)
+        #expect(svg.contains("text-anchor=\"end\">rmap = slot-walk at"))
+        #expect(svg.contains("text-anchor=\"start\">n_used_mmu_pages = 11"))
+    }
+
     @Test func theSeedsClaimsAreAnswered() throws {
         let r = rows()
         let c = RunReport.claims(series: r[0].series, rows: r)!

@@ -97,6 +97,6 @@ import ShadowMMU
         let rows = [row(100_000, "masked", 3000), row(100_000, "slot-walk", 1000), ring]
         #expect(Crossover.successors(rows)!.bestOverallByRange == "100000 slot-walk")
         let svg = SVGPlot.render(series: ring.series, rows: rows, crossover: nil)
-        #expect(svg.contains("10 µs") && !svg.contains(">10 ns<"))
+        #expect(svg.contains(">\(Reports.duration(5010))</text>") && !svg.contains(">\(Reports.duration(10))</text>"))
     }
 }
