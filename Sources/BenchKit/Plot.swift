@@ -103,7 +103,9 @@ public enum SVGPlot {
         }
         let lx = left + pw + 16
         svg += "<text x=\"\(f(lx))\" y=\"\(f(legendY + 14))\" fill=\"#555\">hollow: noisy point</text>\n"
-        svg += "<text x=\"\(f(lx))\" y=\"\(f(legendY + 30))\" fill=\"#555\">dashed: the real kernel</text>\n"
+        if rows.contains(where: { $0.backend == "kvm" }) {
+            svg += "<text x=\"\(f(lx))\" y=\"\(f(legendY + 30))\" fill=\"#555\">dashed: the real kernel</text>\n"
+        }
         svg += "</svg>\n"
         return svg
     }
