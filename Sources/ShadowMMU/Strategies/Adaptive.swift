@@ -181,7 +181,7 @@ struct CostTable: Sendable, Equatable {
     }
 
     mutating func set(lane i: Int, _ c: PerPageCost) {
-        precondition(c.perPage.count == SpanDensity.steps)
+        precondition(c.perPage.count == SpanDensity.steps && perPage.count == SpanDensity.steps)
         setFixed[i] = Float(c.fixed)
         fixed[i] = Float(c.fixed)
         for k in 0..<SpanDensity.steps { perPage[k][i] = Float(c.perPage[k]) }
