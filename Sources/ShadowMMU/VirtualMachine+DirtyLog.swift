@@ -26,22 +26,11 @@ extension VirtualMachine {
             let cols = mmu.pages
             let slotBit: UInt64 = 1 << UInt64(s.id)
             mmu.spinLock()
-            var sp = mmu.vm.pointee.activeHead
-            while sp >= 0 {
-                let p = Int(sp)
-                if cols.slotBitmap[p] & slotBit != 0 {
-                    let pt = cols.spt[p]!
-                    let level = Int(cols.level[p])
-                    // A table holding leaves of this slot only needs no gfn check per entry.
-                    let mixed = cols.slotBitmap[p] != slotBit
-                    for i in 0..<SPTE.perPage {
-                        let spte = pt[i]
-                        guard isShadowPresentSPTE(spte), isLastSPTE(spte, level: level),
-                              !mixed || s.contains(cols.gfn(ofPage: p, index: i)) else { continue }
-                        pt[i] = protection == .dirtyBit ? (spte | SPTE.writable) & ~SPTE.dirty : spte & ~SPTE.writable
-                    }
-                }
-                sp = cols.next[p]
+            mmu.forEachLeafSPTE(inTablesOf: s) { sptep, p, i, _ in
+                // A table holding leaves of this slot only needs no gfn check.
+                guard cols.slotBitmap[p] == slotBit || s.contains(cols.gfn(ofPage: p, index: i)) else { return }
+                let spte = sptep.pointee
+                sptep.pointee = protection == .dirtyBit ? (spte | SPTE.writable) & ~SPTE.dirty : spte & ~SPTE.writable
             }
             mmu.spinUnlock()
             mmu.flushRemoteTLBs()
@@ -189,9 +178,7 @@ extension MMU {
 
         case .seed:
             // Not many dirty pages compared to # of shadow pages.
-            let choice: Strategy = nrDirty < vm.pointee.nUsedMMUPages ? .rmap : .slotWalk
-            let out = swapHarvest(slot: s, protect: choice, nrDirty: nrDirty, counters: &counters)
-            return Harvest(bitmap: out, nrDirtyPages: nrDirty, choice: choice, counters: counters)
+            return harvest(slot: s, chosen: nrDirty < vm.pointee.nUsedMMUPages ? .rmap : .slotWalk)
 
         case .masked, .tdpMasked, .dbitClear:
             let method: MaskProtect = strategy == .masked ? .rmap : strategy == .tdpMasked ? .tdp : .rmapDirtyBit
@@ -201,17 +188,9 @@ extension MMU {
         case .adaptive:
             // Decide first, then harvest by the protocol of the choice.
             let current = s.dirtyBitmap
-            let st = s.state.pointee
-            let choice = vm.pointee.costModel.choose(pages: nrDirty, lines: st.nrDirtyLines) {
+            return harvest(slot: s, chosen: vm.pointee.costModel.choose(pages: nrDirty, lines: s.state.pointee.nrDirtyLines) {
                 MMU.lookAtBitmap(current, words: s.bitmapWords)
-            }
-            let out: UnsafeMutablePointer<UInt64>
-            switch choice {
-            case .masked: out = maskedHarvest(slot: s, protect: .rmap, counters: &counters)
-            case .tdpMasked: out = maskedHarvest(slot: s, protect: .tdp, counters: &counters)
-            default: out = swapHarvest(slot: s, protect: choice, nrDirty: nrDirty, counters: &counters)
-            }
-            return Harvest(bitmap: out, nrDirtyPages: nrDirty, choice: choice, counters: counters)
+            })
 
         case .clearChunked:
             let (out, getDone) = clearChunkedHarvest(slot: s, counters: &counters)
@@ -221,6 +200,13 @@ extension MMU {
             ringHarvest(slot: s, into: s.otherBitmap, counters: &counters)
             return Harvest(bitmap: s.otherBitmap, nrDirtyPages: nrDirty, choice: nil, counters: counters)
         }
+    }
+
+    /// A rule's harvest: the chosen strategy's, saying what was chosen.
+    @inline(__always)
+    func harvest(slot s: SlotView, chosen: Strategy) -> Harvest {
+        let h = harvest(slot: s, strategy: chosen)
+        return Harvest(bitmap: h.bitmap, nrDirtyPages: h.nrDirtyPages, choice: chosen, counters: h.counters)
     }
 
     /// The seed era's protocol: if anything is dirty, clear the other

@@ -65,41 +65,31 @@ extension VirtualMachine {
             let cols = mmu.pages
             let logged = point == .betweenProtections ? loggedGFNs(mmu) : []
             var pageSide = [RmapDigest](repeating: RmapDigest(), count: 64)
-            var onList = 0
-            var sp = mmu.vm.pointee.activeHead
-            while sp >= 0, onList <= table.count {
-                let p = Int(sp)
-                onList += 1
-                let level = Int(cols.level[p])
-                let pt = cols.spt[p]!
-                for i in 0..<SPTE.perPage {
-                    let spte = pt[i]
-                    guard isShadowPresentSPTE(spte), isLastSPTE(spte, level: level) else { continue }
-                    let gfn = cols.gfn(ofPage: p, index: i)
-                    guard let s = mmu.gfnToMemslot(gfn) else {
-                        report.fail("page \(p) index \(i) maps gfn \(gfn), in no slot")
-                        continue
-                    }
-                    pageSide[s.id].add(sptep: pt + i, level: level, index: s.index(of: gfn, level: level))
-                    if cols.slotBitmap[p] & (1 << UInt64(s.id)) == 0 {
-                        report.fail("page \(p) holds a leaf of slot \(s.id) but its slot bitmap lacks it")
-                    }
-                    guard s.state.pointee.dirtyLogging else { continue }
-                    if isLargeSPTE(spte) {
-                        report.fail("large leaf for gfn \(gfn) in logging slot \(s.id)")
-                    }
-                    let dirtyBitMode = s.state.pointee.protection == .dirtyBit
-                    if dirtyBitMode ? spte & SPTE.dirty != 0 : isWritableSPTE(spte) {
-                        let what = dirtyBitMode ? "dirty" : "writable"
-                        switch point {
-                        case .afterProtection:
-                            report.fail("gfn \(gfn) left \(what) (page \(p) index \(i)) after protection")
-                        case .betweenProtections:
-                            if !logged.contains(gfn) { report.fail("gfn \(gfn) is \(what) but not logged") }
-                        }
+            let onList = mmu.forEachLeafSPTE(limit: table.count + 1) { sptep, p, i, level in
+                let spte = sptep.pointee
+                let gfn = cols.gfn(ofPage: p, index: i)
+                guard let s = mmu.gfnToMemslot(gfn) else {
+                    report.fail("page \(p) index \(i) maps gfn \(gfn), in no slot")
+                    return
+                }
+                pageSide[s.id].add(sptep: sptep, level: level, index: s.index(of: gfn, level: level))
+                if cols.slotBitmap[p] & (1 << UInt64(s.id)) == 0 {
+                    report.fail("page \(p) holds a leaf of slot \(s.id) but its slot bitmap lacks it")
+                }
+                guard s.state.pointee.dirtyLogging else { return }
+                if isLargeSPTE(spte) {
+                    report.fail("large leaf for gfn \(gfn) in logging slot \(s.id)")
+                }
+                let dirtyBitMode = s.state.pointee.protection == .dirtyBit
+                if dirtyBitMode ? spte & SPTE.dirty != 0 : isWritableSPTE(spte) {
+                    let what = dirtyBitMode ? "dirty" : "writable"
+                    switch point {
+                    case .afterProtection:
+                        report.fail("gfn \(gfn) left \(what) (page \(p) index \(i)) after protection")
+                    case .betweenProtections:
+                        if !logged.contains(gfn) { report.fail("gfn \(gfn) is \(what) but not logged") }
                     }
                 }
-                sp = cols.next[p]
             }
             let nUsed = mmu.vm.pointee.nUsedMMUPages
             if onList != nUsed || nUsed != table.count {
@@ -168,24 +158,15 @@ extension VirtualMachine {
     /// name those found other than once.
     private func locateRmapFaults(mmu: MMU, slot s: SlotView, into report: inout InvariantReport) {
         let cols = mmu.pages
-        var sp = mmu.vm.pointee.activeHead
-        while sp >= 0 {
-            let p = Int(sp)
-            let level = Int(cols.level[p])
-            let pt = cols.spt[p]!
-            for i in 0..<SPTE.perPage {
-                let spte = pt[i]
-                guard isShadowPresentSPTE(spte), isLastSPTE(spte, level: level) else { continue }
-                let gfn = cols.gfn(ofPage: p, index: i)
-                guard s.contains(gfn) else { continue }
-                var seen = 0
-                var it = RmapIterator(s.rmapHead(gfn: gfn, level: level).pointee)
-                while let e = it.next() { if e == pt + i { seen += 1 } }
-                if seen != 1 {
-                    report.fail("spte of gfn \(gfn) (page \(p) index \(i), level \(level)) is on its rmap \(seen) times")
-                }
+        mmu.forEachLeafSPTE(limit: table.count) { sptep, p, i, level in
+            let gfn = cols.gfn(ofPage: p, index: i)
+            guard s.contains(gfn) else { return }
+            var seen = 0
+            var it = RmapIterator(s.rmapHead(gfn: gfn, level: level).pointee)
+            while let e = it.next() { if e == sptep { seen += 1 } }
+            if seen != 1 {
+                report.fail("spte of gfn \(gfn) (page \(p) index \(i), level \(level)) is on its rmap \(seen) times")
             }
-            sp = cols.next[p]
         }
     }
 
@@ -218,25 +199,13 @@ extension VirtualMachine {
             for p in 0..<table.count where cols.slotBitmap[p] & slotBit != 0 { slotTables += 1 }
             // A random rmap visit costs about as much as scanning 32 sptes in order.
             if written.count * 32 >= slotTables * SPTE.perPage {
-                var sp = mmu.vm.pointee.activeHead
-                while sp >= 0 {
-                    let p = Int(sp)
-                    if cols.slotBitmap[p] & slotBit != 0 {
-                        let pt = cols.spt[p]!
-                        let level = Int(cols.level[p])
-                        for i in 0..<SPTE.perPage {
-                            let spte = pt[i]
-                            guard isShadowPresentSPTE(spte), isLastSPTE(spte, level: level) else { continue }
-                            if spte & unprotected != 0 || isLargeSPTE(spte) {
-                                let gfn = cols.gfn(ofPage: p, index: i)
-                                if s.contains(gfn) {
-                                    report.fail(isLargeSPTE(spte) ? "gfn \(gfn) has a large leaf in a logging slot"
-                                                                  : "gfn \(gfn) left \(what) (page \(p) index \(i)) after protection")
-                                }
-                            }
-                        }
-                    }
-                    sp = cols.next[p]
+                mmu.forEachLeafSPTE(inTablesOf: s) { sptep, p, i, _ in
+                    let spte = sptep.pointee
+                    guard spte & unprotected != 0 || isLargeSPTE(spte) else { return }
+                    let gfn = cols.gfn(ofPage: p, index: i)
+                    guard s.contains(gfn) else { return }
+                    report.fail(isLargeSPTE(spte) ? "gfn \(gfn) has a large leaf in a logging slot"
+                                                  : "gfn \(gfn) left \(what) (page \(p) index \(i)) after protection")
                 }
             } else {
                 for off in written {

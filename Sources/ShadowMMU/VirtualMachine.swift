@@ -173,6 +173,34 @@ public struct MMU {
         preconditionFailure("no slot \(id)")
     }
 
+    /// for_each_leaf: every present leaf spte on the shadow pages, following
+    /// active_mmu_pages; only the pages whose slot bitmap has `slot`, when
+    /// given. `body` gets the spte's address, its shadow page and index
+    /// there (for its gfn) and the page's level. Follows at most `limit`
+    /// pages, so that a list corrupted into a cycle ends, and returns how
+    /// many it followed. For the untimed paths (enabling logging modes, the
+    /// invariant checks); the slot walk that is measured keeps its own loop.
+    @discardableResult @inline(__always)
+    public func forEachLeafSPTE(inTablesOf slot: SlotView? = nil, limit: Int = .max,
+                                _ body: (_ sptep: UnsafeMutablePointer<UInt64>, _ page: Int, _ index: Int, _ level: Int) -> Void) -> Int {
+        let slotBit: UInt64 = slot.map { 1 << UInt64($0.id) } ?? ~0
+        var followed = 0
+        var sp = vm.pointee.activeHead
+        while sp >= 0, followed < limit {
+            let p = Int(sp)
+            followed &+= 1
+            if pages.slotBitmap[p] & slotBit != 0 {
+                let pt = pages.spt[p]!
+                let level = Int(pages.level[p])
+                for i in 0..<SPTE.perPage where isShadowPresentSPTE(pt[i]) && isLastSPTE(pt[i], level: level) {
+                    body(pt + i, p, i, level)
+                }
+            }
+            sp = pages.next[p]
+        }
+        return followed
+    }
+
     /// drop_spte() for a large leaf: clear it and take it off its rmap.
     /// A cold path: large leaves do not exist while logging is on.
     @inline(never)

@@ -47,36 +47,19 @@ extension VirtualMachine {
     }
 
     /// The writable leaves of the measured slot, as gfns.
-    var writableGFNs: [UInt64] {
-        var out: [UInt64] = []
-        let c = table.columns
-        let s = measured
-        for p in 0..<table.count {
-            let level = Int(c.level[p])
-            for i in 0..<SPTE.perPage {
-                let e = c.spt[p]![i]
-                if isShadowPresentSPTE(e), isLastSPTE(e, level: level), isWritableSPTE(e) {
-                    let gfn = c.gfn(ofPage: p, index: i)
-                    if s.contains(gfn) { out.append(gfn) }
-                }
-            }
-        }
-        return out.sorted()
-    }
+    var writableGFNs: [UInt64] { leafGFNs(with: SPTE.writable) }
 
     /// The dirty leaves of the measured slot, as gfns.
-    var dirtyGFNs: [UInt64] {
+    var dirtyGFNs: [UInt64] { leafGFNs(with: SPTE.dirty) }
+
+    /// The leaves of the measured slot that have `bit`, as gfns.
+    func leafGFNs(with bit: UInt64) -> [UInt64] {
         var out: [UInt64] = []
-        let c = table.columns
         let s = measured
-        for p in 0..<table.count {
-            let level = Int(c.level[p])
-            for i in 0..<SPTE.perPage {
-                let e = c.spt[p]![i]
-                if isShadowPresentSPTE(e), isLastSPTE(e, level: level), e & SPTE.dirty != 0 {
-                    let gfn = c.gfn(ofPage: p, index: i)
-                    if s.contains(gfn) { out.append(gfn) }
-                }
+        withMMU { mmu in
+            mmu.forEachLeafSPTE { sptep, p, i, _ in
+                let gfn = mmu.pages.gfn(ofPage: p, index: i)
+                if sptep.pointee & bit != 0 && s.contains(gfn) { out.append(gfn) }
             }
         }
         return out.sorted()
