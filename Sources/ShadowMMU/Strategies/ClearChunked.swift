@@ -20,7 +20,7 @@ extension MMU {
         let getDone = MonotonicClock.now()
 
         let chunkWords = max(1, vm.pointee.clearChunkPages >> 6)
-        var visited = 0, protected = 0, locks = 0, flushes = 0, cleared = 0, pages = 0, cleanedLines = 0
+        var visited = 0, protected = 0, locks = 0, flushes = 0, cleared = 0, cleanedLines = 0
         var first = 0
         while first < words {
             let last = min(words, first &+ chunkWords)
@@ -41,7 +41,6 @@ extension MMU {
                         if old != 0 && old & ~mask == 0 && s.lineIsClean(around: w) { cleanedLines &+= 1 }
                         if still != 0 {
                             cleared &+= still.nonzeroBitCount
-                            pages &+= still.nonzeroBitCount
                             rmapProtectMask(slot: s, offset: UInt64(w) << 6, mask: still, clearing: SPTE.writable,
                                             visited: &visited, protected: &protected)
                         }
@@ -64,7 +63,7 @@ extension MMU {
         counters.tlbFlushes &+= flushes
         // The bitmap copied (read and written), the copy read back, the
         // dirty words cleared; per dirty page its head, per spte 16 bytes.
-        counters.bytesTouched &+= words &* 24 &+ pages &* 8 &+ visited &* 16
+        counters.bytesTouched &+= words &* 24 &+ cleared &* 8 &+ visited &* 16
         return (copy, getDone)
     }
 }

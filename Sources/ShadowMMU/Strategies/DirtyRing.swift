@@ -35,7 +35,7 @@ extension MMU {
             v &+= 1
         }
         // The kernel: reset and protect, mask by mask.
-        var visited = 0, protected = 0, locks = 0, masks = 0
+        var visited = 0, protected = 0, locks = 0
         v = 0
         while v < vcpus.count {
             let cpu = vcpus.baseAddress! + v
@@ -63,22 +63,12 @@ extension MMU {
                             continue
                         }
                     }
-                    spinLock()
-                    rmapProtectMask(slot: s, offset: curOffset, mask: mask, clearing: SPTE.writable, visited: &visited, protected: &protected)
-                    spinUnlock()
-                    locks &+= 1
-                    masks &+= 1
+                    resetDirtyGFN(slot: s, offset: curOffset, mask: mask, visited: &visited, protected: &protected, locks: &locks)
                 }
                 curOffset = offset
                 mask = 1
             }
-            if mask != 0 {
-                spinLock()
-                rmapProtectMask(slot: s, offset: curOffset, mask: mask, clearing: SPTE.writable, visited: &visited, protected: &protected)
-                spinUnlock()
-                locks &+= 1
-                masks &+= 1
-            }
+            if mask != 0 { resetDirtyGFN(slot: s, offset: curOffset, mask: mask, visited: &visited, protected: &protected, locks: &locks) }
             cpu.pointee.resetIndex = reset
             v &+= 1
         }
@@ -91,5 +81,14 @@ extension MMU {
         // Each entry read and written twice (collect, reset), the user's bit,
         // per page its rmap head, per spte 16 bytes.
         counters.bytesTouched &+= collected &* (32 &+ 8 &+ 8) &+ visited &* 16
+    }
+
+    /// kvm_reset_dirty_gfn(): one merged mask, under its own hold of mmu_lock.
+    @inline(__always)
+    func resetDirtyGFN(slot s: SlotView, offset: UInt64, mask: UInt64, visited: inout Int, protected: inout Int, locks: inout Int) {
+        spinLock()
+        rmapProtectMask(slot: s, offset: offset, mask: mask, clearing: SPTE.writable, visited: &visited, protected: &protected)
+        spinUnlock()
+        locks &+= 1
     }
 }

@@ -9,9 +9,6 @@ public enum MaskProtect: Sendable {
     case tdp
     /// The 4 KiB rmaps, dirty bits cleared (dbit-clear, PML).
     case rmapDirtyBit
-    /// Nothing now: the word is only moved to the buffer, the caller
-    /// protects afterwards by walking (adaptive choosing a walk).
-    case none
 }
 
 extension MMU {
@@ -46,20 +43,18 @@ extension MMU {
                     rmapProtectMask(slot: s, offset: offset, mask: mask, clearing: bit, visited: &visited, protected: &protected)
                 case .tdp:
                     tdpProtectMask(slot: s, offset: offset, mask: mask, tables: &tables, protected: &protected)
-                case .none:
-                    break
                 }
             }
             i &+= 1
         }
         spinUnlock()
-        if nonZero > 0 && protect != .none { flushRemoteTLBs() }
+        if nonZero > 0 { flushRemoteTLBs() }
 
         counters.rmapEntriesVisited &+= visited
         counters.sptesProtected &+= protected
         counters.shadowPagesVisited &+= tables
         counters.lockAcquisitions &+= 1
-        counters.tlbFlushes &+= nonZero > 0 && protect != .none ? 1 : 0
+        counters.tlbFlushes &+= nonZero > 0 ? 1 : 0
         // Both halves read or written whole; per dirty page its rmap head,
         // per spte reached its address and value; a TDP descent reads one
         // spte per level, then the leaves.
