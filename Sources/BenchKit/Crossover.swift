@@ -215,6 +215,17 @@ public enum Crossover {
         return nil
     }
 
+    /// rmap's and slot-walk's medians at each dirty count both measured, in
+    /// order of dirty pages.
+    static func pairs(_ rows: [PointRow]) -> [Pair] {
+        var rmap: [Int: Double] = [:], walk: [Int: Double] = [:]
+        for r in rows {
+            if r.strategy == Strategy.rmap.rawValue { rmap[r.dirtyPages] = r.summary.median }
+            if r.strategy == Strategy.slotWalk.rawValue { walk[r.dirtyPages] = r.summary.median }
+        }
+        return rmap.keys.filter { walk[$0] != nil }.sorted().map { Pair(dirtyPages: $0, rmap: rmap[$0]!, slotWalk: walk[$0]!) }
+    }
+
     /// Regret of a rule at one point: its choice's time over the best, minus one, in percent.
     public static func regretPct(chosen: Double, best: Double) -> Double {
         best > 0 ? (chosen / best - 1) * 100 : 0
@@ -223,14 +234,7 @@ public enum Crossover {
     /// The crossover row of one series from its model rows.
     public static func row(series: SeriesKey, rows: [PointRow]) -> CrossoverRow? {
         let model = rows.filter { $0.backend == "model" && $0.series == series }
-        var rmap: [Int: Double] = [:], walk: [Int: Double] = [:]
-        for r in model {
-            if r.strategy == Strategy.rmap.rawValue { rmap[r.dirtyPages] = r.summary.median }
-            if r.strategy == Strategy.slotWalk.rawValue { walk[r.dirtyPages] = r.summary.median }
-        }
-        let pairs = rmap.keys.filter { walk[$0] != nil }.sorted().map {
-            Pair(dirtyPages: $0, rmap: rmap[$0]!, slotWalk: walk[$0]!)
-        }
+        let pairs = pairs(model)
         guard let first = pairs.first, let last = pairs.last, let nUsed = model.first?.nUsedMMUPages else { return nil }
         let (cross, note) = find(pairs)
         var worst = 0.0, worstAt = first.dirtyPages, sum = 0.0

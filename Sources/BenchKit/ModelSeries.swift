@@ -214,7 +214,7 @@ public final class ModelSeries {
             // The crossover need not lie where the sweep is dense: bisect the
             // bracket (in log space) until it is a quarter octave wide.
             for _ in 0..<4 {
-                let pairs = Self.pairs(out.rows)
+                let pairs = Crossover.pairs(out.rows)
                 guard let (lo, hi) = Crossover.bracket(pairs), let mid = SweepPlan.refinement(between: lo, and: hi) else { break }
                 counts.append(mid)
                 out.rows += measure(vm: vm, dirtyPages: mid, nUsed: nUsed, status: "\(status) · refining crossover (\(mid) dirty)")
@@ -222,15 +222,6 @@ public final class ModelSeries {
             }
         }
         return out
-    }
-
-    static func pairs(_ rows: [PointRow]) -> [Crossover.Pair] {
-        var rmap: [Int: Double] = [:], walk: [Int: Double] = [:]
-        for r in rows {
-            if r.strategy == Strategy.rmap.rawValue { rmap[r.dirtyPages] = r.summary.median }
-            if r.strategy == Strategy.slotWalk.rawValue { walk[r.dirtyPages] = r.summary.median }
-        }
-        return rmap.keys.compactMap { d in walk[d].map { Crossover.Pair(dirtyPages: d, rmap: rmap[d]!, slotWalk: $0) } }
     }
 
     /// The order of repetition `rep`: strategies grouped by how the slot
