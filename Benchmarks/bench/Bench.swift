@@ -1,7 +1,9 @@
 import ArgumentParser
-import BenchKit
-import ShadowMMU
+import BenchAnalysis
+import BenchMeasure
+import DirtyLogCore
 import Foundation
+import ShadowMMU
 
 @main
 struct Bench: ParsableCommand {
@@ -14,7 +16,7 @@ struct Bench: ParsableCommand {
         is populated like kvm-unit-tests' dirty-log-perf: every page written once, dirty \
         logging enabled. Then, for each dirty-page count, the guest writes that many \
         pages and one harvest of the dirty log is timed per strategy, interleaved, \
-        caches cold:
+        caches cold, repeated until its median is known:
 
           slot-walk      every shadow page of the VM (kvm_mmu_slot_remove_write_access)
           rmap           per dirty page: walk its rmaps (the seed's new branch)
@@ -32,24 +34,26 @@ struct Bench: ParsableCommand {
                          calibrated on the series' own VM
 
         Every measured harvest is checked against the model's invariant (no \
-        writable spte of a clean gfn, nothing logged lost). Results go to a new \
-        folder under --output: points.csv, samples.csv, crossover.csv, skipped.csv, \
-        an SVG plot per series, report.md and meta.json (results/README.md \
-        describes every file and column).
+        writable spte of a clean gfn, nothing logged lost); a run with a violation \
+        exits 1. Results go to a new folder under --output: points.csv, samples.csv, \
+        crossover.csv, skipped.csv, an SVG plot per series, report.md and meta.json \
+        (results/README.md describes every file and column). Ctrl-C stops a run at \
+        the next harvest with every file written whole (exit status 130; SIGTERM \
+        143); a second Ctrl-C exits at once.
 
         With no options: a 1 GiB slot under two-dimensional paging (tdp: one spte per \
         gfn) and shadow paging (shadow: each gfn mapped by --mappings sptes in \
         different shadow pages), with evenly spaced and random dirty pages; a 16 GiB \
         slot under both with evenly spaced pages; ten pre-copy migration rounds on \
-        the 1 GiB slots; 11 repetitions per point. Lists are comma-separated; sizes \
-        are page counts or sizes such as 262144, 64MiB, 1GiB.
+        the 1 GiB slots. Lists are comma-separated; sizes are page counts or sizes \
+        such as 262144, 64MiB, 1GiB.
 
         Examples:
           bench --quick                                   a small sweep, seconds
           bench --slot-pages 1GiB --paging tdp --pattern even
           bench --slot-pages 1GiB --vm-pages 8GiB          a 1 GiB slot in an 8 GiB VM
           bench --slot-pages 4GiB --dirty 1,512,65536 --strategy rmap,slot-walk
-          bench --preset dirty-log-perf                   model and kernel together
+          bench dirty-log-perf                            model and kernel side by side
           bench compare results/A results/B --check adaptive
 
         Where /dev/kvm opens, the same series also run on the real kernel (backend \
@@ -57,12 +61,13 @@ struct Bench: ParsableCommand {
         KVM_GET_DIRTY_LOG then KVM_CLEAR_DIRTY_LOG) and kvm-ring (the dirty ring and \
         KVM_RESET_DIRTY_RINGS), with a tiny guest writing the same pages.
         """,
-        version: "dirty-log-bench 0.1",
-        subcommands: [Compare.self]
+        version: "dirty-log-bench 0.2",
+        subcommands: [DirtyLogPerf.self, Compare.self]
     )
 
     /// Parses and runs, reporting any error on one line of stderr: bad input
-    /// exits 64 (EX_USAGE), an unwritable output 73, a failure while running 70.
+    /// exits 64 (EX_USAGE), an unwritable output 73, a failure while running
+    /// 70, a violated invariant 1, a run stopped by SIGINT 130 (SIGTERM 143).
     static func main() {
         do {
             var command = try parseAsRoot()
@@ -75,211 +80,202 @@ struct Bench: ParsableCommand {
         } catch {
             let code = exitCode(for: error)
             if code == .success { exit(withError: error) }
-            let message = fullMessage(for: error).split(separator: "\n").first.map(String.init) ?? "\(error)"
-            FileHandle.standardError.write(Data("bench: error: \(message)\n".utf8))
+            FileHandle.standardError.write(Data("bench: error: \(oneLine(fullMessage(for: error)))\n".utf8))
             Foundation.exit(code.rawValue)
         }
     }
 
-    @Flag(help: "A small sweep (a 64 MiB slot, tdp and shadow, even pages, 5 repetitions), for a first try and for CI.")
+    /// ArgumentParser's message on one line: its first paragraph, a list of
+    /// accepted values joined into it, no usage.
+    static func oneLine(_ message: String) -> String {
+        var parts: [String] = []
+        for line in message.split(separator: "\n", omittingEmptySubsequences: false) {
+            let t = line.trimmingCharacters(in: .whitespaces)
+            if t.isEmpty || t.hasPrefix("Usage:") || t.hasPrefix("Help:") { break }
+            parts.append(t.hasPrefix("- ") ? String(t.dropFirst(2)) : t)
+        }
+        var s = parts.first ?? message
+        if parts.count > 1 { s += " " + parts.dropFirst().joined(separator: ", ") }
+        if s.hasPrefix("Error: ") { s.removeFirst("Error: ".count) }
+        return s
+    }
+
+    @OptionGroup var measurement: MeasurementOptions
+
+    @Flag(help: "A small sweep (a 64 MiB slot, tdp and shadow, even pages, 3 to 9 repetitions), for a first try and for CI.")
     var quick = false
 
     @Option(name: .customLong("slot-pages"), help: ArgumentHelp(
-        "Measured slot sizes, as page counts or sizes. (default: \(RunOptions.Defaults.slotPages); --quick: \(RunOptions.Defaults.quickSlotPages))",
-        valueName: "sizes"))
-    var slotPages: String?
+        "Measured slot sizes, as page counts or sizes. (default: 1GiB,16GiB; --quick: 64MiB)", valueName: "sizes"))
+    var slotPages: CommaList<PageCount>?
 
     @Option(name: .customLong("vm-pages"), help: ArgumentHelp(
         "Total guest memory; what the slot leaves goes to a second slot whose shadow pages count in n_used_mmu_pages (dirty-log-perf's -m). (default: the slot size)",
         valueName: "size"))
-    var vmPages: String?
+    var vmPages: PageCount?
 
-    @Option(help: ArgumentHelp("Paging modes: tdp, shadow. (default: \(RunOptions.Defaults.paging))", valueName: "modes"))
-    var paging: String?
+    @Option(help: ArgumentHelp("Paging modes: tdp, shadow. (default: tdp,shadow)", valueName: "modes"))
+    var paging: CommaList<PagingChoice>?
 
-    @Option(help: ArgumentHelp("Under shadow paging, the sptes mapping each gfn (guest address spaces), 1 to 16. (default: \(RunOptions.Defaults.mappings))", valueName: "k"))
-    var mappings: String?
+    @Option(help: ArgumentHelp("Under shadow paging, the sptes mapping each gfn (guest address spaces), 1 to 16. (default: \(SweepDefaults.mappings))", valueName: "k"))
+    var mappings: Int?
 
-    @Option(help: ArgumentHelp("Dirty patterns: even, random, clustered, hot-set, one-per-table. (default: \(RunOptions.Defaults.pattern))", valueName: "patterns"))
-    var pattern: String?
-
-    @Option(help: ArgumentHelp("Strategies: \(Strategy.allCases.map(\.rawValue).joined(separator: ", ")). (default: all)", valueName: "names"))
-    var strategy: String?
+    @Option(help: ArgumentHelp("Dirty patterns: \(DirtyPattern.allCases.map(\.rawValue).joined(separator: ", ")). (default: even,random)", valueName: "patterns"))
+    var pattern: CommaList<DirtyPattern>?
 
     @Option(help: ArgumentHelp("threshold (sweep dirty counts, one harvest per point), migration (rounds of pre-copy: hot-set writes, harvest; timed as a total). (default: both on 1 GiB in the default run, else threshold)", valueName: "names"))
-    var scenario: String?
+    var scenario: CommaList<ScenarioChoice>?
 
     @Option(help: ArgumentHelp("Dirty-page counts to measure instead of the threshold sweep.", valueName: "counts"))
-    var dirty: String?
-
-    @Option(help: ArgumentHelp("Timed repetitions per point and strategy, 1 to 1000. (default: \(RunOptions.Defaults.reps); --quick: \(RunOptions.Defaults.quickReps))", valueName: "n"))
-    var reps: String?
-
-    @Option(name: .customLong("min-time"), help: ArgumentHelp("More repetitions, past --reps, until each strategy's timed repetitions at a point add up to this (up to ten times --reps): 0.5, 0.5s, 50ms. (default: 0)", valueName: "time"))
-    var minTime: String?
-
-    @Option(help: ArgumentHelp("Untimed repetitions before them, 0 to 100. (default: \(RunOptions.Defaults.warmup))", valueName: "n"))
-    var warmup: String?
-
-    @Option(help: ArgumentHelp("cold: evict the caches before each timed protection; warm: do not. (default: cold)", valueName: "mode"))
-    var cache: String?
-
-    @Option(help: ArgumentHelp("Seed of random patterns, shadow layouts and strategy order. (default: \(RunOptions.Defaults.seed))", valueName: "n"))
-    var seed: String?
-
-    @Option(help: ArgumentHelp("Where run folders go.", valueName: "dir"))
-    var output = "results"
-
-    @Flag(help: "No progress on stderr.")
-    var quiet = false
-
-    @Option(help: ArgumentHelp("vCPUs writing; each has a dirty ring and a PML buffer, 1 to 64. (default: 2)", valueName: "n"))
-    var vcpus: String?
-
-    @Option(name: .customLong("ring-entries"), help: ArgumentHelp("Entries of each vCPU's dirty ring for ring, a power of two from 128. (default: 65536)", valueName: "n"))
-    var ringEntries: String?
-
-    @Option(name: .customLong("yield-every"), help: ArgumentHelp("rmap-walk and tdp-walk release and retake mmu_lock every this many gfns. (default: 4096)", valueName: "gfns"))
-    var yieldEvery: String?
-
-    @Option(name: .customLong("clear-chunk-pages"), help: ArgumentHelp("clear-chunked's KVM_CLEAR_DIRTY_LOG size, a multiple of 64 pages. (default: 262144, QEMU's 1 GiB)", valueName: "size"))
-    var clearChunkPages: String?
+    var dirty: CommaList<Int>?
 
     @Option(name: .customLong("cluster-pages"), help: ArgumentHelp("clustered: pages per run. (default: 16)", valueName: "n"))
-    var clusterPages: String?
+    var clusterPages: Int?
 
     @Option(name: .customLong("zipf-skew"), help: ArgumentHelp("hot-set: the Zipf exponent, 0 to 4. (default: 1)", valueName: "s"))
-    var zipfSkew: String?
+    var zipfSkew: Double?
 
     @Option(help: ArgumentHelp("migration: harvest rounds, 1 to 64. (default: 10)", valueName: "n"))
-    var rounds: String?
-
-    @Option(help: ArgumentHelp("model, kvm or both: kvm runs the same series on the real kernel through /dev/kvm. (default: both, the kernel when /dev/kvm opens)", valueName: "name"))
-    var backend: String?
-
-    @Option(name: .customLong("kvm-reps"), help: ArgumentHelp("Timed repetitions per kernel point and strategy, 1 to 1000. (default: \(RunOptions.Defaults.kvmReps))", valueName: "n"))
-    var kvmReps: String?
-
-    @Option(name: .customLong("kvm-budget"), help: ArgumentHelp("Seconds one kernel series may take; the points that would exceed it are skipped and listed in skipped.csv. (default: \(RunOptions.Defaults.kvmBudgetSeconds))", valueName: "seconds"))
-    var kvmBudget: String?
-
-    @Option(help: ArgumentHelp("dirty-log-perf: kvm-unit-tests' experiment (--slot-pages as its -n, default 262144; --vm-pages as its -m), 1, 2, 4, ... dirty pages evenly spaced, on the model and the kernel side by side.", valueName: "name"))
-    var preset: String?
+    var rounds: Int?
 
     func run() throws {
-        var o = RunOptions()
-        o.quick = quick
-        o.slotPages = slotPages
-        o.vmPages = vmPages
-        o.paging = paging
-        o.mappings = mappings
-        o.pattern = pattern
-        o.strategy = strategy
-        o.dirty = dirty
-        o.reps = reps
-        o.warmup = warmup
-        o.cache = cache
-        o.seed = seed
-        o.output = output
-        o.quiet = quiet
-        o.backend = backend
-        o.kvmReps = kvmReps
-        o.kvmBudget = kvmBudget
-        o.preset = preset
-        o.minTime = minTime
-        o.scenario = scenario
-        o.vcpus = vcpus
-        o.ringEntries = ringEntries
-        o.yieldEvery = yieldEvery
-        o.clearChunkPages = clearChunkPages
-        o.clusterPages = clusterPages
-        o.zipfSkew = zipfSkew
-        o.rounds = rounds
-        let plan = try o.plan()
-        let outcome = try BenchRun(plan: plan).run()
-        if let p = preset {
-            print(Reports.sideBySide(outcome.rows, scenario: p))
-            print("")
+        try RunCommand.execute(try plan(memoryAvailable: SystemMemory.availableBytes))
+    }
+
+    /// The plan these options ask for, every value checked before anything
+    /// large is allocated: a one-line `BenchError.usage` names the option.
+    func plan(memoryAvailable: Int) throws -> RunPlan {
+        let slots = try (slotPages?.values ?? (quick ? SweepDefaults.quickSlotPages : SweepDefaults.slotPages))
+            .map { try Check.pages($0, "--slot-pages", SweepLimits.slotPages) }
+        let vm = try vmPages.map { try Check.pages($0, "--vm-pages", SweepLimits.slotPages) }
+        if let vm, let big = slots.max(), vm < big {
+            throw BenchError.usage("--vm-pages: \(vm) pages is smaller than the slot (\(big) pages); accepted: \(big) to \(SweepLimits.slotPages.upperBound) pages")
         }
-        let tables = [Reports.summary(outcome.crossover), Reports.successorSummary(outcome.crossover),
-                      Reports.kernelSummary(outcome.crossover)].filter { !$0.isEmpty }
-        if !tables.isEmpty { print(tables.joined(separator: "\n\n")) }
-        for n in outcome.notes { print("\n" + n) }
-        print("")
-        let bad = outcome.rows.filter { !$0.verified }.count
-        print("points:    \(outcome.directory)/points.csv (\(outcome.rows.count) rows, " + (bad == 0 ? "all verified)" : "\(bad) NOT verified)"))
-        print("crossover: \(outcome.directory)/crossover.csv")
-        if !outcome.skipped.isEmpty {
-            print("skipped:   \(outcome.directory)/skipped.csv (\(outcome.skipped.count) entries)")
+        let k = try mappings.map { try Check.int($0, "--mappings", SweepLimits.mappings) } ?? SweepDefaults.mappings
+        let pagings = (paging?.values ?? SweepDefaults.pagings).map { $0.paging(mappings: k) }
+        // --quick: the even pattern only, unless asked otherwise.
+        let patterns = pattern?.values ?? (quick ? [.even] : SweepDefaults.patterns)
+        let smallest = slots.min()!
+        let counts = try dirty.map {
+            CountPlan.explicit(try $0.values.map { try Check.int($0, "--dirty", 1...smallest, unit: "dirty pages (at most the slot's \(smallest) pages)") })
+        } ?? .thresholdSweep(.full)
+        var patternParameters = PatternParameters()
+        patternParameters.clusterPages = try clusterPages.map { try Check.int($0, "--cluster-pages", SweepLimits.clusterPages) } ?? patternParameters.clusterPages
+        patternParameters.zipfSkew = try zipfSkew.map { v -> Double in
+            guard v >= 0, v <= 4 else { throw BenchError.usage("--zipf-skew: \(v) is out of range; accepted: 0 to 4") }
+            return v
+        } ?? patternParameters.zipfSkew
+        let migrationRounds = try rounds.map { try Check.int($0, "--rounds", SweepLimits.rounds) } ?? 10
+        let curatedDefault = !quick && slotPages == nil && pattern == nil && scenario == nil
+        let scenarios = scenario?.values ?? (curatedDefault ? [.threshold, .migration] : [.threshold])
+        let strategies = measurement.strategies
+
+        // The default run: every paging mode and pattern on the 1 GiB slot, and
+        // dirty-log-perf's evenly spaced pages on the 16 GiB one, whose random
+        // pattern would double the run's time (`--pattern random` adds it).
+        var series: [ModelSeriesSpec] = []
+        if scenarios.contains(.threshold) {
+            for slot in slots {
+                for p in pagings {
+                    for pat in patterns where !(curatedDefault && slot > SweepDefaults.randomPatternMaxSlotPages && pat == .random) {
+                        if let d = dirty, pat == .onePerTable, d.values.contains(where: { $0 > pat.maxCount(slotPages: slot) }) {
+                            throw BenchError.usage("--dirty: \(d.defaultValueDescription) has counts above \(pat.maxCount(slotPages: slot)), the most one-per-table can dirty in a slot of \(slot) pages")
+                        }
+                        let layout = VMLayout(paging: p, slotPages: slot, vmPages: max(vm ?? slot, slot))
+                        var c = counts
+                        if case .thresholdSweep = counts {
+                            c = .thresholdSweep(quick ? .quick : slot > SweepDefaults.fullDensityMaxSlotPages ? .large : .full)
+                        }
+                        series.append(ModelSeriesSpec(scenario: .threshold, layout: layout, pattern: pat, counts: c, strategies: strategies))
+                    }
+                }
+            }
         }
-        print(String(format: "wall time: %.1f s", outcome.seconds))
-        if bad > 0 { throw ExitCode(1) }
+        if scenarios.contains(.migration) {
+            for slot in slots where !(curatedDefault && slot > SweepDefaults.migrationMaxSlotPages) {
+                for p in pagings {
+                    let layout = VMLayout(paging: p, slotPages: slot, vmPages: max(vm ?? slot, slot))
+                    series.append(ModelSeriesSpec(scenario: .migration, layout: layout, pattern: .hotSet, counts: .migration, strategies: strategies))
+                }
+            }
+        }
+        var plan = try Planner.plan(measurement, quick: quick, series: series, counts: counts, memoryAvailable: memoryAvailable)
+        plan.settings.patterns = patternParameters
+        plan.settings.migrationRounds = migrationRounds
+        return plan
     }
 }
 
-struct Compare: ParsableCommand {
+/// kvm-unit-tests' api/dirty-log-perf: a slot of `-n` pages in a VM of `-m`,
+/// 1, 2, 4, ... dirty pages evenly spaced, on the model and the kernel side
+/// by side.
+struct DirtyLogPerf: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Compare two runs point by point: the change in median and whether it is significant.",
+        commandName: "dirty-log-perf",
+        abstract: "kvm-unit-tests' dirty-log-perf on the model and the kernel, side by side.",
         discussion: """
-        For every point and strategy both runs measured, the change in median from the \
-        first run to the second, and a two-sided Mann-Whitney U test on their timed \
-        repetitions (samples.csv), corrected for the number of comparisons \
-        (Benjamini-Hochberg at --fdr). Each repetition is first divided by the \
-        geometric mean of the point's strategies in the same repetition, so a machine \
-        that got slower overall does not read as a regression of every strategy. Prints, per \
-        series and strategy, the median and range of that change over its points and how \
-        many points changed significantly, then the significant changes; writes every \
-        comparison to a CSV. Exits 1 when a strategy named by --check (any, by default) \
-        got significantly slower by more than --max-regression percent: for CI.
-
-        Example: bench compare results/20261125-101500 results/20261125-103000 --check rmap --max-regression 10
+        The experiment of the seed's author (kvm-unit-tests api/dirty-log-perf.cc): a \
+        slot of -n pages (default 262144, 1 GiB) in a VM of -m pages, every page \
+        written once, dirty logging on; then for 1, 2, 4, ... up to the slot, that \
+        many pages evenly spaced are written and one GET_DIRTY_LOG is timed. Under \
+        two-dimensional paging on the model, and on the kernel where /dev/kvm opens; \
+        prints the medians side by side.
         """
     )
 
-    @Argument(help: "The baseline run folder.")
-    var runA: String
+    @OptionGroup var measurement: MeasurementOptions
 
-    @Argument(help: "The run folder to compare with it.")
-    var runB: String
+    @Option(name: .customShort("n"), help: ArgumentHelp("The slot, as a page count or a size (dirty-log-perf's -n). (default: 262144)", valueName: "size"))
+    var slotPages = PageCount(1 << 18)
 
-    @Option(help: ArgumentHelp("Strategies whose regressions fail the comparison. (default: all)", valueName: "names"))
-    var check: String?
-
-    @Option(name: .customLong("max-regression"), help: ArgumentHelp("Percent slowdown, significant, that fails the comparison, 0 to 1000. (default: 30; between two quick runs minutes apart this machine showed relative shifts up to 28%)", valueName: "percent"))
-    var maxRegression: String?
-
-    @Option(help: ArgumentHelp("False-discovery rate for significance, 0.0001 to 0.5. (default: 0.05)", valueName: "q"))
-    var fdr: String?
-
-    @Option(help: ArgumentHelp("Where the CSV goes. (default: <run-b>/compare-<run-a name>.csv)", valueName: "file"))
-    var csv: String?
+    @Option(name: .customShort("m"), help: ArgumentHelp("All guest memory, the rest in a second slot (dirty-log-perf's -m). (default: the slot)", valueName: "size"))
+    var vmPages: PageCount?
 
     func run() throws {
-        let limit = try Double(Parse.int(maxRegression ?? "30", option: "--max-regression", range: 0...1000))
-        let q = try fdr.map { text -> Double in
-            guard let v = Double(text), v >= 0.0001, v <= 0.5 else {
-                throw BenchError.usage("--fdr: '\(text)' is out of range; accepted: 0.0001 to 0.5")
-            }
-            return v
-        } ?? 0.05
-        let names = Set(try check.map { try Parse.list($0, option: "--check") { $0 } } ?? [])
-        let comparison = try RunComparison.load(runA, runB, q: q)
-        guard !comparison.rows.isEmpty else {
-            throw BenchError.usage("run-b: \(runB) shares no point with \(runA); compare runs of the same sweep")
+        try RunCommand.execute(try plan(memoryAvailable: SystemMemory.availableBytes), sideBySide: .dirtyLogPerf)
+    }
+
+    func plan(memoryAvailable: Int) throws -> RunPlan {
+        let slot = try Check.pages(slotPages, "-n", SweepLimits.slotPages)
+        let vm = try vmPages.map { try Check.pages($0, "-m", slot...SweepLimits.slotPages.upperBound) } ?? slot
+        let layout = VMLayout(paging: .tdp, slotPages: slot, vmPages: vm)
+        let series = [ModelSeriesSpec(scenario: .dirtyLogPerf, layout: layout, pattern: .even, counts: .powersOfTwo, strategies: measurement.strategies)]
+        return try Planner.plan(measurement, quick: false, series: series, counts: .powersOfTwo, memoryAvailable: memoryAvailable)
+    }
+}
+
+/// Runs a plan and prints what it found; the exit status says how it went.
+enum RunCommand {
+    static func execute(_ plan: RunPlan, sideBySide: Scenario? = nil) throws {
+        let outcome = try BenchRun(plan: plan).run()
+        let results = outcome.results
+        if let s = sideBySide {
+            print(Reports.sideBySide(results.rows, scenario: s))
+            print("")
         }
-        let unknown = names.subtracting(comparison.rows.map(\.strategy))
-        guard unknown.isEmpty else {
-            throw BenchError.usage("--check: \(unknown.sorted().joined(separator: ", ")) measured in neither run; accepted: "
-                + Set(comparison.rows.map(\.strategy)).sorted().joined(separator: ", "))
-        }
-        let file = csv ?? (runB as NSString).appendingPathComponent("compare-" + (runA as NSString).lastPathComponent + ".csv")
-        try AtomicFile.write(comparison.table.text, to: file)
-        print(comparison.summary())
-        print("\ncsv: \(file)")
-        let bad = comparison.regressions(strategies: names, limitPct: limit)
+        let tables = [Reports.summary(results.crossover), Reports.successorSummary(results.crossover),
+                      Reports.kernelSummary(results.crossover)].filter { !$0.isEmpty }
+        if !tables.isEmpty { print(tables.joined(separator: "\n\n")) }
+        for n in results.notes { print("\n" + n) }
+        print("")
+        let bad = results.unverifiedRows
+        let dir = outcome.folder.path
+        print("points:    \(dir)/points.csv (\(results.rows.count) rows, " + (bad.isEmpty ? "all verified)" : "\(bad.count) NOT verified)"))
+        print("crossover: \(dir)/crossover.csv")
+        print("report:    \(dir)/report.md")
+        if !results.skipped.isEmpty { print("skipped:   \(dir)/skipped.csv (\(results.skipped.count) entries)") }
+        print(String(format: "wall time: %.1f s", outcome.seconds))
         if !bad.isEmpty {
-            print("\nREGRESSION: \(bad.count) point(s) of \(names.isEmpty ? "any strategy" : names.sorted().joined(separator: ", ")) significantly slower by more than \(Int(limit))%")
-            throw ExitCode(1)
+            print("\nVIOLATIONS: \(results.violations) in \(bad.count) rows")
+            for r in bad.prefix(10) {
+                print("  \(r.series.label), \(r.strategy.name) at \(r.dirtyPages) dirty pages: \(r.violationCount): "
+                    + (r.violations.first ?? ""))
+            }
         }
+        if let i = outcome.interrupted {
+            print("\nINTERRUPTED by \(i.signal) during \(i.during): the files above hold every point finished before it")
+            throw ExitCode(i.signal == "SIGTERM" ? 143 : 130)
+        }
+        if !bad.isEmpty { throw ExitCode(1) }
     }
 }

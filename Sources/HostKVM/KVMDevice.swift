@@ -1,10 +1,13 @@
 import CLinuxKVM
+import DirtyLogCore
 import Glibc
+import SystemPackage
 
 /// `/dev/kvm`: the API version, the capabilities this project uses and the
 /// vCPU mapping size, read once.
 public final class KVMDevice: Sendable {
-    public let fd: Int32
+    /// /dev/kvm, open for the system ioctls.
+    public let fd: FileDescriptor
     /// KVM_GET_API_VERSION (12 on every kernel since 2.6.22).
     public let apiVersion: Int32
     /// KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2: the manual-protect flags offered, 0 when not.
@@ -20,32 +23,33 @@ public final class KVMDevice: Sendable {
 
     /// Opens /dev/kvm. Throws `.unavailable` with the reason when it cannot be used.
     public init() throws {
-        let fd = open(Self.path, O_RDWR | O_CLOEXEC)
-        guard fd >= 0 else {
-            let e = errno
-            throw KVMError.unavailable("open(\(Self.path)): \(String(cString: strerror(e)))")
+        let fd: FileDescriptor
+        do {
+            fd = try FileDescriptor.open(FilePath(Self.path), .readWrite, options: .closeOnExec)
+        } catch let e as Errno {
+            throw KVMError.unavailable("open(\(Self.path)): \(e)")
         }
         self.fd = fd
-        let api = ck_ioctl_val(fd, ck_KVM_GET_API_VERSION(), 0)
+        let api = ck_ioctl_val(fd.rawValue, ck_KVM_GET_API_VERSION(), 0)
         guard api == 12 else {
-            close(fd)
+            try? fd.close()
             throw KVMError.unavailable("KVM_GET_API_VERSION is \(api), not 12")
         }
         apiVersion = api
-        func ext(_ cap: Int32) -> Int32 { max(0, ck_ioctl_val(fd, ck_KVM_CHECK_EXTENSION(), UInt(cap))) }
+        func ext(_ cap: Int32) -> Int32 { max(0, ck_ioctl_val(fd.rawValue, ck_KVM_CHECK_EXTENSION(), UInt(cap))) }
         manualProtectFlags = ext(ck_cap_manual_dirty_log_protect2())
         dirtyRingMaxBytes = ext(ck_cap_dirty_log_ring())
         dirtyRingAcqRel = ext(ck_cap_dirty_log_ring_acq_rel()) > 0
-        let size = ck_ioctl_val(fd, ck_KVM_GET_VCPU_MMAP_SIZE(), 0)
+        let size = ck_ioctl_val(fd.rawValue, ck_KVM_GET_VCPU_MMAP_SIZE(), 0)
         guard size > 0 else {
-            let e = errno
-            close(fd)
+            let e = Errno.current
+            try? fd.close()
             throw KVMError.systemCall(name: "KVM_GET_VCPU_MMAP_SIZE", errno: e)
         }
         vcpuMmapSize = Int(size)
     }
 
-    deinit { close(fd) }
+    deinit { try? fd.close() }
 
     /// Entries of the largest dirty ring the kernel offers (16 bytes each).
     public var dirtyRingMaxEntries: Int { Int(dirtyRingMaxBytes) / MemoryLayout<kvm_dirty_gfn>.stride }
@@ -67,19 +71,4 @@ public final class KVMDevice: Sendable {
         "api \(apiVersion), manual protect flags \(manualProtectFlags), dirty ring up to \(dirtyRingMaxEntries) entries"
             + (dirtyRingAcqRel ? " (acq/rel)" : "")
     }
-}
-
-/// The ways the real kernel hands out a dirty log, as `points.csv` names them.
-public enum KernelStrategy: String, CaseIterable, Sendable {
-    /// KVM_GET_DIRTY_LOG: the kernel copies the bitmap out and re-protects.
-    case get = "kvm-get"
-    /// KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2: KVM_GET_DIRTY_LOG only reads,
-    /// KVM_CLEAR_DIRTY_LOG of what it returned re-protects.
-    case getClear = "kvm-get+clear"
-    /// KVM_CAP_DIRTY_LOG_RING: read the vCPU's ring, then KVM_RESET_DIRTY_RINGS.
-    case ring = "kvm-ring"
-
-    /// Whether the strategy needs a VM of its own (the ring must be enabled
-    /// before the vCPU exists and rules out the bitmap ioctls).
-    public var usesRing: Bool { self == .ring }
 }

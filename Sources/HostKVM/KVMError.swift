@@ -1,4 +1,5 @@
 import Glibc
+import SystemPackage
 
 /// What can go wrong with the real kernel, each naming what failed.
 public enum KVMError: Error, CustomStringConvertible, Equatable {
@@ -7,7 +8,7 @@ public enum KVMError: Error, CustomStringConvertible, Equatable {
     /// A capability the strategy needs is not offered.
     case missingCapability(String)
     /// An ioctl (or another system call) failed.
-    case systemCall(name: String, errno: Int32)
+    case systemCall(name: String, errno: Errno)
     /// KVM_RUN came back for a reason other than HLT or a full dirty ring.
     case unexpectedExit(reason: UInt32, detail: String)
     /// The setup was refused before any ioctl.
@@ -19,7 +20,7 @@ public enum KVMError: Error, CustomStringConvertible, Equatable {
         switch self {
         case .unavailable(let m): "/dev/kvm unavailable: \(m)"
         case .missingCapability(let m): "missing capability: \(m)"
-        case .systemCall(let name, let e): "\(name) failed: \(String(cString: strerror(e))) (errno \(e))"
+        case .systemCall(let name, let e): "\(name) failed: \(e) (errno \(e.rawValue))"
         case .unexpectedExit(let r, let d): "KVM_RUN exited with reason \(r) (\(Self.exitName(r))): \(d)"
         case .invalidSetup(let m): m
         case .timedOut(let m): m
@@ -46,6 +47,19 @@ public enum KVMError: Error, CustomStringConvertible, Equatable {
 /// Runs a system call that returns -1 on failure, throwing its name and errno.
 @discardableResult
 func check(_ name: String, _ result: Int32) throws -> Int32 {
-    if result < 0 { throw KVMError.systemCall(name: name, errno: errno) }
+    if result < 0 { throw KVMError.systemCall(name: name, errno: .current) }
     return result
+}
+
+extension Errno {
+    /// errno, as the last failing call on this thread left it.
+    static var current: Errno { Errno(rawValue: Glibc.errno) }
+}
+
+extension FileDescriptor {
+    /// A descriptor a KVM ioctl returned (KVM_CREATE_VM, KVM_CREATE_VCPU,
+    /// KVM_GET_STATS_FD), or the ioctl's failure.
+    static func returned(by name: String, _ result: Int32) throws -> FileDescriptor {
+        FileDescriptor(rawValue: try check(name, result))
+    }
 }

@@ -1,5 +1,8 @@
 import CLinuxKVM
+import DirtyLogCore
+import Foundation
 import Glibc
+import SystemPackage
 
 /// A VM on the real kernel built for measuring one dirty log: a code slot,
 /// the measured slot (dirty logging on) and optionally the rest of the VM's
@@ -22,9 +25,12 @@ public final class KVMGuest {
     public let ringEntries: Int
 
     private let kvm: KVMDevice
-    private var vmFD: Int32 = -1
-    private var vcpuFD: Int32 = -1
-    private var memFD: Int32 = -1
+    private var vmFD: FileDescriptor?
+    private var vcpuFD: FileDescriptor?
+    private var memFD: FileDescriptor?
+    /// The VM's and the vCPU's descriptors, for ioctls, once built.
+    private var vm: Int32 { vmFD!.rawValue }
+    private var vcpu: Int32 { vcpuFD!.rawValue }
     private var run: UnsafeMutablePointer<kvm_run>?
     private var runSize = 0
     private var code: UnsafeMutableRawPointer?
@@ -86,17 +92,17 @@ public final class KVMGuest {
     deinit {
         if let r = ring { munmap(r, ringBytes) }
         if let r = run { munmap(r, runSize) }
-        if vcpuFD >= 0 { close(vcpuFD) }
-        if vmFD >= 0 { close(vmFD) }
+        try? vcpuFD?.close()
+        try? vmFD?.close()
         if let g = guestRange { munmap(g, guestRangeBytes) }
         if let c = code { munmap(c, codeBytes) }
-        if memFD >= 0 { close(memFD) }
+        try? memFD?.close()
         bitmap.deallocate()
         ringOffsets.deallocate()
     }
 
     private func build() throws {
-        vmFD = try check("KVM_CREATE_VM", ck_ioctl_val(kvm.fd, ck_KVM_CREATE_VM(), 0))
+        vmFD = try .returned(by: "KVM_CREATE_VM", ck_ioctl_val(kvm.fd.rawValue, ck_KVM_CREATE_VM(), 0))
         if ringEntries > 0 {
             // The ring must be enabled before any vCPU exists.
             let cap = kvm.dirtyRingAcqRel ? ck_cap_dirty_log_ring_acq_rel() : ck_cap_dirty_log_ring()
@@ -107,8 +113,10 @@ public final class KVMGuest {
         code = try map(bytes: codeBytes, fd: -1, name: "mmap(code slot)")
         try setRegion(slot: GuestLayout.codeSlot, gpa: 0, bytes: codeBytes, host: code!, flags: 0)
 
-        memFD = try check("memfd_create", ck_memfd_create("dirty-log-bench-guest", 1 /* MFD_CLOEXEC */))
-        try check("ftruncate(memfd)", ftruncate(memFD, off_t(Self.memfdBytes)))
+        memFD = try .returned(by: "memfd_create", ck_memfd_create("dirty-log-bench-guest", 1 /* MFD_CLOEXEC */))
+        do { try memFD!.resize(to: Int64(Self.memfdBytes)) } catch let e as Errno {
+            throw KVMError.systemCall(name: "ftruncate(memfd)", errno: e)
+        }
         guestRangeBytes = vmPages * Int(GuestLayout.pageSize)
         guestRange = try reserveGuestRange(bytes: guestRangeBytes)
         let base = GuestLayout.slotGPA(mode)
@@ -118,14 +126,14 @@ public final class KVMGuest {
                           bytes: (vmPages - slotPages) * 4096, host: guestRange! + slotPages * 4096, flags: 0)
         }
 
-        vcpuFD = try check("KVM_CREATE_VCPU", ck_ioctl_val(vmFD, ck_KVM_CREATE_VCPU(), 0))
+        vcpuFD = try .returned(by: "KVM_CREATE_VCPU", ck_ioctl_val(vm, ck_KVM_CREATE_VCPU(), 0))
         runSize = kvm.vcpuMmapSize
-        run = try map(bytes: runSize, fd: vcpuFD, name: "mmap(kvm_run)").bindMemory(to: kvm_run.self, capacity: 1)
+        run = try map(bytes: runSize, fd: vcpu, name: "mmap(kvm_run)").bindMemory(to: kvm_run.self, capacity: 1)
         if ringEntries > 0 {
             ringBytes = ringEntries * MemoryLayout<kvm_dirty_gfn>.stride
             let offset = ck_dirty_log_page_offset() * Int(sysconf(Int32(_SC_PAGESIZE)))
-            let p = mmap(nil, ringBytes, PROT_READ | PROT_WRITE, MAP_SHARED, vcpuFD, off_t(offset))
-            guard let p, p != MAP_FAILED else { throw KVMError.systemCall(name: "mmap(dirty ring)", errno: errno) }
+            let p = mmap(nil, ringBytes, PROT_READ | PROT_WRITE, MAP_SHARED, vcpu, off_t(offset))
+            guard let p, p != MAP_FAILED else { throw KVMError.systemCall(name: "mmap(dirty ring)", errno: .current) }
             ring = p.bindMemory(to: kvm_dirty_gfn.self, capacity: ringEntries)
         }
         try setCPUID()
@@ -152,16 +160,16 @@ public final class KVMGuest {
     /// either: populating stops there, and `emulated` says so.
     private func populate() throws {
         let chunk = min(vmPages, 1 << 16)
-        var list = [UInt32](repeating: 0, count: chunk)
+        var list = [SlotOffset](repeating: SlotOffset(0), count: chunk)
         var start = 0
         while start < vmPages {
             let n = min(chunk, vmPages - start)
-            for i in 0..<n { list[i] = UInt32(start + i) }
+            for i in 0..<n { list[i] = SlotOffset(start + i) }
             try list.withUnsafeBufferPointer { try loadWriteList(UnsafeBufferPointer(rebasing: $0[0..<n]), allowingWholeVM: true) }
-            let t0 = Self.nanoseconds()
-            try runWrites()
+            let t0 = MonotonicClock.now()
+            try writeAll()
             if start == 0 {
-                writeNanosPerPage = Double(Self.nanoseconds() - t0) / Double(n)
+                writeNanosPerPage = Double(MonotonicClock.now() - t0) / Double(n)
                 if try vmStats()["pages_4k"] == 0 {
                     emulated = true
                     populatedPages = n
@@ -173,31 +181,25 @@ public final class KVMGuest {
         populatedPages = vmPages
     }
 
-    static func nanoseconds() -> UInt64 {
-        var ts = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &ts)
-        return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
-    }
-
     // MARK: - Setup helpers
 
     private func map(bytes: Int, fd: Int32, name: String) throws -> UnsafeMutableRawPointer {
         let flags = fd < 0 ? MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE : MAP_SHARED
         let p = mmap(nil, bytes, PROT_READ | PROT_WRITE, flags, fd, 0)
-        guard let p, p != MAP_FAILED else { throw KVMError.systemCall(name: name, errno: errno) }
+        guard let p, p != MAP_FAILED else { throw KVMError.systemCall(name: name, errno: .current) }
         return p
     }
 
     /// A range of host addresses with the memfd mapped over and over it.
     private func reserveGuestRange(bytes: Int) throws -> UnsafeMutableRawPointer {
         let p = mmap(nil, bytes, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
-        guard let p, p != MAP_FAILED else { throw KVMError.systemCall(name: "mmap(guest range)", errno: errno) }
+        guard let p, p != MAP_FAILED else { throw KVMError.systemCall(name: "mmap(guest range)", errno: .current) }
         var off = 0
         while off < bytes {
             let n = min(Self.memfdBytes, bytes - off)
-            let q = mmap(p + off, n, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, memFD, 0)
+            let q = mmap(p + off, n, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, memFD!.rawValue, 0)
             guard q != MAP_FAILED else {
-                let e = errno
+                let e = Errno.current
                 munmap(p, bytes)
                 throw KVMError.systemCall(name: "mmap(memfd over guest range)", errno: e)
             }
@@ -213,14 +215,14 @@ public final class KVMGuest {
         r.guest_phys_addr = gpa
         r.memory_size = UInt64(bytes)
         r.userspace_addr = UInt64(UInt(bitPattern: host))
-        try check("KVM_SET_USER_MEMORY_REGION(slot \(slot))", ck_ioctl_ptr(vmFD, ck_KVM_SET_USER_MEMORY_REGION(), &r))
+        try check("KVM_SET_USER_MEMORY_REGION(slot \(slot))", ck_ioctl_ptr(vm, ck_KVM_SET_USER_MEMORY_REGION(), &r))
     }
 
     private func enableCap(_ cap: UInt32, _ arg: UInt64, name: String) throws {
         var c = kvm_enable_cap()
         c.cap = cap
         c.args.0 = arg
-        try check(name, ck_ioctl_ptr(vmFD, ck_KVM_ENABLE_CAP(), &c))
+        try check(name, ck_ioctl_ptr(vm, ck_KVM_ENABLE_CAP(), &c))
     }
 
     /// KVM_GET_SUPPORTED_CPUID into KVM_SET_CPUID2: long mode needs the LM bit.
@@ -231,14 +233,14 @@ public final class KVMGuest {
         defer { raw.deallocate() }
         raw.initializeMemory(as: UInt8.self, repeating: 0, count: bytes)
         raw.assumingMemoryBound(to: kvm_cpuid2.self).pointee.nent = UInt32(maxEntries)
-        try check("KVM_GET_SUPPORTED_CPUID", ck_ioctl_ptr(kvm.fd, ck_KVM_GET_SUPPORTED_CPUID(), raw))
-        try check("KVM_SET_CPUID2", ck_ioctl_ptr(vcpuFD, ck_KVM_SET_CPUID2(), raw))
+        try check("KVM_GET_SUPPORTED_CPUID", ck_ioctl_ptr(kvm.fd.rawValue, ck_KVM_GET_SUPPORTED_CPUID(), raw))
+        try check("KVM_SET_CPUID2", ck_ioctl_ptr(vcpu, ck_KVM_SET_CPUID2(), raw))
     }
 
     /// Flat 32-bit protected mode, or long mode on the identity map.
     private func setSegments() throws {
         var s = kvm_sregs()
-        try check("KVM_GET_SREGS", ck_ioctl_ptr(vcpuFD, ck_KVM_GET_SREGS(), &s))
+        try check("KVM_GET_SREGS", ck_ioctl_ptr(vcpu, ck_KVM_GET_SREGS(), &s))
         var codeSeg = kvm_segment()
         codeSeg.base = 0
         codeSeg.limit = 0xFFFF_FFFF
@@ -264,7 +266,7 @@ public final class KVMGuest {
         }
         s.cs = codeSeg
         s.ds = dataSeg; s.es = dataSeg; s.fs = dataSeg; s.gs = dataSeg; s.ss = dataSeg
-        try check("KVM_SET_SREGS", ck_ioctl_ptr(vcpuFD, ck_KVM_SET_SREGS(), &s))
+        try check("KVM_SET_SREGS", ck_ioctl_ptr(vcpu, ck_KVM_SET_SREGS(), &s))
     }
 
     /// The write loop, and for long mode the identity map: PML4 → PDPT →
@@ -299,21 +301,21 @@ public final class KVMGuest {
     // MARK: - Guest writes
 
     /// Places the guest-physical addresses of `pages` (offsets in the
-    /// measured slot) in the guest's list, for `runWrites()`. Throws
+    /// measured slot) in the guest's list, for `resumeWrites()`. Throws
     /// `.invalidSetup` for a page past the slot, before any ioctl.
-    public func loadWriteList(_ pages: UnsafeBufferPointer<UInt32>) throws {
+    public func loadWriteList(_ pages: UnsafeBufferPointer<SlotOffset>) throws {
         try loadWriteList(pages, allowingWholeVM: false)
     }
 
-    private func loadWriteList(_ pages: UnsafeBufferPointer<UInt32>, allowingWholeVM: Bool) throws {
+    private func loadWriteList(_ pages: UnsafeBufferPointer<SlotOffset>, allowingWholeVM: Bool) throws {
         let limit = allowingWholeVM ? vmPages : slotPages
         let base = GuestLayout.slotGPA(mode)
         let list = code! + GuestLayout.listOffset
         for (i, p) in pages.enumerated() {
-            guard Int(p) < limit else {
+            guard p.index < limit else {
                 throw KVMError.invalidSetup("page \(p) is past the slot's \(limit) pages")
             }
-            let gpa = base + UInt64(p) * GuestLayout.pageSize
+            let gpa = base + UInt64(p.rawValue) * GuestLayout.pageSize
             if mode == .flat32 {
                 list.storeBytes(of: UInt32(gpa), toByteOffset: i * 4, as: UInt32.self)
             } else {
@@ -323,67 +325,76 @@ public final class KVMGuest {
         listCount = pages.count
     }
 
-    /// What one round of guest writes took.
-    public struct WriteRound {
-        /// KVM_EXIT_DIRTY_RING_FULL exits, each answered by an untimed ring harvest.
-        public var ringFullExits = 0
-        /// Untimed ring harvests between chunks of the round (see `runWrites`).
-        public var chunkHarvests = 0
-        /// Ring entries those harvests collected: pages of this round handed
-        /// out before the timed harvest.
-        public var ringEntriesDuringWrites: [UInt64] = []
-        /// Nanoseconds those harvests took, summed (warm caches: the guest
-        /// had just run).
-        public var ringHarvestNanoseconds: UInt64 = 0
+    /// Where a round of guest writes stopped.
+    public enum WriteStop: Equatable, Sendable {
+        /// Every page of the list is written.
+        case done
+        /// KVM_EXIT_DIRTY_RING_FULL: harvest the ring, then resume.
+        case ringFull
+        /// A ring VM finished one chunk of the list (see `ringChunk`):
+        /// harvest the ring, then resume.
+        case chunkEnd
     }
 
     /// Most pages one KVM_RUN writes on a ring VM: half the ring. A kernel
     /// that emulates the guest checks for a full ring only between batches
     /// of instructions and overwrites entries past it, so the harness never
     /// lets a single run outgrow the ring; the pages of a larger round are
-    /// written in chunks with an untimed harvest after each, as a VMM
-    /// answering ring-full exits would.
+    /// written in chunks with a harvest after each, as a VMM answering
+    /// ring-full exits would.
     public var ringChunk: Int { max(1, ringEntries / 2) }
 
-    /// Runs the guest over the loaded list until it halts. On a ring VM a
-    /// full ring stops the vCPU (KVM_EXIT_DIRTY_RING_FULL); the ring is then
-    /// harvested, untimed, and the guest resumed.
+    /// Pages of the loaded list written so far, and whether the vCPU is in
+    /// the middle of a chunk (stopped by a full ring).
+    private var writesDone = 0
+    private var chunkPages = 0
+
+    /// Starts a round of writes over the loaded list.
+    public func beginWrites() {
+        writesDone = 0
+        chunkPages = 0
+    }
+
+    /// Runs the guest over (the rest of) the loaded list, until it halts at
+    /// the end, a full dirty ring stops it, or a ring VM's chunk ends.
     ///
     /// Bounded in time (`runBudgetNanoseconds`): a guest that does not halt
     /// by then, or a kernel that keeps returning without progress, is an
     /// error, not a hang.
-    @discardableResult
-    public func runWrites() throws -> WriteRound {
-        try runWrites(budget: Self.runBudgetNanoseconds(writes: listCount))
+    public func resumeWrites() throws -> WriteStop {
+        try resumeWrites(budget: Self.runBudgetNanoseconds(writes: listCount - writesDone))
     }
 
-    func runWrites(budget: UInt64) throws -> WriteRound {
-        var round = WriteRound()
-        var done = 0
-        var deadline = ck_deadline()
-        try check("timer_create(KVM_RUN deadline)", ck_deadline_arm(&deadline, budget, 100_000_000))
-        defer { ck_deadline_disarm(&deadline) }
-        let giveUp = Self.nanoseconds() + budget
-        repeat {
-            let n = ringEntries > 0 ? min(listCount - done, ringChunk) : listCount - done
+    func resumeWrites(budget: UInt64) throws -> WriteStop {
+        if chunkPages == 0 {
+            guard writesDone < listCount else { return .done }
+            let n = ringEntries > 0 ? min(listCount - writesDone, ringChunk) : listCount - writesDone
             var regs = kvm_regs()
             regs.rip = UInt64(GuestLayout.codeOffset)
             regs.rflags = 2
-            regs.rsi = UInt64(GuestLayout.listOffset + done * GuestLayout.entryBytes(mode))
+            regs.rsi = UInt64(GuestLayout.listOffset + writesDone * GuestLayout.entryBytes(mode))
             regs.rcx = UInt64(n / WriteLoop.unroll)
             regs.rdx = UInt64(n % WriteLoop.unroll)
-            try check("KVM_SET_REGS", ck_ioctl_ptr(vcpuFD, ck_KVM_SET_REGS(), &regs))
-            try runUntilHalt(&round, giveUpAt: giveUp, budget: budget, writesLeft: listCount - done)
-            done += n
-            if ringEntries > 0, done < listCount {
-                round.chunkHarvests += 1
-                let t0 = Self.nanoseconds()
-                try harvestRing()
-                round.ringHarvestNanoseconds += Self.nanoseconds() - t0
-                round.ringEntriesDuringWrites += UnsafeBufferPointer(rebasing: ringOffsets[0..<ringHarvested])
-            }
-        } while done < listCount
-        return round
+            try check("KVM_SET_REGS", ck_ioctl_ptr(vcpu, ck_KVM_SET_REGS(), &regs))
+            chunkPages = n
+        }
+        var deadline = ck_deadline()
+        try check("timer_create(KVM_RUN deadline)", ck_deadline_arm(&deadline, budget, 100_000_000))
+        defer { ck_deadline_disarm(&deadline) }
+        if try runUntilHalt(giveUpAt: MonotonicClock.now() + budget, budget: budget, writesLeft: listCount - writesDone) == .ringFull {
+            return .ringFull
+        }
+        writesDone += chunkPages
+        chunkPages = 0
+        return writesDone == listCount ? .done : .chunkEnd
+    }
+
+    /// Writes the whole list where no dirty ring logs the pages (populating).
+    private func writeAll() throws {
+        beginWrites()
+        while try resumeWrites() != .done {
+            try harvestRing()
+        }
     }
 
     /// The longest a round of `writes` guest writes may take: 10 s, and
@@ -392,37 +403,38 @@ public final class KVMGuest {
         10_000_000_000 + UInt64(writes) * 100_000
     }
 
-    private func runUntilHalt(_ round: inout WriteRound, giveUpAt: UInt64, budget: UInt64, writesLeft: Int) throws {
+    private enum RunStop { case halted, ringFull }
+
+    private func runUntilHalt(giveUpAt: UInt64, budget: UInt64, writesLeft: Int) throws -> RunStop {
         func expired() throws {
-            guard Self.nanoseconds() >= giveUpAt else { return }
+            guard MonotonicClock.now() >= giveUpAt else { return }
             var r = kvm_regs()
-            _ = ck_ioctl_ptr(vcpuFD, ck_KVM_GET_REGS(), &r)
+            _ = ck_ioctl_ptr(vcpu, ck_KVM_GET_REGS(), &r)
             throw KVMError.timedOut(String(format: "the guest did not halt within %.1f s (%d writes to do, rip %#llx): KVM_RUN kept returning without one",
                                            Double(budget) / 1e9, writesLeft, r.rip))
         }
         while true {
-            if ck_ioctl_val(vcpuFD, ck_KVM_RUN(), 0) < 0 {
-                if errno == EINTR || errno == EAGAIN { try expired(); continue }
-                throw KVMError.systemCall(name: "KVM_RUN", errno: errno)
+            if ck_ioctl_val(vcpu, ck_KVM_RUN(), 0) < 0 {
+                let e = Errno.current
+                if e == .interrupted || e == .resourceTemporarilyUnavailable { try expired(); continue }
+                throw KVMError.systemCall(name: "KVM_RUN", errno: e)
             }
             let reason = run!.pointee.exit_reason
-            if reason == ck_exit_hlt() { return }
+            if reason == ck_exit_hlt() { return .halted }
             if reason == ck_exit_intr() { try expired(); continue }
-            if reason == ck_exit_dirty_ring_full(), ringEntries > 0 {
-                round.ringFullExits += 1
-                let t0 = Self.nanoseconds()
-                try harvestRing()
-                round.ringHarvestNanoseconds += Self.nanoseconds() - t0
-                if ringHarvested + ringForeign == 0 {
-                    throw KVMError.unexpectedExit(reason: reason, detail: "the dirty ring is full but holds no dirty entry: "
-                        + "the kernel overran the ring between two checks")
-                }
-                round.ringEntriesDuringWrites += UnsafeBufferPointer(rebasing: ringOffsets[0..<ringHarvested])
-                continue
-            }
+            if reason == ck_exit_dirty_ring_full(), ringEntries > 0 { return .ringFull }
             var r = kvm_regs()
-            _ = ck_ioctl_ptr(vcpuFD, ck_KVM_GET_REGS(), &r)
+            _ = ck_ioctl_ptr(vcpu, ck_KVM_GET_REGS(), &r)
             throw KVMError.unexpectedExit(reason: reason, detail: String(format: "rip %#llx, %llu writes left", r.rip, r.rcx * 8 + r.rdx))
+        }
+    }
+
+    /// After a KVM_EXIT_DIRTY_RING_FULL, the harvest must have found
+    /// entries; none means the kernel overran the ring between two checks.
+    public func checkFullRingHarvest() throws {
+        guard ringHarvested + ringForeign > 0 else {
+            throw KVMError.unexpectedExit(reason: ck_exit_dirty_ring_full(), detail: "the dirty ring is full but holds no dirty entry: "
+                + "the kernel overran the ring between two checks")
         }
     }
 
@@ -443,7 +455,7 @@ public final class KVMGuest {
         var log = kvm_dirty_log()
         log.slot = GuestLayout.measuredSlot
         log.dirty_bitmap = UnsafeMutableRawPointer(bitmap.baseAddress!)
-        try check("KVM_GET_DIRTY_LOG", ck_ioctl_ptr(vmFD, ck_KVM_GET_DIRTY_LOG(), &log))
+        try check("KVM_GET_DIRTY_LOG", ck_ioctl_ptr(vm, ck_KVM_GET_DIRTY_LOG(), &log))
     }
 
     /// KVM_CLEAR_DIRTY_LOG of the whole slot with what the last
@@ -455,7 +467,7 @@ public final class KVMGuest {
         clear.first_page = 0
         clear.num_pages = UInt32(slotPages)
         clear.dirty_bitmap = UnsafeMutableRawPointer(bitmap.baseAddress!)
-        try check("KVM_CLEAR_DIRTY_LOG", ck_ioctl_ptr(vmFD, ck_KVM_CLEAR_DIRTY_LOG(), &clear))
+        try check("KVM_CLEAR_DIRTY_LOG", ck_ioctl_ptr(vm, ck_KVM_CLEAR_DIRTY_LOG(), &clear))
     }
 
     /// Collects every dirty entry of the vCPU's ring (acquire-load the flags,
@@ -484,28 +496,36 @@ public final class KVMGuest {
         }
         ringHarvested = n
         ringForeign = foreign
-        try check("KVM_RESET_DIRTY_RINGS", ck_ioctl_val(vmFD, ck_KVM_RESET_DIRTY_RINGS(), 0))
+        try check("KVM_RESET_DIRTY_RINGS", ck_ioctl_val(vm, ck_KVM_RESET_DIRTY_RINGS(), 0))
     }
 
     // MARK: - Statistics
 
     /// The VM's binary statistics (KVM_GET_STATS_FD), first value of each.
-    public func vmStats() throws -> [String: UInt64] { try Self.stats(of: vmFD, name: "KVM_GET_STATS_FD(vm)") }
+    public func vmStats() throws -> [String: UInt64] { try Self.stats(of: vmFD!, name: "KVM_GET_STATS_FD(vm)") }
 
     /// The vCPU's binary statistics.
-    public func vcpuStats() throws -> [String: UInt64] { try Self.stats(of: vcpuFD, name: "KVM_GET_STATS_FD(vcpu)") }
+    public func vcpuStats() throws -> [String: UInt64] { try Self.stats(of: vcpuFD!, name: "KVM_GET_STATS_FD(vcpu)") }
 
-    static func stats(of fd: Int32, name: String) throws -> [String: UInt64] {
-        let sfd = try check(name, ck_ioctl_val(fd, ck_KVM_GET_STATS_FD(), 0))
-        defer { close(sfd) }
-        var header = kvm_stats_header()
-        guard pread(sfd, &header, MemoryLayout<kvm_stats_header>.size, 0) == MemoryLayout<kvm_stats_header>.size else {
-            throw KVMError.systemCall(name: "pread(stats header)", errno: errno)
+    /// KVM_GET_STATS_FD, then the header, the descriptors and every
+    /// statistic's first value, by pread(2) on that descriptor.
+    static func stats(of fd: FileDescriptor, name: String) throws -> [String: UInt64] {
+        let sfd = try FileDescriptor.returned(by: name, ck_ioctl_val(fd.rawValue, ck_KVM_GET_STATS_FD(), 0))
+        defer { try? sfd.close() }
+        func read(_ what: String, at offset: Int64, into buffer: UnsafeMutableRawBufferPointer) throws {
+            do {
+                guard try sfd.read(fromAbsoluteOffset: offset, into: buffer) == buffer.count else {
+                    throw KVMError.systemCall(name: "pread(\(what)): short read", errno: .ioError)
+                }
+            } catch let e as Errno {
+                throw KVMError.systemCall(name: "pread(\(what))", errno: e)
+            }
         }
+        var header = kvm_stats_header()
+        try withUnsafeMutableBytes(of: &header) { try read("stats header", at: 0, into: $0) }
         let descBytes = MemoryLayout<kvm_stats_desc>.size + Int(header.name_size)
         var descs = [UInt8](repeating: 0, count: descBytes * Int(header.num_desc))
-        let got = descs.withUnsafeMutableBytes { pread(sfd, $0.baseAddress, $0.count, off_t(header.desc_offset)) }
-        guard got == descs.count else { throw KVMError.systemCall(name: "pread(stats descriptors)", errno: errno) }
+        try descs.withUnsafeMutableBytes { try read("stats descriptors", at: Int64(header.desc_offset), into: $0) }
         var out: [String: UInt64] = [:]
         try descs.withUnsafeBytes { raw in
             for i in 0..<Int(header.num_desc) {
@@ -514,14 +534,10 @@ public final class KVMGuest {
                 let namePtr = (d + MemoryLayout<kvm_stats_desc>.size).assumingMemoryBound(to: CChar.self)
                 let statName = String(cString: namePtr)
                 var value: UInt64 = 0
-                guard pread(sfd, &value, 8, off_t(header.data_offset) + off_t(desc.offset)) == 8 else {
-                    throw KVMError.systemCall(name: "pread(stat \(statName))", errno: errno)
-                }
+                try withUnsafeMutableBytes(of: &value) { try read("stat \(statName)", at: Int64(header.data_offset) + Int64(desc.offset), into: $0) }
                 out[statName] = value
             }
         }
         return out
     }
 }
-
-import Foundation

@@ -1,3 +1,5 @@
+import DirtyLogCore
+
 /// Dirty bitmaps are `unsigned long` words, bit `i % 64` of word `i / 64`
 /// standing for page `i` of the slot. These helpers are the kernel's
 /// `for_each_set_bit()` and friends on such words.
@@ -8,12 +10,12 @@ public enum DirtyBitmap {
     /// for_each_set_bit(): `body(offset)` for every set bit, lowest first,
     /// popping bits with `trailingZeroBitCount` and `w &= w - 1`.
     @inline(__always)
-    public static func forEachSetBit(_ bitmap: UnsafePointer<UInt64>, words: Int, _ body: (Int) -> Void) {
+    public static func forEachSetBit(_ bitmap: UnsafePointer<UInt64>, words: Int, _ body: (SlotOffset) -> Void) {
         var i = 0
         while i < words {
             var w = bitmap[i]
             while w != 0 {
-                body(i << 6 | w.trailingZeroBitCount)
+                body(SlotOffset(i << 6 | w.trailingZeroBitCount))
                 w &= w &- 1
             }
             i += 1
@@ -41,12 +43,12 @@ public enum DirtyBitmap {
     }
 
     /// Offsets of the bits set in `a` but not in `b`, at most `limit` of them.
-    public static func difference(_ a: UnsafePointer<UInt64>, _ b: UnsafePointer<UInt64>, words: Int, limit: Int) -> [Int] {
-        var out: [Int] = []
+    public static func difference(_ a: UnsafePointer<UInt64>, _ b: UnsafePointer<UInt64>, words: Int, limit: Int) -> [SlotOffset] {
+        var out: [SlotOffset] = []
         for i in 0..<words {
             var w = a[i] & ~b[i]
             while w != 0, out.count < limit {
-                out.append(i << 6 | w.trailingZeroBitCount)
+                out.append(SlotOffset(i << 6 | w.trailingZeroBitCount))
                 w &= w &- 1
             }
             if out.count >= limit { break }

@@ -75,21 +75,3 @@ public final class JemallocArena: Sendable {
     /// The jemalloc version string (`JEMALLOC_VERSION`).
     public static var version: String { String(cString: cj_version()) }
 }
-
-/// This thread's running totals of bytes allocated and freed through any
-/// malloc in the process (jemalloc is the process's malloc once linked),
-/// read from `thread.allocatedp` and `thread.deallocatedp` with plain loads.
-/// Reading them around a timed region proves it allocated nothing.
-public struct ThreadAllocationCounter {
-    private let allocated: UnsafeMutablePointer<UInt64>
-
-    public init() {
-        guard let a = cj_thread_counter("thread.allocatedp") else {
-            fatalError("mallctl(\"thread.allocatedp\") failed: jemalloc built without stats?")
-        }
-        allocated = a
-    }
-
-    /// Bytes this thread has allocated so far.
-    @inline(__always) public var allocatedBytes: UInt64 { allocated.pointee }
-}

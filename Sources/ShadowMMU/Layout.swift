@@ -1,3 +1,5 @@
+import DirtyLogCore
+
 /// How the guest's memory is translated, and so how many sptes map each gfn.
 public enum Paging: Hashable, Sendable, CustomStringConvertible {
     /// Two-dimensional paging (EPT/NPT): one direct shadow-page tree indexed
@@ -10,10 +12,11 @@ public enum Paging: Hashable, Sendable, CustomStringConvertible {
     /// (process page tables).
     case shadow(mappings: Int)
 
-    public var name: String {
+    /// How reports name it.
+    public var mode: PagingMode {
         switch self {
-        case .tdp: "tdp"
-        case .shadow: "shadow"
+        case .tdp: .tdp
+        case .shadow: .shadow
         }
     }
 

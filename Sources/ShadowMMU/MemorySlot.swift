@@ -1,3 +1,5 @@
+import DirtyLogCore
+
 /// A slot's mutable scalars. They live in arena memory, not in a Swift value,
 /// so that every copy of a `SlotView` updates the same ones.
 public struct SlotState {
@@ -49,7 +51,7 @@ public enum Protection: UInt8, Sendable {
 /// region at levels 2 and 3 (`lpage_info[level - 2][i].rmap_pde`).
 public struct SlotView {
     public let id: Int
-    public let baseGFN: UInt64
+    public let baseGFN: GFN
     public let npages: Int
     public let bitmapWords: Int
     public let bitmapHead: UnsafeMutablePointer<UInt64>
@@ -58,18 +60,26 @@ public struct SlotView {
     public let rmap3: UnsafeMutablePointer<UInt>
     public let state: UnsafeMutablePointer<SlotState>
 
-    @inline(__always) public var endGFN: UInt64 { baseGFN &+ UInt64(npages) }
+    @inline(__always) public var endGFN: GFN { GFN(baseGFN.rawValue &+ UInt64(npages)) }
 
-    @inline(__always) public func contains(_ gfn: UInt64) -> Bool { gfn >= baseGFN && gfn < endGFN }
+    @inline(__always) public func contains(_ gfn: GFN) -> Bool { gfn >= baseGFN && gfn < endGFN }
+
+    /// The gfn of the slot's page `offset`.
+    @inline(__always) public func gfn(at offset: SlotOffset) -> GFN { baseGFN.advanced(by: offset) }
+
+    /// `gfn - slot->base_gfn`, for a gfn of the slot.
+    @inline(__always) public func offset(of gfn: GFN) -> SlotOffset {
+        SlotOffset(rawValue: UInt32(truncatingIfNeeded: gfn.rawValue &- baseGFN.rawValue))
+    }
 
     /// gfn_to_index()
-    @inline(__always) public func index(of gfn: UInt64, level: Int) -> Int {
+    @inline(__always) public func index(of gfn: GFN, level: Int) -> Int {
         let shift = SPTE.levelBits * UInt64(level - 1)
-        return Int((gfn >> shift) &- (baseGFN >> shift))
+        return Int((gfn.rawValue >> shift) &- (baseGFN.rawValue >> shift))
     }
 
     /// __gfn_to_rmap(): the reverse-map head of `gfn` at `level`.
-    @inline(__always) public func rmapHead(gfn: UInt64, level: Int) -> UnsafeMutablePointer<UInt> {
+    @inline(__always) public func rmapHead(gfn: GFN, level: Int) -> UnsafeMutablePointer<UInt> {
         switch level {
         case 1: return rmap1 + index(of: gfn, level: 1)
         case 2: return rmap2 + index(of: gfn, level: 2)
@@ -102,9 +112,18 @@ public struct SlotView {
     }
 
     /// Number of rmap entries at `level` (one per region the slot touches).
-    public static func rmapCount(baseGFN: UInt64, npages: Int, level: Int) -> Int {
+    public static func rmapCount(baseGFN: GFN, npages: Int, level: Int) -> Int {
         let shift = SPTE.levelBits * UInt64(level - 1)
-        return Int(((baseGFN + UInt64(npages) - 1) >> shift) - (baseGFN >> shift) + 1)
+        return Int(((baseGFN.rawValue + UInt64(npages) - 1) >> shift) - (baseGFN.rawValue >> shift) + 1)
+    }
+
+    /// Rmap heads of the slot at `level`, and how many.
+    @inline(__always) public func rmaps(level: Int) -> (heads: UnsafeMutablePointer<UInt>, count: Int) {
+        switch level {
+        case 1: (rmap1, npages)
+        case 2: (rmap2, Self.rmapCount(baseGFN: baseGFN, npages: npages, level: 2))
+        default: (rmap3, Self.rmapCount(baseGFN: baseGFN, npages: npages, level: 3))
+        }
     }
 }
 
@@ -113,7 +132,7 @@ final class MemorySlot {
     let view: SlotView
     private let arena: JemallocArena
 
-    init(arena: JemallocArena, id: Int, baseGFN: UInt64, npages: Int) {
+    init(arena: JemallocArena, id: Int, baseGFN: GFN, npages: Int) {
         self.arena = arena
         let words = DirtyBitmap.words(pages: npages)
         let state = arena.allocate(SlotState.self, count: 1)

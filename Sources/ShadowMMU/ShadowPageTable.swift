@@ -1,3 +1,5 @@
+import DirtyLogCore
+
 /// Every shadow page of a VM (`struct kvm_mmu_page`), as parallel columns.
 ///
 /// Page `i` is row `i` of each column:
@@ -27,9 +29,9 @@ public struct ShadowPageColumns {
 
     /// kvm_mmu_page_get_gfn(): the gfn spte `index` of page `page` maps.
     @inline(__always)
-    public func gfn(ofPage page: Int, index: Int) -> UInt64 {
-        if let g = gfns[page] { return g[index] }
-        return gfn[page] &+ (UInt64(index) << (SPTE.levelBits * UInt64(level[page] &- 1)))
+    public func gfn(ofPage page: Int, index: Int) -> GFN {
+        if let g = gfns[page] { return GFN(g[index]) }
+        return GFN(gfn[page] &+ (UInt64(index) << (SPTE.levelBits * UInt64(level[page] &- 1))))
     }
 }
 
@@ -56,11 +58,11 @@ final class ShadowPageTable {
 
     /// kvm_mmu_alloc_page(): a zeroed table (and a gfns page when indirect),
     /// returning the new page's row. The caller links it into the active list.
-    func allocate(gfn: UInt64, level: Int, direct: Bool) -> Int32 {
+    func allocate(gfn: GFN, level: Int, direct: Bool) -> Int32 {
         if count == capacity { grow() }
         let i = count
         count += 1
-        columns.gfn[i] = gfn
+        columns.gfn[i] = gfn.rawValue
         columns.level[i] = UInt8(level)
         columns.spt[i] = arena.allocate(UInt64.self, count: SPTE.perPage, alignment: 4096)
         columns.gfns[i] = direct ? nil : arena.allocate(UInt64.self, count: SPTE.perPage, alignment: 4096)

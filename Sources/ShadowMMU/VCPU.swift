@@ -1,4 +1,5 @@
 import CAtomics
+import DirtyLogCore
 
 /// struct kvm_dirty_gfn: one dirty-ring entry, shared between the kernel,
 /// which pushes it, and user space, which collects it and marks it for reset.
@@ -27,7 +28,7 @@ public struct VCPUState {
     public var fetchIndex = 0
     /// Guest-physical frames the hardware logged (PML_ENTITY_NUM of them
     /// fill it), with how many are in.
-    public var pml: UnsafeMutablePointer<UInt64>
+    public var pml: UnsafeMutablePointer<GFN>
     public var pmlCount = 0
 
     /// PML_ENTITY_NUM
@@ -47,11 +48,11 @@ extension MMU {
     /// ring. Returns whether the ring is now soft-full, which stops the vCPU
     /// (KVM_EXIT_DIRTY_RING_FULL) until user space harvests.
     @inline(__always)
-    func dirtyRingPush(vcpu: Int, slot: SlotView, offset: UInt64) -> Bool {
+    func dirtyRingPush(vcpu: Int, slot: SlotView, offset: SlotOffset) -> Bool {
         let v = vcpus.baseAddress! + vcpu
         let e = v.pointee.ring + (v.pointee.dirtyIndex & (v.pointee.ringEntries - 1))
         e.pointee.slot = UInt32(slot.id)
-        e.pointee.offset = offset
+        e.pointee.offset = UInt64(offset.rawValue)
         withUnsafeMutablePointer(to: &e.pointee.flags) { ca_store_release32($0, DirtyGFN.dirty) }
         v.pointee.dirtyIndex &+= 1
         return v.pointee.ringSoftFull

@@ -1,4 +1,5 @@
 import CAtomics
+import DirtyLogCore
 
 extension VirtualMachine {
     /// KVM_SET_USER_MEMORY_REGION with KVM_MEM_LOG_DIRTY_PAGES on an existing
@@ -84,14 +85,14 @@ extension MMU {
     /// spans) the adaptive rule decides by. Returns whether the vCPU's ring is now
     /// soft-full.
     @inline(__always) @discardableResult
-    public func markPageDirty(slot s: SlotView, gfn: UInt64, vcpu: Int = 0) -> Bool {
-        let rel = gfn &- s.baseGFN
+    public func markPageDirty(slot s: SlotView, gfn: GFN, vcpu: Int = 0) -> Bool {
+        let rel = s.offset(of: gfn)
         if vm.pointee.dirtyRing {
             s.state.pointee.nrDirtyPages &+= 1
             return dirtyRingPush(vcpu: vcpu, slot: s, offset: rel)
         }
-        let index = Int(rel >> 6)
-        let bit: UInt64 = 1 << (rel & 63)
+        let index = rel.word
+        let bit = rel.bit
         let old = ca_fetch_or64(s.dirtyBitmap + index, bit)
         if old & bit == 0 {
             s.state.pointee.nrDirtyPages &+= 1
@@ -116,7 +117,7 @@ extension MMU {
     /// buffer, no fault; a full buffer exits to the kernel, which logs its
     /// frames (vmx_flush_pml_buffer()).
     @inline(__always) @discardableResult
-    public func guestWrite(slot s: SlotView, gfn: UInt64, sptep: UnsafeMutablePointer<UInt64>, vcpu: Int = 0) -> GuestWrite {
+    public func guestWrite(slot s: SlotView, gfn: GFN, sptep: UnsafeMutablePointer<UInt64>, vcpu: Int = 0) -> GuestWrite {
         let spte = ca_read_once64(sptep)
         if s.state.pointee.protection == .dirtyBit {
             if spte & SPTE.dirty != 0 { return .noFault }
@@ -142,11 +143,30 @@ extension MMU {
         return full ? .ringFull : .faulted
     }
 
+    /// The guest's writes of a round, from write `start` on: write `i`
+    /// goes to `gfns[i]` through `sptes[i]`, the vCPUs taking them in turn
+    /// from `vcpu`. Stops after a write that leaves its vCPU's dirty ring
+    /// soft-full (the vCPU must wait for a harvest). Returns where it
+    /// stopped, and the vCPU of the next write.
+    @inline(never)
+    public func guestWrites(slot s: SlotView, gfns: UnsafeBufferPointer<GFN>, sptes: UnsafeBufferPointer<UnsafeMutablePointer<UInt64>>,
+                            from start: Int, vcpu: Int) -> (next: Int, vcpu: Int, ringFull: Bool) {
+        let n = vcpus.count
+        var i = start, v = vcpu
+        while i < gfns.count {
+            let full = guestWrite(slot: s, gfn: gfns[i], sptep: sptes[i], vcpu: v) == .ringFull
+            i &+= 1
+            v = v &+ 1 == n ? 0 : v &+ 1
+            if full { return (i, v, true) }
+        }
+        return (i, v, false)
+    }
+
     /// The spte through which address space `mapping` maps `gfn`: entry
     /// `mapping` of its rmap, since populating added one spte per address
     /// space in address-space order. The model's guest resolves its writes
     /// this way instead of walking guest page tables, which it does not model.
-    public func spte(gfn: UInt64, mapping: Int, slot s: SlotView) -> UnsafeMutablePointer<UInt64>? {
+    public func spte(gfn: GFN, mapping: Int, slot s: SlotView) -> UnsafeMutablePointer<UInt64>? {
         var it = RmapIterator(s.rmapHead(gfn: gfn, level: 1).pointee)
         var i = 0
         while let p = it.next() {
@@ -164,11 +184,12 @@ extension MMU {
     ///   what the handed-out half names, flush TLBs;
     /// - xchg era (masked, tdp-masked, dbit-clear, adaptive): per non-zero
     ///   word, xchg it into the cleared other half and protect its pages;
-    /// - manual protect (clear-chunked): copy out, then clear in chunks;
+    /// - manual protect (clear-chunked): copy out, then clear in chunks,
+    ///   telling `phases` when the first phase (GET) ended;
     /// - dirty ring (ring): collect the rings into the other half, which
     ///   the caller clears beforehand as user space's own bitmap, and reset.
     @inline(__always)
-    public func harvest(slot s: SlotView, strategy: Strategy) -> Harvest {
+    public func harvest(slot s: SlotView, strategy: Strategy, phases: inout HarvestPhaseMarks) -> Harvest {
         var counters = ProtectCounters()
         let nrDirty = s.state.pointee.nrDirtyPages
         switch strategy {
@@ -178,7 +199,7 @@ extension MMU {
 
         case .seed:
             // Not many dirty pages compared to # of shadow pages.
-            return harvest(slot: s, chosen: nrDirty < vm.pointee.nUsedMMUPages ? .rmap : .slotWalk)
+            return harvest(slot: s, chosen: Strategy.seedChoice(nrDirtyPages: nrDirty, nUsedMMUPages: vm.pointee.nUsedMMUPages), phases: &phases)
 
         case .masked, .tdpMasked, .dbitClear:
             let method: MaskProtect = strategy == .masked ? .rmap : strategy == .tdpMasked ? .tdp : .rmapDirtyBit
@@ -187,14 +208,11 @@ extension MMU {
 
         case .adaptive:
             // Decide first, then harvest by the protocol of the choice.
-            let current = s.dirtyBitmap
-            return harvest(slot: s, chosen: vm.pointee.costModel.choose(pages: nrDirty, lines: s.state.pointee.nrDirtyLines) {
-                MMU.lookAtBitmap(current, words: s.bitmapWords)
-            })
+            return harvest(slot: s, chosen: chooseAdaptive(slot: s), phases: &phases)
 
         case .clearChunked:
-            let (out, getDone) = clearChunkedHarvest(slot: s, counters: &counters)
-            return Harvest(bitmap: out, nrDirtyPages: nrDirty, choice: nil, counters: counters, firstPhaseEnd: getDone)
+            let out = clearChunkedHarvest(slot: s, counters: &counters, phases: &phases)
+            return Harvest(bitmap: out, nrDirtyPages: nrDirty, choice: nil, counters: counters)
 
         case .ring:
             ringHarvest(slot: s, into: s.otherBitmap, counters: &counters)
@@ -202,10 +220,17 @@ extension MMU {
         }
     }
 
+    /// A harvest nobody times the phases of: the untimed paths.
+    @inline(__always)
+    public func harvest(slot s: SlotView, strategy: Strategy) -> Harvest {
+        var marks = HarvestPhaseMarks()
+        return harvest(slot: s, strategy: strategy, phases: &marks)
+    }
+
     /// A rule's harvest: the chosen strategy's, saying what was chosen.
     @inline(__always)
-    func harvest(slot s: SlotView, chosen: Strategy) -> Harvest {
-        let h = harvest(slot: s, strategy: chosen)
+    func harvest(slot s: SlotView, chosen: Strategy, phases: inout HarvestPhaseMarks) -> Harvest {
+        let h = harvest(slot: s, strategy: chosen, phases: &phases)
         return Harvest(bitmap: h.bitmap, nrDirtyPages: h.nrDirtyPages, choice: chosen, counters: h.counters)
     }
 
@@ -240,7 +265,4 @@ public struct Harvest {
     /// For a rule choosing between strategies: the one it chose.
     public let choice: Strategy?
     public let counters: ProtectCounters
-    /// For two-phase protocols (clear-chunked): when the first phase (GET)
-    /// ended, on `MonotonicClock`; 0 otherwise.
-    public var firstPhaseEnd: UInt64 = 0
 }

@@ -1,4 +1,5 @@
 import CAtomics
+import DirtyLogCore
 
 /// What the invariant checker found: nothing, or the first few violations
 /// and how many there were in all.
@@ -98,8 +99,7 @@ extension VirtualMachine {
             for s in mmu.memslots {
                 var rmapSide = RmapDigest()
                 for level in 1...3 {
-                    let n = level == 1 ? s.npages : SlotView.rmapCount(baseGFN: s.baseGFN, npages: s.npages, level: level)
-                    let heads = level == 1 ? s.rmap1 : level == 2 ? s.rmap2 : s.rmap3
+                        let (heads, n) = s.rmaps(level: level)
                     for i in 0..<n where heads[i] != 0 {
                         // Descriptors lie in allocation order, not gfn order: fetch ahead.
                         if i + 16 < n, heads[i + 16] & 1 != 0 { ca_prefetch(UnsafeRawPointer(bitPattern: heads[i + 16] & ~1)) }
@@ -137,16 +137,16 @@ extension VirtualMachine {
 
     /// Every gfn logged and not yet harvested: bitmap bits, pending ring
     /// entries, frames in PML buffers.
-    private func loggedGFNs(_ mmu: MMU) -> Set<UInt64> {
-        var out = Set<UInt64>()
+    private func loggedGFNs(_ mmu: MMU) -> Set<GFN> {
+        var out = Set<GFN>()
         for s in mmu.memslots {
-            DirtyBitmap.forEachSetBit(s.dirtyBitmap, words: s.bitmapWords) { out.insert(s.baseGFN + UInt64($0)) }
+            DirtyBitmap.forEachSetBit(s.dirtyBitmap, words: s.bitmapWords) { out.insert(s.gfn(at: $0)) }
         }
         for v in mmu.vcpus {
             var i = v.resetIndex
             while i != v.dirtyIndex {
                 let e = v.ring[i & (v.ringEntries - 1)]
-                if let s = mmu.memslots.first(where: { $0.id == Int(e.slot) }) { out.insert(s.baseGFN + e.offset) }
+                if let s = mmu.memslots.first(where: { $0.id == Int(e.slot) }) { out.insert(s.gfn(at: SlotOffset(Int(e.offset)))) }
                 i += 1
             }
             for j in 0..<v.pmlCount { out.insert(v.pml[j]) }
@@ -185,7 +185,7 @@ extension VirtualMachine {
     /// the slot is scanned instead, which checks the stronger claim that no
     /// leaf of the slot is writable. `checkInvariants` covers everything
     /// else; the bench runs it at the end of every point.
-    public func checkProtected(slotID: Int, written: UnsafeBufferPointer<UInt32>,
+    public func checkProtected(slotID: Int, written: UnsafeBufferPointer<SlotOffset>,
                                harvested: UnsafePointer<UInt64>, expected: UnsafePointer<UInt64>) -> InvariantReport {
         var report = InvariantReport()
         withMMU { mmu in
@@ -209,7 +209,7 @@ extension VirtualMachine {
                 }
             } else {
                 for off in written {
-                    let gfn = s.baseGFN + UInt64(off)
+                    let gfn = s.gfn(at: off)
                     var it = RmapIterator(s.rmapHead(gfn: gfn, level: 1).pointee)
                     var n = 0
                     while let e = it.next() {

@@ -1,3 +1,5 @@
+import DirtyLogCore
+
 extension VirtualMachine {
     /// A VM laid out as `layout` says, every page written once by the guest
     /// (so every shadow page exists and every leaf is writable), then dirty
@@ -5,9 +7,9 @@ extension VirtualMachine {
     /// state dirty-log-perf measures from.
     public convenience init(layout: VMLayout, arena: JemallocArena = .model, vcpus: Int = 1, ringEntries: Int = 4096) {
         self.init(arena: arena, expectedShadowPages: layout.expectedShadowPages, vcpus: vcpus, ringEntries: ringEntries)
-        addSlot(id: VMLayout.measuredSlotID, baseGFN: 0, npages: layout.slotPages)
+        addSlot(id: VMLayout.measuredSlotID, baseGFN: GFN(0), npages: layout.slotPages)
         if layout.vmPages > layout.slotPages {
-            addSlot(id: VMLayout.otherSlotID, baseGFN: UInt64(layout.slotPages), npages: layout.vmPages - layout.slotPages)
+            addSlot(id: VMLayout.otherSlotID, baseGFN: GFN(UInt64(layout.slotPages)), npages: layout.vmPages - layout.slotPages)
         }
         populate(paging: layout.paging, pages: layout.vmPages, seed: layout.seed)
         enableDirtyLogging(slotID: VMLayout.measuredSlotID)
@@ -22,7 +24,7 @@ extension VirtualMachine {
             let root = newRoot(direct: true)
             state.pointee.tdpRoot = root
             for gfn in 0..<UInt64(pages) {
-                mapper.installLeaf(root: root, va: gfn, gfn: gfn, level: 1, writable: true)
+                mapper.installLeaf(root: root, va: gfn, gfn: GFN(gfn), level: 1, writable: true)
             }
         case .shadow(let mappings):
             precondition(mappings >= 1)
@@ -31,7 +33,7 @@ extension VirtualMachine {
                 let root = newRoot(direct: false)
                 if space == 0 {
                     for va in 0..<UInt64(pages) {
-                        mapper.installLeaf(root: root, va: va, gfn: va, level: 1, writable: true)
+                        mapper.installLeaf(root: root, va: va, gfn: GFN(va), level: 1, writable: true)
                     }
                 } else {
                     // Fisher-Yates: this address space maps va to order[va].
@@ -46,7 +48,7 @@ extension VirtualMachine {
                             i -= 1
                         }
                         for va in 0..<pages {
-                            mapper.installLeaf(root: root, va: UInt64(va), gfn: UInt64(o[va]), level: 1, writable: true)
+                            mapper.installLeaf(root: root, va: UInt64(va), gfn: GFN(UInt64(o[va])), level: 1, writable: true)
                         }
                     }
                 }
@@ -56,12 +58,12 @@ extension VirtualMachine {
 
     /// mmu_alloc_roots(): a new root for one more address space.
     public func newRoot(direct: Bool) -> Int32 {
-        let gfn: UInt64
+        let gfn: GFN
         if direct {
-            gfn = 0
+            gfn = GFN(0)
         } else {
             gfn = nextGuestTableGFN
-            nextGuestTableGFN += 1
+            nextGuestTableGFN = GFN(nextGuestTableGFN.rawValue + 1)
         }
         let root = allocShadowPage(gfn: gfn, level: VMLayout.rootLevel, direct: direct)
         roots.append(root)
@@ -90,7 +92,7 @@ struct LeafMapper {
     }
 
     @discardableResult
-    mutating func installLeaf(root: Int32, va: UInt64, gfn: UInt64, level: Int, writable: Bool) -> UnsafeMutablePointer<UInt64> {
+    mutating func installLeaf(root: Int32, va: UInt64, gfn: GFN, level: Int, writable: Bool) -> UnsafeMutablePointer<UInt64> {
         let direct = vm.table.columns.gfns[Int(root)] == nil
         var page = root
         var pt = vm.table.columns.spt[Int(root)]!
@@ -104,12 +106,12 @@ struct LeafMapper {
                 pt = SPTE.childTable(e)
                 page = -1
             } else {
-                let childGFN: UInt64
+                let childGFN: GFN
                 if direct {
-                    childGFN = (va >> shift) << shift
+                    childGFN = GFN((va >> shift) << shift)
                 } else {
                     childGFN = vm.nextGuestTableGFN
-                    vm.nextGuestTableGFN += 1
+                    vm.nextGuestTableGFN = GFN(vm.nextGuestTableGFN.rawValue + 1)
                 }
                 let child = vm.allocShadowPage(gfn: childGFN, level: l - 1, direct: direct)
                 let table = vm.table.columns.spt[Int(child)]!
@@ -140,7 +142,7 @@ struct LeafMapper {
         if writable { spte |= SPTE.writable | SPTE.dirty }
         let sptep = pt + idx
         sptep.pointee = spte
-        if let g = cols.gfns[Int(page)] { g[idx] = gfn }
+        if let g = cols.gfns[Int(page)] { g[idx] = gfn.rawValue }
         cols.slotBitmap[Int(page)] |= 1 << UInt64(slot.id)
         PteList.add(sptep, to: slot.rmapHead(gfn: gfn, level: level), pool: vm.descPool)
         if level > 1 { vm.state.pointee.lpages += 1 }
@@ -149,4 +151,4 @@ struct LeafMapper {
 }
 
 /// The host frame backing a gfn: any fixed offset will do for the model.
-@inline(__always) func hostPFN(_ gfn: UInt64) -> UInt64 { 0x10_0000 &+ gfn }
+@inline(__always) func hostPFN(_ gfn: GFN) -> UInt64 { 0x10_0000 &+ gfn.rawValue }

@@ -1,4 +1,5 @@
 import CAtomics
+import DirtyLogCore
 
 /// VM-wide mutable scalars of `struct kvm_arch`, in arena memory so that the
 /// `MMU` handle (a plain value) can update them.
@@ -23,8 +24,9 @@ public struct VMState {
     public var yieldEveryGFNs = 4096
     /// clear-chunked re-protects in KVM_CLEAR_DIRTY_LOG calls of this many pages.
     public var clearChunkPages = 1 << 18
-    /// The adaptive rule's constants, measured on the machine.
-    public var costModel = CostModel()
+    /// The adaptive rule's constants, measured on the machine and installed
+    /// by `VirtualMachine.install(_:)`: what its decision reads.
+    public var adaptive = AdaptiveState()
 }
 
 /// A virtual machine's shadow MMU: its slots, its shadow pages and the lock
@@ -49,7 +51,7 @@ public final class VirtualMachine {
     package internal(set) var roots: [Int32] = []
     /// Next synthetic gfn for a guest page table that an indirect page shadows:
     /// above all guest memory, in no slot.
-    var nextGuestTableGFN: UInt64 = 1 << 36
+    var nextGuestTableGFN = GFN(1 << 36)
 
     /// An empty VM. `expectedShadowPages` sizes the page columns (they grow
     /// if exceeded); each of the `vcpus` gets a dirty ring of `ringEntries`
@@ -66,7 +68,7 @@ public final class VirtualMachine {
         for i in 0..<vcpus {
             (v + i).initialize(to: VCPUState(
                 ring: arena.allocate(DirtyGFN.self, count: ringEntries, alignment: 4096), ringEntries: ringEntries,
-                pml: arena.allocate(UInt64.self, count: VCPUState.pmlEntries, alignment: 4096)))
+                pml: arena.allocate(GFN.self, count: VCPUState.pmlEntries, alignment: 4096)))
         }
         self.vcpus = UnsafeMutableBufferPointer(start: v, count: vcpus)
     }
@@ -77,6 +79,7 @@ public final class VirtualMachine {
             arena.free(v.pml)
         }
         arena.free(vcpus.baseAddress!)
+        if let rows = state.pointee.adaptive.rows { arena.free(rows) }
         arena.free(state)
         arena.free(memslots)
     }
@@ -84,10 +87,10 @@ public final class VirtualMachine {
     public var vcpuCount: Int { vcpus.count }
 
     /// KVM_SET_USER_MEMORY_REGION for a new slot.
-    public func addSlot(id: Int, baseGFN: UInt64, npages: Int) {
+    public func addSlot(id: Int, baseGFN: GFN, npages: Int) {
         precondition(id >= 0 && id < 64 && slots.count < Self.maxSlots && npages > 0)
         precondition(!slots.contains { $0.view.id == id }, "slot \(id) exists")
-        let end = baseGFN + UInt64(npages)
+        let end = baseGFN.advanced(by: SlotOffset(npages))
         precondition(!slots.contains { $0.view.baseGFN < end && baseGFN < $0.view.endGFN }, "slots overlap")
         slots.append(MemorySlot(arena: arena, id: id, baseGFN: baseGFN, npages: npages))
         let sorted = slots.map(\.view).sorted { $0.npages > $1.npages }
@@ -102,13 +105,16 @@ public final class VirtualMachine {
 
     public var nUsedMMUPages: Int { state.pointee.nUsedMMUPages }
     public var tlbFlushes: Int { state.pointee.tlbFlushes }
+    /// Whether the VM has the direct tree tdp-walk and tdp-masked walk.
+    public var hasTDP: Bool { state.pointee.tdpRoot >= 0 }
     /// Rows allocated in the shadow-page columns (live pages; the model frees none before teardown).
     public var shadowPagesAllocated: Int { table.count }
     /// pte_list_desc descriptors in use.
     public var pteListDescsInUse: Int { descPool.inUse }
 
     /// Runs `body` on the handle the hot paths use. The handle is valid only
-    /// inside `body`: the page columns may move when pages are added later.
+    /// inside `body`: the page columns may move when pages are added later
+    /// (populating; nothing a harvest or a guest write does adds any).
     @inline(__always)
     public func withMMU<R>(_ body: (MMU) throws -> R) rethrows -> R {
         try withExtendedLifetime(self) {
@@ -124,7 +130,7 @@ public final class VirtualMachine {
 
     /// kvm_mmu_alloc_page() + kvm_mod_used_mmu_pages(): a new page at the
     /// head of `active_mmu_pages`.
-    func allocShadowPage(gfn: UInt64, level: Int, direct: Bool) -> Int32 {
+    func allocShadowPage(gfn: GFN, level: Int, direct: Bool) -> Int32 {
         let p = table.allocate(gfn: gfn, level: level, direct: direct)
         table.columns.next[Int(p)] = state.pointee.activeHead
         state.pointee.activeHead = p
@@ -162,7 +168,7 @@ public struct MMU {
     }
 
     /// search_memslots(): the slot holding `gfn`, by linear search in size order.
-    @inline(__always) public func gfnToMemslot(_ gfn: UInt64) -> SlotView? {
+    @inline(__always) public func gfnToMemslot(_ gfn: GFN) -> SlotView? {
         for s in memslots where s.contains(gfn) { return s }
         return nil
     }
@@ -204,7 +210,7 @@ public struct MMU {
     /// drop_spte() for a large leaf: clear it and take it off its rmap.
     /// A cold path: large leaves do not exist while logging is on.
     @inline(never)
-    public func dropLargeSPTE(_ sptep: UnsafeMutablePointer<UInt64>, gfn: UInt64, level: Int) {
+    public func dropLargeSPTE(_ sptep: UnsafeMutablePointer<UInt64>, gfn: GFN, level: Int) {
         if let s = gfnToMemslot(gfn) {
             let head = s.rmapHead(gfn: gfn, level: level)
             descPool._withUnsafeGuaranteedRef { _ = PteList.remove(sptep, from: head, pool: $0) }

@@ -1,3 +1,4 @@
+import DirtyLogCore
 import Testing
 @testable import ShadowMMU
 
@@ -14,7 +15,7 @@ import Testing
         }
         var seen: [Int] = []
         bitmap.withUnsafeBufferPointer { b in
-            if let base = b.baseAddress { DirtyBitmap.forEachSetBit(base, words: words) { seen.append($0) } }
+            if let base = b.baseAddress { DirtyBitmap.forEachSetBit(base, words: words) { seen.append($0.index) } }
         }
         #expect(seen == expected)
         let weight = bitmap.withUnsafeBufferPointer { b in b.baseAddress.map { DirtyBitmap.popcount($0, words: words) } ?? 0 }

@@ -1,3 +1,4 @@
+import DirtyLogCore
 import Testing
 @testable import ShadowMMU
 

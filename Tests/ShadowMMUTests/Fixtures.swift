@@ -1,4 +1,15 @@
+import DirtyLogCore
 @testable import ShadowMMU
+
+// Literal gfns and slot offsets, in tests only: the model's own code
+// converts them explicitly.
+extension GFN: ExpressibleByIntegerLiteral {
+    public init(integerLiteral v: UInt64) { self.init(v) }
+}
+
+extension SlotOffset: ExpressibleByIntegerLiteral {
+    public init(integerLiteral v: UInt32) { self.init(rawValue: v) }
+}
 
 /// Small VMs and the guest actions tests take on them.
 extension VirtualMachine {
@@ -16,7 +27,7 @@ extension VirtualMachine {
             let s = mmu.slot(id: VMLayout.measuredSlotID)
             var faults = 0
             for p in pages {
-                let gfn = s.baseGFN + UInt64(p)
+                let gfn = s.gfn(at: SlotOffset(p))
                 if mmu.guestWrite(slot: s, gfn: gfn, sptep: mmu.spte(gfn: gfn, mapping: mapping(p), slot: s)!) != .noFault { faults += 1 }
             }
             return faults
@@ -29,7 +40,7 @@ extension VirtualMachine {
             let s = mmu.slot(id: VMLayout.measuredSlotID)
             let h = mmu.harvest(slot: s, strategy: strategy)
             var pages: [Int] = []
-            DirtyBitmap.forEachSetBit(h.bitmap, words: s.bitmapWords) { pages.append($0) }
+            DirtyBitmap.forEachSetBit(h.bitmap, words: s.bitmapWords) { pages.append($0.index) }
             return (h, pages)
         }
     }
@@ -47,14 +58,14 @@ extension VirtualMachine {
     }
 
     /// The writable leaves of the measured slot, as gfns.
-    var writableGFNs: [UInt64] { leafGFNs(with: SPTE.writable) }
+    var writableGFNs: [GFN] { leafGFNs(with: SPTE.writable) }
 
     /// The dirty leaves of the measured slot, as gfns.
-    var dirtyGFNs: [UInt64] { leafGFNs(with: SPTE.dirty) }
+    var dirtyGFNs: [GFN] { leafGFNs(with: SPTE.dirty) }
 
     /// The leaves of the measured slot that have `bit`, as gfns.
-    func leafGFNs(with bit: UInt64) -> [UInt64] {
-        var out: [UInt64] = []
+    func leafGFNs(with bit: UInt64) -> [GFN] {
+        var out: [GFN] = []
         let s = measured
         withMMU { mmu in
             mmu.forEachLeafSPTE { sptep, p, i, _ in

@@ -1,3 +1,4 @@
+import DirtyLogCore
 import Testing
 @testable import ShadowMMU
 
@@ -12,7 +13,7 @@ import Testing
     }
 
     func quickCheck(_ vm: VirtualMachine, pages: [Int], harvested: UnsafePointer<UInt64>, expected: [Int]? = nil) -> InvariantReport {
-        let written = pages.map(UInt32.init)
+        let written = pages.map { SlotOffset($0) }
         let bitmap = vm.bitmap(of: expected ?? pages)
         return written.withUnsafeBufferPointer { w in bitmap.withUnsafeBufferPointer { e in
             vm.checkProtected(slotID: 0, written: w, harvested: harvested, expected: e.baseAddress!)

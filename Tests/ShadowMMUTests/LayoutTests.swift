@@ -1,3 +1,4 @@
+import DirtyLogCore
 import Testing
 @testable import ShadowMMU
 
@@ -14,7 +15,7 @@ import Testing
     @Test func tdpMapsEachGFNOnceWithADirectSpte() {
         let vm = VirtualMachine.small(.tdp, slotPages: 1000)
         let s = vm.measured
-        for gfn in 0..<UInt64(1000) {
+        for gfn in (0..<UInt64(1000)).map { GFN($0) } {
             #expect(PteList.count(s.rmapHead(gfn: gfn, level: 1).pointee) == 1)
             #expect(s.rmapHead(gfn: gfn, level: 1).pointee & 1 == 0)
         }
@@ -26,7 +27,7 @@ import Testing
         let vm = VirtualMachine.small(.shadow(mappings: k), slotPages: 2048)
         #expect(vm.nUsedMMUPages == k * VMLayout.shadowPagesPerAddressSpace(pages: 2048))
         let s = vm.measured
-        for gfn in stride(from: UInt64(0), to: 2048, by: 97) {
+        for gfn in stride(from: UInt64(0), to: 2048, by: 97).map { GFN($0) } {
             #expect(PteList.count(s.rmapHead(gfn: gfn, level: 1).pointee) == k)
         }
         #expect(vm.checkInvariants(slotID: 0, at: .afterProtection).ok)

@@ -1,3 +1,4 @@
+import DirtyLogCore
 import Testing
 @testable import ShadowMMU
 
@@ -21,7 +22,7 @@ import Testing
             let expected = vm.bitmap(of: pages)
             let full = expected.withUnsafeBufferPointer { vm.checkInvariants(slotID: 0, at: .afterProtection, harvested: h.bitmap, expected: $0.baseAddress!) }
             #expect(full.ok, "\(full)")
-            let written = pages.map(UInt32.init)
+            let written = pages.map { SlotOffset($0) }
             let quick = written.withUnsafeBufferPointer { w in expected.withUnsafeBufferPointer { e in
                 vm.checkProtected(slotID: 0, written: w, harvested: h.bitmap, expected: e.baseAddress!)
             } }

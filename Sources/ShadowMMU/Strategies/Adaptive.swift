@@ -1,3 +1,5 @@
+import DirtyLogCore
+
 /// The adaptive rule's cost model: what each candidate would take for this
 /// harvest, from constants measured on this VM on this machine and from
 /// two counts the write-fault path keeps, so that deciding reads no bitmap:
@@ -28,18 +30,17 @@ public struct CostModel: Sendable, Equatable {
     /// Whether the VM has the two-dimensional-paging structure the tdp
     /// strategies walk.
     public var hasTDP = false {
-        didSet {
-            tables.0.available(Self.tdpLanes, hasTDP)
-            tables.1.available(Self.tdpLanes, hasTDP)
-        }
+        didSet { for lane in Self.tdpLanes { setAvailable(lane) } }
     }
     /// What a look at the bitmap costs, cold (ns).
     public var lookNs = 0.0
-    /// The constants, one table per kind, a lane per candidate: deciding
-    /// reads three rows of each (fixed, and the two steps of ρ around it), a
-    /// few cache lines, since at harvest time both the constants and the
-    /// code are cold.
-    var tables = (CostTable(), CostTable())
+    /// The constants as the rule reads them, `CostRows.count` rows of a lane
+    /// per candidate: per kind, the fixed costs, then the per-page costs at
+    /// each step of ρ (`CostRows` gives the layout).
+    var rows = (0..<CostRows.count).map { $0 % CostRows.perKind == 0 ? SIMD8<Float>(repeating: .infinity) : SIMD8<Float>(repeating: 0) }
+    /// Each kind's fixed costs as set, kept apart so that a lane can be
+    /// disabled and re-enabled.
+    var setFixed = [SIMD8<Float>](repeating: SIMD8(repeating: .infinity), count: 2)
 
     /// The candidates, in lane order (`candidate(lane:)`).
     public static let lanes: [Strategy] = (0..<laneCount).map(candidate(lane:))
@@ -52,63 +53,55 @@ public struct CostModel: Sendable, Equatable {
     /// consider (or a tdp one on a VM without the structure).
     public func candidate(_ s: Strategy) -> CandidateCost? {
         guard let i = Self.lanes.firstIndex(of: s), !s.needsTDP || hasTDP else { return nil }
-        return CandidateCost(regular: tables.0.cost(lane: i), scattered: tables.1.cost(lane: i))
+        return CandidateCost(regular: cost(lane: i, kind: .regular), scattered: cost(lane: i, kind: .scattered))
     }
 
     /// Sets a candidate's constants.
     public mutating func set(_ s: Strategy, _ c: CandidateCost) {
         guard let i = Self.lanes.firstIndex(of: s) else { preconditionFailure("\(s) is not a candidate of the adaptive rule") }
-        tables.0.set(lane: i, c.regular)
-        tables.1.set(lane: i, c.scattered)
-        tables.0.available([i], !s.needsTDP || hasTDP)
-        tables.1.available([i], !s.needsTDP || hasTDP)
+        precondition(c.regular.perPage.count == SpanDensity.steps && c.scattered.perPage.count == SpanDensity.steps)
+        for kind in DirtySetKind.allCases {
+            let k = c[kind]
+            setFixed[kind.index][i] = Float(k.fixed)
+            for step in 0..<SpanDensity.steps { rows[CostRows.perPageRow(kind, step: step)][i] = Float(k.perPage[step]) }
+        }
+        setAvailable(i)
     }
 
-    /// The cheapest candidate for `pages` dirty pages in `lines` spans.
-    /// `look` (a few bitmap lines) is called only when the kinds disagree
-    /// by more than it costs.
-    @inline(__always)
-    public func choose(pages: Int, lines: Int, look: () -> BitmapLook) -> Strategy {
-        guard calibrated else { return .masked }
-        // Nothing dirty: the seed era's protocol returns at once.
-        guard pages > 0 else { return .rmap }
-        let r = tables.0.costs(pages: pages, lines: lines), s = tables.1.costs(pages: pages, lines: lines)
-        let (ir, bestR) = Self.argmin(r), (iS, bestS) = Self.argmin(s)
-        if ir == iS { return Self.candidate(lane: ir) }
-        // Blind: the candidate whose larger excess over the two kinds' bests is least.
-        var blind = 0, least = Float.infinity
-        var i = 0
-        while i < Self.laneCount {
-            let e = max(r[i] - bestR, s[i] - bestS)
-            if e < least { least = e; blind = i }
-            i &+= 1
+    /// A lane's fixed costs as set, or infinitely dear when the VM cannot run it.
+    private mutating func setAvailable(_ lane: Int) {
+        let on = !Self.candidate(lane: lane).needsTDP || hasTDP
+        for kind in DirtySetKind.allCases {
+            rows[CostRows.fixedRow(kind)][lane] = on ? setFixed[kind.index][lane] : .infinity
         }
-        if Double(least) <= lookNs { return Self.candidate(lane: blind) }
-        return Self.candidate(lane: look().regular ? ir : iS)
+    }
+
+    private func cost(lane i: Int, kind: DirtySetKind) -> PerPageCost {
+        PerPageCost(fixed: Double(setFixed[kind.index][i]),
+                    perPage: (0..<SpanDensity.steps).map { Double(rows[CostRows.perPageRow(kind, step: $0)][i]) })
     }
 
     /// The cheapest candidate of a kind and its predicted cost.
     public func cheapest(pages: Int, lines: Int, _ kind: DirtySetKind) -> (strategy: Strategy, cost: Double) {
-        let (i, m) = Self.argmin(kind == .regular ? tables.0.costs(pages: pages, lines: lines) : tables.1.costs(pages: pages, lines: lines))
-        return (Self.candidate(lane: i), Double(m))
+        rows.withUnsafeBufferPointer {
+            let (i, m) = CostRows.argmin(CostRows(base: $0.baseAddress!).costs(kind, pages: pages, lines: lines))
+            return (Self.candidate(lane: i), Double(m))
+        }
     }
 
     /// The predicted cost of `s` (infinite for one the VM cannot run).
     public func predict(_ s: Strategy, pages: Int, lines: Int, _ kind: DirtySetKind) -> Double {
         guard let i = Self.lanes.firstIndex(of: s) else { return .infinity }
-        return Double((kind == .regular ? tables.0 : tables.1).costs(pages: pages, lines: lines)[i])
+        return rows.withUnsafeBufferPointer { Double(CostRows(base: $0.baseAddress!).costs(kind, pages: pages, lines: lines)[i]) }
     }
 
-    /// The cheapest lane and its cost, first on ties.
-    @inline(__always)
-    static func argmin(_ v: SIMD8<Float>) -> (Int, Float) {
-        var best = 0, m = v[0]
-        var i = 1
-        while i < laneCount {
-            if v[i] < m { m = v[i]; best = i }
-            i &+= 1
+    /// The rule's choice for `pages` dirty pages in `lines` spans, as the
+    /// harvest makes it; `look` is called only when the kinds disagree by
+    /// more than it costs.
+    public func choose(pages: Int, lines: Int, look: () -> BitmapLook) -> Strategy {
+        rows.withUnsafeBufferPointer {
+            CostRows(base: $0.baseAddress!).choose(pages: pages, lines: lines, lookNs: Float(lookNs), calibrated: calibrated, look: look)
         }
-        return (best, m)
     }
 
     /// The candidate of a lane, without touching an array on the harvest path.
@@ -123,9 +116,108 @@ public struct CostModel: Sendable, Equatable {
         default: .tdpWalk
         }
     }
+}
 
-    public static func == (a: CostModel, b: CostModel) -> Bool {
-        a.calibrated == b.calibrated && a.hasTDP == b.hasTDP && a.lookNs == b.lookNs && a.tables.0 == b.tables.0 && a.tables.1 == b.tables.1
+/// What the adaptive rule reads at harvest time, in the VM's arena: whether
+/// it is calibrated, what a look costs, and the rows of constants. A few
+/// scalars and a pointer, so that reading them through `VMState` copies
+/// nothing.
+public struct AdaptiveState {
+    public var calibrated = false
+    public var lookNs: Float = 0
+    /// `CostRows.count` rows, or nil before calibration.
+    public var rows: UnsafeMutablePointer<SIMD8<Float>>? = nil
+}
+
+/// The constants' layout: for each kind (regular, then scattered), one row
+/// of fixed costs, then one row per step of ρ, a lane per candidate (lanes
+/// past the candidates, and unavailable ones, infinitely dear). A decision
+/// reads the fixed row and the two rows around ρ of each kind: six lines
+/// of 32 bytes, all it touches.
+public struct CostRows {
+    public let base: UnsafePointer<SIMD8<Float>>
+
+    @inline(__always) public init(base: UnsafePointer<SIMD8<Float>>) { self.base = base }
+
+    static let perKind = 1 + SpanDensity.steps
+    public static let count = 2 * perKind
+
+    @inline(__always) static func fixedRow(_ kind: DirtySetKind) -> Int { kind == .regular ? 0 : perKind }
+    @inline(__always) static func perPageRow(_ kind: DirtySetKind, step: Int) -> Int { fixedRow(kind) &+ 1 &+ step }
+
+    /// Every candidate's predicted cost: ρ = pages / lines, the step below
+    /// it and the linear position to the next, the per-page cost read
+    /// between the two.
+    @inline(__always)
+    func costs(_ kind: DirtySetKind, pages: Int, lines: Int) -> SIMD8<Float> {
+        let (k, t) = SpanDensity.position(Float(pages) / Float(max(1, lines)))
+        let row = base + Self.fixedRow(kind)
+        let lo = row[1 &+ k], hi = row[1 &+ min(k &+ 1, SpanDensity.steps &- 1)]
+        return row[0] + (lo + (hi - lo) * t) * Float(pages)
+    }
+
+    /// The cheapest candidate. When both kinds name the same one, that is
+    /// the choice. Otherwise the candidate whose larger excess over the two
+    /// kinds' bests is least, unless that excess is more than a look costs:
+    /// then `look` says which kind this set is.
+    @inline(__always)
+    func choose(pages: Int, lines: Int, lookNs: Float, calibrated: Bool, look: () -> BitmapLook) -> Strategy {
+        guard calibrated else { return .masked }
+        // Nothing dirty: the seed era's protocol returns at once.
+        guard pages > 0 else { return .rmap }
+        let r = costs(.regular, pages: pages, lines: lines), s = costs(.scattered, pages: pages, lines: lines)
+        let (ir, bestR) = Self.argmin(r), (iS, bestS) = Self.argmin(s)
+        if ir == iS { return CostModel.candidate(lane: ir) }
+        // Blind: the candidate whose larger excess over the two kinds' bests is least.
+        var blind = 0, least = Float.infinity
+        var i = 0
+        while i < CostModel.laneCount {
+            let e = max(r[i] - bestR, s[i] - bestS)
+            if e < least { least = e; blind = i }
+            i &+= 1
+        }
+        if least <= lookNs { return CostModel.candidate(lane: blind) }
+        return CostModel.candidate(lane: look().regular ? ir : iS)
+    }
+
+    /// The cheapest lane and its cost, first on ties.
+    @inline(__always)
+    static func argmin(_ v: SIMD8<Float>) -> (Int, Float) {
+        var best = 0, m = v[0]
+        var i = 1
+        while i < CostModel.laneCount {
+            if v[i] < m { m = v[i]; best = i }
+            i &+= 1
+        }
+        return (best, m)
+    }
+}
+
+extension VirtualMachine {
+    /// Installs the adaptive rule's constants where its decision reads them.
+    public func install(_ model: CostModel) {
+        if state.pointee.adaptive.rows == nil {
+            state.pointee.adaptive.rows = arena.allocate(SIMD8<Float>.self, count: CostRows.count)
+        }
+        let rows = state.pointee.adaptive.rows!
+        for i in 0..<CostRows.count { rows[i] = model.rows[i] }
+        state.pointee.adaptive.lookNs = Float(model.lookNs)
+        state.pointee.adaptive.calibrated = model.calibrated
+    }
+}
+
+extension MMU {
+    /// The adaptive rule's decision for the slot's next harvest, from the
+    /// counts the fault path keeps and, when needed, a look at the bitmap.
+    @inline(__always)
+    func chooseAdaptive(slot s: SlotView) -> Strategy {
+        let a = vm.pointee.adaptive
+        guard let rows = a.rows else { return .masked }
+        let current = s.dirtyBitmap
+        return CostRows(base: rows).choose(pages: s.state.pointee.nrDirtyPages, lines: s.state.pointee.nrDirtyLines,
+                                           lookNs: a.lookNs, calibrated: a.calibrated) {
+            MMU.lookAtBitmap(current, words: s.bitmapWords)
+        }
     }
 }
 
@@ -152,46 +244,6 @@ public enum SpanDensity {
     }
 }
 
-/// One kind's constants for every candidate: a lane per candidate, lanes
-/// past the candidates (and unavailable ones) infinitely dear.
-struct CostTable: Sendable, Equatable {
-    var fixed = SIMD8<Float>(repeating: .infinity)
-    /// Per-page cost at each step of ρ, stored inline: reading two rows
-    /// touches those two rows.
-    var perPage = InlineArray<37, SIMD8<Float>>(repeating: SIMD8(repeating: 0))
-    /// The fixed costs as set, kept apart so a lane can be disabled and re-enabled.
-    var setFixed = SIMD8<Float>(repeating: .infinity)
-
-    /// Every candidate's predicted cost: ρ = pages / lines, the step below
-    /// it and the linear position to the next, the per-page cost read
-    /// between the two.
-    @inline(__always)
-    func costs(pages: Int, lines: Int) -> SIMD8<Float> {
-        let (k, t) = SpanDensity.position(Float(pages) / Float(max(1, lines)))
-        let lo = perPage[k], hi = perPage[min(k &+ 1, SpanDensity.steps &- 1)]
-        return fixed + (lo + (hi - lo) * t) * Float(pages)
-    }
-
-    func cost(lane i: Int) -> PerPageCost {
-        PerPageCost(fixed: Double(setFixed[i]), perPage: (0..<SpanDensity.steps).map { Double(perPage[$0][i]) })
-    }
-
-    static func == (a: CostTable, b: CostTable) -> Bool {
-        a.fixed == b.fixed && a.setFixed == b.setFixed && (0..<SpanDensity.steps).allSatisfy { a.perPage[$0] == b.perPage[$0] }
-    }
-
-    mutating func set(lane i: Int, _ c: PerPageCost) {
-        precondition(c.perPage.count == SpanDensity.steps && perPage.count == SpanDensity.steps)
-        setFixed[i] = Float(c.fixed)
-        fixed[i] = Float(c.fixed)
-        for k in 0..<SpanDensity.steps { perPage[k][i] = Float(c.perPage[k]) }
-    }
-
-    mutating func available(_ lanes: [Int], _ on: Bool) {
-        for i in lanes { fixed[i] = on ? setFixed[i] : .infinity }
-    }
-}
-
 /// The two kinds of dirty set a candidate's constants are measured for.
 public enum DirtySetKind: String, Sendable, CaseIterable {
     /// Evenly spaced pages, or runs: what prefetchers and branch
@@ -200,6 +252,8 @@ public enum DirtySetKind: String, Sendable, CaseIterable {
     case regular
     /// Anything else: random pages, mixed gaps.
     case scattered
+
+    var index: Int { self == .regular ? 0 : 1 }
 }
 
 /// One candidate's constants for each kind of dirty set.

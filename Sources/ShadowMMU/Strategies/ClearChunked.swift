@@ -1,4 +1,5 @@
 import CAtomics
+import DirtyLogCore
 
 extension MMU {
     /// KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2. GET: the current bitmap is copied
@@ -9,15 +10,15 @@ extension MMU {
     /// pages that were still set are write-protected; a TLB flush per call
     /// that protected something (kvm_clear_dirty_log_protect()).
     ///
-    /// Returns the copy handed out and the time of the GET phase, so the
-    /// caller can split the two phases.
+    /// Returns the copy handed out; tells `phases` when GET is done, so a
+    /// caller can time the two phases apart.
     @inline(__always)
-    func clearChunkedHarvest(slot s: SlotView, counters: inout ProtectCounters) -> (UnsafeMutablePointer<UInt64>, UInt64) {
+    func clearChunkedHarvest(slot s: SlotView, counters: inout ProtectCounters, phases: inout HarvestPhaseMarks) -> UnsafeMutablePointer<UInt64> {
         let words = s.bitmapWords
         let bitmap = s.dirtyBitmap
         let copy = s.otherBitmap
         copy.update(from: bitmap, count: words)  // KVM_GET_DIRTY_LOG: copy_to_user()
-        let getDone = MonotonicClock.now()
+        phases.firstPhaseEnded()
 
         let chunkWords = max(1, vm.pointee.clearChunkPages >> 6)
         var visited = 0, protected = 0, locks = 0, flushes = 0, cleared = 0, cleanedLines = 0
@@ -41,7 +42,7 @@ extension MMU {
                         if old != 0 && old & ~mask == 0 && s.lineIsClean(around: w) { cleanedLines &+= 1 }
                         if still != 0 {
                             cleared &+= still.nonzeroBitCount
-                            rmapProtectMask(slot: s, offset: UInt64(w) << 6, mask: still, clearing: SPTE.writable,
+                            rmapProtectMask(slot: s, offset: SlotOffset(w << 6), mask: still, clearing: SPTE.writable,
                                             visited: &visited, protected: &protected)
                         }
                     }
@@ -64,6 +65,6 @@ extension MMU {
         // The bitmap copied (read and written), the copy read back, the
         // dirty words cleared; per dirty page its head, per spte 16 bytes.
         counters.bytesTouched &+= words &* 24 &+ cleared &* 8 &+ visited &* 16
-        return (copy, getDone)
+        return copy
     }
 }

@@ -1,4 +1,5 @@
 import CAtomics
+import DirtyLogCore
 
 extension MMU {
     /// A dirty-ring harvest, both halves of it. User space walks each
@@ -63,12 +64,12 @@ extension MMU {
                             continue
                         }
                     }
-                    resetDirtyGFN(slot: s, offset: curOffset, mask: mask, visited: &visited, protected: &protected, locks: &locks)
+                    resetDirtyGFN(slot: s, offset: SlotOffset(Int(curOffset)), mask: mask, visited: &visited, protected: &protected, locks: &locks)
                 }
                 curOffset = offset
                 mask = 1
             }
-            if mask != 0 { resetDirtyGFN(slot: s, offset: curOffset, mask: mask, visited: &visited, protected: &protected, locks: &locks) }
+            if mask != 0 { resetDirtyGFN(slot: s, offset: SlotOffset(Int(curOffset)), mask: mask, visited: &visited, protected: &protected, locks: &locks) }
             cpu.pointee.resetIndex = reset
             v &+= 1
         }
@@ -85,7 +86,7 @@ extension MMU {
 
     /// kvm_reset_dirty_gfn(): one merged mask, under its own hold of mmu_lock.
     @inline(__always)
-    func resetDirtyGFN(slot s: SlotView, offset: UInt64, mask: UInt64, visited: inout Int, protected: inout Int, locks: inout Int) {
+    func resetDirtyGFN(slot s: SlotView, offset: SlotOffset, mask: UInt64, visited: inout Int, protected: inout Int, locks: inout Int) {
         spinLock()
         rmapProtectMask(slot: s, offset: offset, mask: mask, clearing: SPTE.writable, visited: &visited, protected: &protected)
         spinUnlock()

@@ -1,4 +1,5 @@
 import CAtomics
+import DirtyLogCore
 
 /// How a masked harvest protects the pages of one bitmap word.
 public enum MaskProtect: Sendable {
@@ -12,8 +13,11 @@ public enum MaskProtect: Sendable {
 }
 
 extension MMU {
-    /// KVM_GET_DIRTY_LOG as kvm_get_dirty_log_protect() does it since Linux
-    /// 3.5: the other bitmap half is cleared as a buffer; under one hold of
+    /// KVM_GET_DIRTY_LOG as the kernel does it since Linux 3.4 (5dc99b23
+    /// protected per word with kvm_mmu_write_protect_pt_masked; 60c34612
+    /// took each word with xchg under one hold of mmu_lock; the code became
+    /// kvm_get_dirty_log_protect() in 3.19): the other bitmap half is
+    /// cleared as a buffer; under one hold of
     /// mmu_lock, each non-zero word of the current bitmap is taken with
     /// xchg(word, 0), copied to the buffer, and its pages protected
     /// (kvm_arch_mmu_enable_log_dirty_pt_masked); one TLB flush if anything
@@ -37,7 +41,7 @@ extension MMU {
                 buffer[i] = mask
                 nonZero &+= 1
                 pages &+= mask.nonzeroBitCount
-                let offset = UInt64(i) << 6
+                let offset = SlotOffset(i << 6)
                 switch protect {
                 case .rmap, .rmapDirtyBit:
                     rmapProtectMask(slot: s, offset: offset, mask: mask, clearing: bit, visited: &visited, protected: &protected)

@@ -1,3 +1,5 @@
+import DirtyLogCore
+
 extension MMU {
     /// slot_handle_level(kvm, slot, slot_rmap_write_protect, 4K, 1G): every
     /// rmap head of the slot, at every level, in gfn order; every spte on a
@@ -14,8 +16,7 @@ extension MMU {
         spinLock()
         var level = 1
         while level <= 3 {
-            let n = level == 1 ? s.npages : SlotView.rmapCount(baseGFN: s.baseGFN, npages: s.npages, level: level)
-            let rmap = level == 1 ? s.rmap1 : level == 2 ? s.rmap2 : s.rmap3
+            let (rmap, n) = s.rmaps(level: level)
             var i = 0
             while i < n {
                 let word = rmap[i]

@@ -1,3 +1,5 @@
+import DirtyLogCore
+
 extension MMU {
     /// The seed's per-dirty-page branch of write_protect_slot(): for each set
     /// bit of the handed-out bitmap, take mmu_lock, write-protect that gfn
@@ -14,7 +16,7 @@ extension MMU {
         while w < words {
             var mask = bitmap[w]
             while mask != 0 {
-                let gfn = s.baseGFN &+ UInt64(w << 6 | mask.trailingZeroBitCount)
+                let gfn = s.gfn(at: SlotOffset(w << 6 | mask.trailingZeroBitCount))
                 mask &= mask &- 1
                 spinLock()
                 let before = visited
@@ -43,7 +45,7 @@ extension MMU {
     /// 1 GiB levels, find the rmap through gfn_to_rmap(), which searches the
     /// memslots again, and drop any writable large leaf there.
     @inline(__always)
-    func rmapWriteProtect(gfn: UInt64, slot s: SlotView, visited: inout Int, protected: inout Int, dropped: inout Int) {
+    func rmapWriteProtect(gfn: GFN, slot s: SlotView, visited: inout Int, protected: inout Int, dropped: inout Int) {
         rmapClearBit(s.rmapHead(gfn: gfn, level: 1).pointee, SPTE.writable, visited: &visited, protected: &protected)
         var level = 2
         while level <= 3 {
@@ -74,10 +76,10 @@ extension MMU {
     /// loses the bit if it has it. No large-page lookups: there are none
     /// while logging. The caller holds mmu_lock.
     @inline(__always)
-    func rmapProtectMask(slot s: SlotView, offset: UInt64, mask: UInt64, clearing bit: UInt64,
+    func rmapProtectMask(slot s: SlotView, offset: SlotOffset, mask: UInt64, clearing bit: UInt64,
                          visited: inout Int, protected: inout Int) {
         var m = mask
-        let heads = s.rmap1 + Int(offset)
+        let heads = s.rmap1 + offset.index
         while m != 0 {
             let head = heads + m.trailingZeroBitCount
             m &= m &- 1

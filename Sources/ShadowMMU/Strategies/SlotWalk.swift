@@ -1,3 +1,5 @@
+import DirtyLogCore
+
 extension MMU {
     /// kvm_mmu_slot_remove_write_access() as of the seed: under one hold of
     /// mmu_lock, follow `active_mmu_pages` through every shadow page of the

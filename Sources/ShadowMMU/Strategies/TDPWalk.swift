@@ -1,3 +1,5 @@
+import DirtyLogCore
+
 extension MMU {
     /// The root of the VM's direct tree (two-dimensional paging): its table.
     @inline(__always) var tdpRootTable: UnsafeMutablePointer<UInt64>? {
@@ -14,7 +16,7 @@ extension MMU {
     @inline(never)
     public func tdpWalkWriteProtect(slot s: SlotView, counters: inout ProtectCounters) {
         guard let root = tdpRootTable else { return }
-        var w = TDPWalker(start: s.baseGFN, end: s.endGFN, yieldEvery: vm.pointee.yieldEveryGFNs, mmu: self)
+        var w = TDPWalker(start: s.baseGFN.rawValue, end: s.endGFN.rawValue, yieldEvery: vm.pointee.yieldEveryGFNs, mmu: self)
         spinLock()
         w.walk(root, level: VMLayout.rootLevel, base: 0)
         spinUnlock()
@@ -32,9 +34,9 @@ extension MMU {
     /// bitmap word share one), then clear the writable bit of the leaf of
     /// each set bit. The caller holds mmu_lock.
     @inline(__always)
-    func tdpProtectMask(slot s: SlotView, offset: UInt64, mask: UInt64, tables: inout Int, protected: inout Int) {
+    func tdpProtectMask(slot s: SlotView, offset: SlotOffset, mask: UInt64, tables: inout Int, protected: inout Int) {
         guard var pt = tdpRootTable else { return }
-        let gfn = s.baseGFN &+ offset
+        let gfn = s.gfn(at: offset).rawValue
         var level = VMLayout.rootLevel
         while level > 1 {
             let e = pt[Int((gfn >> (SPTE.levelBits &* UInt64(level &- 1))) & 511)]

@@ -1,0 +1,181 @@
+import DirtyLogCore
+import Foundation
+
+/// The machine and software a run measured on.
+public struct Environment: Codable, Sendable {
+    public var cpuModel: String
+    public var cores: Int
+    public var memoryBytes: Int
+    public var kernel: String
+    public var swiftVersion: String
+    public var jemallocVersion: String
+    public var transparentHugePages: String
+    public var lastLevelCacheBytes: Int
+    public var gitCommit: String
+    public var gitDirty: Bool
+    public var commandLine: [String]
+    public var kvm: String
+
+    public init(cpuModel: String, cores: Int, memoryBytes: Int, kernel: String, swiftVersion: String, jemallocVersion: String,
+                transparentHugePages: String, lastLevelCacheBytes: Int, gitCommit: String, gitDirty: Bool,
+                commandLine: [String], kvm: String) {
+        self.cpuModel = cpuModel
+        self.cores = cores
+        self.memoryBytes = memoryBytes
+        self.kernel = kernel
+        self.swiftVersion = swiftVersion
+        self.jemallocVersion = jemallocVersion
+        self.transparentHugePages = transparentHugePages
+        self.lastLevelCacheBytes = lastLevelCacheBytes
+        self.gitCommit = gitCommit
+        self.gitDirty = gitDirty
+        self.commandLine = commandLine
+        self.kvm = kvm
+    }
+}
+
+/// The machine's limits, measured at the start of every run the way the
+/// strategies use memory: efficiency columns in points.csv are relative to
+/// these (BenchMeasure's `MachineProbe` measures them).
+public struct MachineCalibration: Sendable, Codable {
+    /// Sequential read bandwidth over a buffer far larger than the
+    /// last-level cache, bytes per nanosecond (= GB/s).
+    public var readBandwidthGBps: Double
+    /// A dependent load that misses the caches, nanoseconds.
+    public var missLatencyNs: Double
+    /// Two back-to-back clock reads, nanoseconds: inside every measurement.
+    public var timerOverheadNs: Double
+    public var bufferBytes: Int
+
+    public init(readBandwidthGBps: Double, missLatencyNs: Double, timerOverheadNs: Double, bufferBytes: Int) {
+        self.readBandwidthGBps = readBandwidthGBps
+        self.missLatencyNs = missLatencyNs
+        self.timerOverheadNs = timerOverheadNs
+        self.bufferBytes = bufferBytes
+    }
+}
+
+/// How a run decided how many repetitions each point gets.
+public struct RepetitionPolicy: Codable, Sendable, Equatable {
+    /// `--reps N`: exactly N timed repetitions everywhere; nil when adaptive.
+    public var fixed: Int?
+    /// Adaptive: at least and at most this many timed repetitions...
+    public var minimum: Int
+    public var maximum: Int
+    /// ... stopping once the median's interval at `confidence` is at most
+    /// this wide, relative to the median.
+    public var relativeWidth: Double
+    public var confidence: Double
+    /// Untimed repetitions first, for harvests shorter than `warmupBelowNs`
+    /// (a longer harvest trains its own predictors and caches).
+    public var warmup: Int
+    public var warmupBelowNs: Double
+
+    public init(fixed: Int?, minimum: Int, maximum: Int, relativeWidth: Double, confidence: Double, warmup: Int, warmupBelowNs: Double) {
+        self.fixed = fixed
+        self.minimum = minimum
+        self.maximum = maximum
+        self.relativeWidth = relativeWidth
+        self.confidence = confidence
+        self.warmup = warmup
+        self.warmupBelowNs = warmupBelowNs
+    }
+
+    /// For reports: "5-25 repetitions until the 90% interval of the median is within 10%".
+    public var description: String {
+        if let n = fixed { return "\(n) repetitions (+\(warmup) warm-up)" }
+        return String(format: "%d-%d repetitions until the median's %.0f%% interval is within %.0f%% of it (+%d warm-up below %@)",
+                      minimum, maximum, confidence * 100, relativeWidth * 100, warmup, Reports.duration(warmupBelowNs))
+    }
+}
+
+/// Where a run spent its wall time, by phase, in seconds.
+public struct PhaseTimes: Codable, Sendable, Equatable {
+    public var seconds: [String: Double] = [:]
+
+    public init() {}
+
+    public mutating func add(_ phase: RunPhase, _ s: Double) { seconds[phase.rawValue, default: 0] += s }
+    public mutating func merge(_ other: PhaseTimes) { for (k, v) in other.seconds { seconds[k, default: 0] += v } }
+    public subscript(_ phase: RunPhase) -> Double { seconds[phase.rawValue] ?? 0 }
+    public var total: Double { seconds.values.reduce(0, +) }
+}
+
+/// The phases a run's time is accounted to.
+public enum RunPhase: String, CaseIterable, Codable, Sendable {
+    case startup = "startup"                  // environment, machine probe, /dev/kvm
+    case vmBuild = "vm-build"                 // building and populating model VMs
+    case adaptiveCalibration = "adaptive-calibration"
+    case guestWrites = "guest-writes"         // the rounds' writes (rings harvested during them included)
+    case eviction = "eviction"
+    case timedHarvests = "timed-harvests"
+    case checks = "checks"                    // the invariant after every harvest and point
+    case kernelSetup = "kernel-setup"         // kernel VMs, populating
+    case kernelWrites = "kernel-writes"
+    case kernelHarvests = "kernel-harvests"
+    case output = "output"                    // writing the run folder
+    case other = "other"
+}
+
+/// Why and where a run stopped early.
+public struct Interruption: Codable, Sendable, Equatable {
+    /// "SIGINT" or "SIGTERM".
+    public var signal: String
+    /// The series and point under way.
+    public var during: String
+
+    public init(signal: String, during: String) {
+        self.signal = signal
+        self.during = during
+    }
+}
+
+/// meta.json: the run's environment, calibration and settings, for programs.
+public struct RunMeta: Codable, Sendable {
+    public var runID: String
+    public var startedUTC: String
+    public var wallSeconds: Double
+    public var environment: Environment
+    public var calibration: MachineCalibration
+    public var repetitions: RepetitionPolicy
+    public var cache: CacheMode
+    public var seed: UInt64
+    public var kvmReps: Int
+    public var kvmBudgetSeconds: Double
+    public var rows: Int
+    public var rowsVerified: Int
+    public var violations: Int
+    public var rowsNoisy: Int
+    public var noisyMADFraction: Double
+    /// Where the wall time went.
+    public var phases: PhaseTimes
+    /// Set when a signal stopped the run before the end.
+    public var interrupted: Interruption?
+    public var files: [String]
+
+    public init(runID: String, startedUTC: String, wallSeconds: Double, environment: Environment, calibration: MachineCalibration,
+                repetitions: RepetitionPolicy, cache: CacheMode, seed: UInt64, kvmReps: Int, kvmBudgetSeconds: Double,
+                rows: Int, rowsVerified: Int, violations: Int, rowsNoisy: Int, noisyMADFraction: Double,
+                phases: PhaseTimes, interrupted: Interruption?, files: [String]) {
+        self.runID = runID
+        self.startedUTC = startedUTC
+        self.wallSeconds = wallSeconds
+        self.environment = environment
+        self.calibration = calibration
+        self.repetitions = repetitions
+        self.cache = cache
+        self.seed = seed
+        self.kvmReps = kvmReps
+        self.kvmBudgetSeconds = kvmBudgetSeconds
+        self.rows = rows
+        self.rowsVerified = rowsVerified
+        self.violations = violations
+        self.rowsNoisy = rowsNoisy
+        self.noisyMADFraction = noisyMADFraction
+        self.phases = phases
+        self.interrupted = interrupted
+        self.files = files
+    }
+}
+
+extension CacheMode: Codable {}

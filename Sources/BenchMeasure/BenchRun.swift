@@ -1,0 +1,215 @@
+import BenchAnalysis
+import DirtyLogCore
+import Foundation
+import HostKVM
+import ShadowMMU
+
+/// Everything one `bench` run measures and where it writes.
+public struct RunPlan: Sendable {
+    public var modelSeries: [ModelSeriesSpec]
+    public var kernelSeries: [KernelSeriesSpec]
+    public var settings: MeasureSettings
+    public var kernelSettings: KernelSettings
+    /// Whether the kernel was asked for by name (`--backend kvm|both`): then
+    /// an unusable /dev/kvm is an error rather than a note.
+    public var kernelRequired: Bool
+    /// The run folder goes under this directory.
+    public var outputDirectory: String
+    public var quiet: Bool
+    public var verbose: Bool
+    #if DEBUG
+    /// See `PlantedBug`.
+    public var plantedBug: PlantedBug?
+    #endif
+
+    public init(modelSeries: [ModelSeriesSpec], kernelSeries: [KernelSeriesSpec] = [], settings: MeasureSettings,
+                kernelSettings: KernelSettings = KernelSettings(), kernelRequired: Bool = false,
+                outputDirectory: String, quiet: Bool, verbose: Bool = false) {
+        self.modelSeries = modelSeries
+        self.kernelSeries = kernelSeries
+        self.settings = settings
+        self.kernelSettings = kernelSettings
+        self.kernelRequired = kernelRequired
+        self.outputDirectory = outputDirectory
+        self.quiet = quiet
+        self.verbose = verbose
+    }
+
+    /// The largest amount of memory one series needs at once, in bytes: the
+    /// VM, the workload of its largest point, the eviction buffer.
+    public var peakMemoryBytes: Int {
+        let evict = settings.cache == .cold ? CacheGeometry.fullEvictionBytes : 0
+        return (modelSeries.map { s in
+            s.layout.estimatedBytes(vcpus: settings.vcpus, ringEntries: settings.ringEntries)
+                + s.layout.slotPages * (4 + 8 + 8) + DirtyBitmap.words(pages: s.layout.slotPages) * 8
+        }.max() ?? 0) + evict
+    }
+
+    /// The order series run in: each kernel series right after the model
+    /// series it sits beside, so an interrupted run keeps pairs together.
+    var jobs: [Job] {
+        var out: [Job] = []
+        var pending = kernelSeries
+        for m in modelSeries {
+            out.append(.model(m))
+            while let i = pending.firstIndex(where: { $0.key == m.key }) { out.append(.kernel(pending.remove(at: i))) }
+        }
+        return out + pending.map(Job.kernel)
+    }
+
+    enum Job {
+        case model(ModelSeriesSpec)
+        case kernel(KernelSeriesSpec)
+
+        var label: String {
+            switch self {
+            case .model(let s): s.key.label
+            case .kernel(let s): s.key.label + " (kvm)"
+            }
+        }
+    }
+}
+
+/// What a finished (or interrupted) run produced.
+public struct RunOutcome {
+    public var folder: RunFolder
+    public var results: RunResults
+    public var meta: RunMeta
+    public var seconds: Double { meta.wallSeconds }
+    public var interrupted: Interruption? { meta.interrupted }
+}
+
+/// Runs a plan: makes the run folder first (so an unwritable output fails
+/// before any work), opens /dev/kvm if the plan has kernel series, then
+/// measures series after series, rewriting every file whole after each one
+/// so that an interrupted run leaves complete files with every finished
+/// point. SIGINT or SIGTERM stops it at the next measurement.
+public final class BenchRun {
+    public let plan: RunPlan
+    public let progress: Progress
+
+    public init(plan: RunPlan) {
+        self.plan = plan
+        progress = Progress(quiet: plan.quiet, verbose: plan.verbose)
+    }
+
+    public func run() throws -> RunOutcome {
+        let began = MonotonicClock.now()
+        var phases = PhaseTimes()
+        let folder = try RunFolder.create(under: plan.outputDirectory)
+        let startedUTC = ISO8601DateFormatter().string(from: Date())
+        let environment = Environment.capture()
+        var notes: [String] = []
+        var skipped: [SkipNote] = []
+        var device: KVMDevice? = nil
+        if !plan.kernelSeries.isEmpty {
+            do {
+                device = try KVMDevice()
+                notes.append("kvm: \(KVMDevice.path): \(device!.summary)")
+            } catch {
+                if plan.kernelRequired { throw BenchError.unavailable("--backend: \(error)") }
+                notes.append("kvm: \(error); the model runs alone")
+                for k in plan.kernelSeries { skipped.append(SkipNote(series: k.key.label, backend: .kvm, reason: "\(error)")) }
+            }
+        }
+        for n in notes { progress.note(n) }
+        let jobs = plan.jobs.filter { if case .kernel = $0 { return device != nil } else { return true } }
+        progress.note("calibrating: sequential read bandwidth and cache-miss latency ...")
+        let calibration = MachineProbe.measure()
+        progress.note(String(format: "calibration: %.1f GB/s sequential read, %.0f ns per dependent cache miss, %.0f ns timer",
+                             calibration.readBandwidthGBps, calibration.missLatencyNs, calibration.timerOverheadNs))
+        let eviction = plan.settings.cache == .cold ? CacheEviction() : nil
+        var results = RunResults(calibration: calibration)
+        results.add(rows: [], skipped: skipped, notes: notes)
+        progress.plan(jobs.map { job in
+            switch job {
+            case .model(let s):
+                let nUsed = s.layout.expectedShadowPages
+                let counts = s.counts == .migration ? [s.layout.slotPages] : s.plannedCounts(nUsed: nUsed)
+                let w = counts.reduce(0.0) { $0 + Progress.weight(dirtyPages: $1, nUsedMMUPages: nUsed) } / Double(max(1, counts.count))
+                return (job.label, s.plannedPoints, w * Double(s.runnable.count))
+            case .kernel(let s):
+                let w = s.counts.reduce(0.0) { $0 + Progress.weight(dirtyPages: $1 * 64, nUsedMMUPages: 0) } / Double(max(1, s.counts.count))
+                return (job.label, s.counts.count, w * Double(plan.kernelSettings.strategies.count))
+            }
+        })
+        phases.add(.startup, MonotonicClock.seconds(since: began))
+        Termination.watch()
+
+        var interruption: Interruption?
+        func meta() -> RunMeta {
+            var p = phases
+            p.add(.other, max(0, MonotonicClock.seconds(since: began) - phases.total))
+            return RunMeta(runID: folder.runID, startedUTC: startedUTC, wallSeconds: MonotonicClock.seconds(since: began),
+                           environment: environment, calibration: calibration, repetitions: plan.settings.repetitions,
+                           cache: plan.settings.cache, seed: plan.settings.seed,
+                           kvmReps: plan.kernelSettings.repetitions.fixed ?? plan.kernelSettings.repetitions.maximum,
+                           kvmBudgetSeconds: plan.kernelSettings.budgetSeconds,
+                           rows: results.rows.count, rowsVerified: results.rows.filter(\.verified).count, violations: results.violations,
+                           rowsNoisy: results.rows.filter { $0.summary.noisy }.count, noisyMADFraction: SampleSummary.noisyMADFraction,
+                           phases: p, interrupted: interruption, files: [])
+        }
+        func write() throws {
+            let t = MonotonicClock.now()
+            try folder.write(results, meta: meta())
+            phases.add(.output, MonotonicClock.seconds(since: t))
+        }
+
+        for (i, job) in jobs.enumerated() {
+            if let s = Termination.requested {
+                interruption = Interruption(signal: Termination.name(s), during: "before \(job.label)")
+                break
+            }
+            progress.beginSeries(i)
+            let t0 = MonotonicClock.now()
+            var new: [PointRow] = []
+            var seriesPhases = PhaseTimes()
+            var stoppedAt: String?
+            switch job {
+            case .model(let spec):
+                let series = ModelSeries(spec: spec, settings: plan.settings, eviction: eviction, progress: progress)
+                #if DEBUG
+                series.plantedBug = plan.plantedBug
+                #endif
+                let outcome = try series.run()
+                new = outcome.rows
+                seriesPhases = outcome.phases
+                stoppedAt = outcome.interruptedAt
+                results.add(rows: new, skipped: outcome.skipped, fit: outcome.adaptiveFit)
+            case .kernel(let spec):
+                let series = KernelSeries(spec: spec, settings: plan.kernelSettings, measure: plan.settings, eviction: eviction, progress: progress)
+                do {
+                    let outcome = try series.run(device: device!)
+                    new = outcome.rows
+                    seriesPhases = outcome.phases
+                    stoppedAt = outcome.interruptedAt
+                    for n in outcome.notes where !results.notes.contains(n) { progress.note(n) }
+                    for s in outcome.skipped { progress.note(s.line) }
+                    results.add(rows: new, skipped: outcome.skipped, notes: outcome.notes)
+                } catch let e as KVMError {
+                    // The kernel failed; the model's part of the run goes on.
+                    results.add(rows: [], skipped: [SkipNote(series: spec.key.label, backend: .kvm, reason: "\(e)")])
+                    progress.note("kvm \(spec.key.label): \(e)")
+                }
+            }
+            phases.merge(seriesPhases)
+            if let at = stoppedAt, let s = Termination.requested {
+                interruption = Interruption(signal: Termination.name(s), during: at)
+            }
+            try write()
+            let bad = new.filter { !$0.verified }
+            let seconds = String(format: "%.1f", MonotonicClock.seconds(since: t0))
+            progress.note("[\(i + 1)/\(jobs.count)] \(job.label): \(Set(new.map(\.dirtyPages)).count) points in \(seconds) s, "
+                + (new.isEmpty ? "nothing measured" : bad.isEmpty ? "all verified"
+                    : "\(bad.count) rows NOT verified (\(bad.reduce(0) { $0 + $1.violationCount }) violations)"))
+            if progress.verbose {
+                progress.note("    " + RunPhase.allCases.filter { seriesPhases[$0] >= 0.05 }
+                    .map { String(format: "%@ %.1f s", $0.rawValue, seriesPhases[$0]) }.joined(separator: ", "))
+            }
+            if interruption != nil { break }
+        }
+        progress.finish()
+        try write()
+        return RunOutcome(folder: folder, results: results, meta: meta())
+    }
+}

@@ -1,0 +1,66 @@
+import BenchAnalysis
+import DirtyLogCore
+
+/// How much effort each point gets, and the model's knobs.
+public struct MeasureSettings: Sendable {
+    public var repetitions: RepetitionPolicy = .standard
+    public var cache: CacheMode = .cold
+    /// Seeds random patterns, shadow-paging layouts and strategy order.
+    public var seed: UInt64 = 1
+    /// vCPUs writing: guest writes are dealt to them in turn; each has a
+    /// dirty ring and a PML buffer.
+    public var vcpus = 2
+    /// Entries of each vCPU's dirty ring (a power of two).
+    public var ringEntries = 65536
+    /// rmap-walk and tdp-walk yield mmu_lock every this many gfns.
+    public var yieldEveryGFNs = 4096
+    /// clear-chunked's KVM_CLEAR_DIRTY_LOG size in pages (a multiple of 64).
+    public var clearChunkPages = 1 << 18
+    public var patterns = PatternParameters()
+    /// Rounds of the migration scenario.
+    public var migrationRounds = 10
+
+    public init() {}
+}
+
+extension RepetitionPolicy {
+    /// The default: from 5 to 25 timed repetitions, until the median's 90%
+    /// interval is within 10% of it; one warm-up for harvests under 2 ms.
+    public static let standard = RepetitionPolicy(fixed: nil, minimum: 5, maximum: 25, relativeWidth: 0.10, confidence: 0.90,
+                                                  warmup: 1, warmupBelowNs: 2e6)
+
+    /// Exactly `n` timed repetitions after `warmup` untimed ones, everywhere.
+    public static func fixed(_ n: Int, warmup: Int = 1) -> RepetitionPolicy {
+        RepetitionPolicy(fixed: n, minimum: n, maximum: n, relativeWidth: 0, confidence: SampleSummary.intervalConfidence,
+                         warmup: warmup, warmupBelowNs: 1e18)
+    }
+
+    /// Untimed repetitions before the timed ones, given what the strategy
+    /// took at the last point (nil before the first).
+    func warmups(lastMedianNs: Double?) -> Int {
+        guard let last = lastMedianNs else { return warmup }
+        return last < warmupBelowNs ? warmup : 0
+    }
+
+    /// Why to stop after these timed samples, or nil to go on.
+    func stop(after samples: [Double]) -> RepetitionStop? {
+        if let n = fixed { return samples.count >= n ? .fixed : nil }
+        if samples.count >= maximum { return .maxReps }
+        guard samples.count >= minimum,
+              let interval = Statistics.medianInterval(sorted: samples.sorted(), confidence: confidence) else { return nil }
+        let median = Statistics.median(samples)
+        return median <= 0 || (interval.high - interval.low) / median <= relativeWidth ? .converged : nil
+    }
+}
+
+extension RepetitionPolicy {
+    /// `--quick`: from 3 to 9, until the median's 75% interval (the range
+    /// of three) is within 20% of it.
+    public static let quick = RepetitionPolicy(fixed: nil, minimum: 3, maximum: 9, relativeWidth: 0.20, confidence: 0.75,
+                                               warmup: 1, warmupBelowNs: 2e6)
+
+    /// The kernel's default, whose guest writes are slow: from 3 to 5, until
+    /// the median's 75% interval is within 20% of it.
+    public static let kernel = RepetitionPolicy(fixed: nil, minimum: 3, maximum: 5, relativeWidth: 0.20, confidence: 0.75,
+                                                warmup: 1, warmupBelowNs: 1e18)
+}

@@ -1,0 +1,279 @@
+import BenchAnalysis
+import DirtyLogCore
+import Foundation
+import ShadowMMU
+
+/// One series on the model: a VM layout, a dirty pattern, the counts, the strategies.
+public struct ModelSeriesSpec: Sendable, Hashable {
+    public var scenario: Scenario
+    public var layout: VMLayout
+    public var pattern: DirtyPattern
+    public var counts: CountPlan
+    public var strategies: [Strategy]
+
+    public init(scenario: Scenario, layout: VMLayout, pattern: DirtyPattern, counts: CountPlan, strategies: [Strategy]) {
+        self.scenario = scenario
+        self.layout = layout
+        self.pattern = pattern
+        self.counts = counts
+        self.strategies = strategies
+    }
+
+    public var key: SeriesKey {
+        SeriesKey(scenario: scenario, paging: layout.paging.mode, sptesPerGFN: layout.paging.sptesPerGFN,
+                  slotPages: layout.slotPages, vmPages: layout.vmPages, pattern: pattern)
+    }
+
+    /// The strategies this layout can run: the tdp ones need the
+    /// two-dimensional paging structure.
+    public var runnable: [Strategy] { strategies.filter { !$0.needsTDP || layout.paging == .tdp } }
+
+    /// The dirty counts the pattern allows.
+    func plannedCounts(nUsed: Int) -> [Int] {
+        let cap = pattern.maxCount(slotPages: layout.slotPages)
+        var c = counts.counts(slotPages: layout.slotPages, nUsedMMUPages: nUsed).filter { $0 <= cap }
+        if counts.isSweep, cap < layout.slotPages, c.last != cap { c.append(cap) }
+        return c
+    }
+
+    /// Whether the crossover of rmap and slot-walk can be refined.
+    var refinesCrossover: Bool {
+        if case .thresholdSweep = counts { return strategies.contains(.rmap) && strategies.contains(.slotWalk) }
+        return false
+    }
+
+    /// Points the series plans (migration: one), for progress.
+    public var plannedPoints: Int {
+        counts == .migration ? 1 : plannedCounts(nUsed: layout.expectedShadowPages).count + (refinesCrossover ? 2 : 0)
+    }
+}
+
+/// What a model series produced.
+public struct ModelOutcome {
+    public var rows: [PointRow] = []
+    public var skipped: [SkipNote] = []
+    /// The adaptive rule's constants, when the series measured them.
+    public var adaptiveFit: AdaptiveFitReport?
+    public var phases = PhaseTimes()
+    /// Set when a signal stopped the series: the point it abandoned.
+    public var interruptedAt: String?
+}
+
+/// Runs one series on the model: builds its VM, measures the adaptive
+/// rule's constants on it when adaptive is among the strategies, measures
+/// every point (strategies in a seeded random order within each
+/// repetition, grouped by how they log) through `TimedHarvest`, which
+/// checks the invariant after every measured harvest, checks the whole
+/// invariant after every point, and tears the VM down.
+public final class ModelSeries {
+    public let spec: ModelSeriesSpec
+    public let settings: MeasureSettings
+    private let progress: Progress
+    private var timer: TimedHarvest
+    private let slotID = VMLayout.measuredSlotID
+    /// Each strategy's median at the last point, for its warm-up.
+    private var lastMedian: [Strategy: Double] = [:]
+    #if DEBUG
+    /// See `PlantedBug`.
+    public var plantedBug: PlantedBug?
+    #endif
+
+    public init(spec: ModelSeriesSpec, settings: MeasureSettings, eviction: CacheEviction?, progress: Progress) {
+        self.spec = spec
+        self.settings = settings
+        self.progress = progress
+        timer = TimedHarvest(eviction: settings.cache == .cold ? eviction : nil)
+    }
+
+    public func run() throws -> ModelOutcome {
+        var out = ModelOutcome()
+        let layout = spec.layout
+        let missing = spec.strategies.filter { !spec.runnable.contains($0) }
+        if !missing.isEmpty {
+            out.skipped.append(SkipNote(series: spec.key.label, backend: .model, strategy: missing.map(\.rawValue).joined(separator: " "),
+                                        reason: "shadow paging has no two-dimensional paging structure to walk"))
+        }
+        let built = MonotonicClock.now()
+        progress.point("building the VM")
+        let vm = VirtualMachine(layout: layout, vcpus: settings.vcpus, ringEntries: settings.ringEntries)
+        vm.state.pointee.yieldEveryGFNs = settings.yieldEveryGFNs
+        vm.state.pointee.clearChunkPages = settings.clearChunkPages
+        out.phases.add(.vmBuild, MonotonicClock.seconds(since: built))
+        let nUsed = vm.nUsedMMUPages
+        let checked = MonotonicClock.now()
+        let initial = vm.checkInvariants(slotID: slotID, at: .afterProtection)
+        out.phases.add(.checks, MonotonicClock.seconds(since: checked))
+        guard initial.ok else {
+            throw BenchError.failed("\(spec.key.label): the freshly built VM breaks the invariant: \(initial)")
+        }
+        // Everything measured runs on one handle, hoisted here.
+        try vm.withMMU { mmu in try measure(vm: vm, mmu: mmu, nUsed: nUsed, out: &out) }
+        out.phases.merge(timer.phases)
+        return out
+    }
+
+    private func measure(vm: VirtualMachine, mmu: MMU, nUsed: Int, out: inout ModelOutcome) throws {
+        let layout = spec.layout
+        var backend = ModelBackend(vm: vm, mmu: mmu)
+        #if DEBUG
+        backend.plantedBug = plantedBug
+        #endif
+        var calibrationVerdicts: [Strategy: Verdict] = [:]
+        if spec.runnable.contains(.adaptive) {
+            progress.point("measuring the adaptive rule's constants")
+            let began = MonotonicClock.now()
+            let before = timer.phases
+            var calibration = AdaptiveCalibration(backend: backend, seed: settings.seed, sptesPerGFN: layout.paging.sptesPerGFN)
+            let fit = try calibration.fit(timer: &timer)
+            calibrationVerdicts = calibration.verdicts
+            vm.install(fit.model)
+            out.adaptiveFit = fit.report(series: spec.key)
+            // The calibration's harvests count as calibration, not as the sweep's.
+            timer.phases = before
+            out.phases.add(.adaptiveCalibration, MonotonicClock.seconds(since: began))
+        }
+        let measured: [PointRow]
+        if spec.counts == .migration {
+            measured = try measureMigration(&backend, nUsed: nUsed, out: &out)
+        } else {
+            measured = try sweep(&backend, nUsed: nUsed, out: &out)
+        }
+        // A calibration harvest that failed its check fails its strategy's rows.
+        out.rows = measured.map { row in
+            guard let s = row.strategy.model, let v = calibrationVerdicts[s], !v.ok else { return row }
+            var r = row
+            r.violationCount += v.count
+            r.violations = Array((r.violations + v.messages.map { "calibration: " + $0 }).prefix(Verdict.kept))
+            return r
+        }
+    }
+
+    /// Every planned count, then the bisection around the rmap/slot-walk crossover.
+    private func sweep(_ backend: inout ModelBackend, nUsed: Int, out: inout ModelOutcome) throws -> [PointRow] {
+        var rows: [PointRow] = []
+        let counts = spec.plannedCounts(nUsed: nUsed)
+        for d in counts {
+            guard let point = try measurePoint(&backend, dirtyPages: d, nUsed: nUsed, out: &out) else { return rows }
+            rows += point
+        }
+        if spec.refinesCrossover {
+            // The crossover need not lie where the sweep is dense: bisect the
+            // bracket (in log space) until it is a quarter octave wide.
+            for _ in 0..<4 {
+                let pairs = Crossover.pairs(rows)
+                guard let (lo, hi) = Crossover.bracket(pairs), let mid = SweepPlan.refinement(between: lo, and: hi) else { break }
+                progress.addPoints(1)
+                guard let point = try measurePoint(&backend, dirtyPages: mid, nUsed: nUsed, out: &out) else { return rows }
+                rows += point
+            }
+        }
+        return rows
+    }
+
+    /// The order of repetition `rep`: strategies grouped by how the slot
+    /// logs, so the untimed switches between modes
+    /// (`VirtualMachine.beginRound`) are few: the dirty-bit group, whose
+    /// switch rewrites every leaf of the slot, at one end, alternating ends
+    /// from one repetition to the next so consecutive repetitions share it;
+    /// the write-protect groups (bitmap, ring) in between in random order;
+    /// strategies shuffled within each group.
+    static func sequence(_ strategies: [Strategy], rep: Int, using rng: inout SeededGenerator) -> [Int] {
+        var groups: [String: [Int]] = [:]
+        for (i, s) in strategies.enumerated() { groups["\(s.protection)-\(s.usesRing)", default: []].append(i) }
+        var writeProtect = groups.keys.filter { !$0.hasPrefix("\(Protection.dirtyBit)") }.sorted()
+        writeProtect.shuffle(using: &rng)
+        let dirtyBit = groups.keys.filter { $0.hasPrefix("\(Protection.dirtyBit)") }
+        let keys = rep % 2 == 0 ? writeProtect + dirtyBit : dirtyBit + writeProtect
+        return keys.flatMap { k -> [Int] in
+            var g = groups[k]!
+            g.shuffle(using: &rng)
+            return g
+        }
+    }
+
+    /// Every strategy at one dirty count, interleaved, each until its
+    /// repetitions stop (`RepetitionPolicy.stop`). Nil when a signal asked
+    /// the run to stop: the point is abandoned.
+    private func measurePoint(_ backend: inout ModelBackend, dirtyPages d: Int, nUsed: Int, out: inout ModelOutcome) throws -> [PointRow]? {
+        progress.point("\(d) dirty")
+        let set = spec.pattern.dirtySet(count: d, slotPages: spec.layout.slotPages, seed: settings.seed, parameters: settings.patterns)
+        let round = GuestRound(vm: backend.vm, set: set, sptesPerGFN: spec.layout.paging.sptesPerGFN, seed: settings.seed)
+        let strategies = spec.runnable
+        var record = PointRecord(strategies.map { .model($0) })
+        var order = SeededGenerator(seed: settings.seed ^ mix64(UInt64(d)))
+        let policy = settings.repetitions
+        let warmups = strategies.map { policy.warmups(lastMedianNs: lastMedian[$0]) }
+        var done = [Int](repeating: 0, count: strategies.count)
+        var rep = 0
+        while record.stops.contains(where: { $0 == nil }) {
+            let active = strategies.indices.filter { record.stops[$0] == nil }
+            for j in Self.sequence(active.map { strategies[$0] }, rep: rep, using: &order) {
+                let si = active[j]
+                if Termination.requested != nil {
+                    out.interruptedAt = "\(spec.key.label), \(d) dirty pages"
+                    return nil
+                }
+                let m = try timer.measure(&backend, strategies[si], round)
+                record.add(si, m, timed: done[si] >= warmups[si])
+                done[si] += 1
+                if done[si] > warmups[si] { record.stops[si] = policy.stop(after: record.samples[si]) }
+            }
+            rep += 1
+        }
+        for (si, s) in strategies.enumerated() { lastMedian[s] = Statistics.median(record.samples[si]) }
+        // The whole invariant once per point, after the last harvest.
+        let checked = MonotonicClock.now()
+        let full = Verdict(backend.vm.checkInvariants(slotID: slotID, at: .afterProtection))
+        out.phases.add(.checks, MonotonicClock.seconds(since: checked))
+        progress.pointDone()
+        return record.rows(series: spec.key, nUsed: nUsed, dirtyPages: d, cache: settings.cache, extra: full)
+    }
+
+    /// Pre-copy migration: each repetition runs every round (guest writes a
+    /// hot-set round, harvest) for each strategy; a sample is the sum of the
+    /// round harvests' times.
+    private func measureMigration(_ backend: inout ModelBackend, nUsed: Int, out: inout ModelOutcome) throws -> [PointRow] {
+        progress.point("\(settings.migrationRounds) migration rounds")
+        let plan = MigrationPlan(slotPages: spec.layout.slotPages, rounds: settings.migrationRounds)
+        let cap = spec.pattern.maxCount(slotPages: spec.layout.slotPages)
+        let rounds = plan.counts.enumerated().map { i, d in
+            GuestRound(vm: backend.vm,
+                       set: spec.pattern.dirtySet(count: min(d, cap), slotPages: spec.layout.slotPages,
+                                                  seed: settings.seed &+ UInt64(i) &* 0x51ED, parameters: settings.patterns),
+                       sptesPerGFN: spec.layout.paging.sptesPerGFN, seed: settings.seed)
+        }
+        let strategies = spec.runnable
+        var record = PointRecord(strategies.map { .model($0) })
+        var order = SeededGenerator(seed: settings.seed ^ 0x316)
+        let policy = settings.repetitions
+        var done = [Int](repeating: 0, count: strategies.count)
+        var rep = 0
+        while record.stops.contains(where: { $0 == nil }) {
+            let active = strategies.indices.filter { record.stops[$0] == nil }
+            for j in Self.sequence(active.map { strategies[$0] }, rep: rep, using: &order) {
+                let si = active[j]
+                var total = Measurement()
+                var choices: [Strategy: Int] = [:]
+                for round in rounds {
+                    if Termination.requested != nil {
+                        out.interruptedAt = "\(spec.key.label), migration rounds"
+                        return []
+                    }
+                    let m = try timer.measure(&backend, strategies[si], round)
+                    total.accumulate(m)
+                    if let c = m.outcome.choice { choices[c, default: 0] += 1 }
+                }
+                total.outcome.choice = nil
+                record.add(si, total, timed: done[si] >= policy.warmup, roundChoices: choices)
+                done[si] += 1
+                if done[si] > policy.warmup { record.stops[si] = policy.stop(after: record.samples[si]) }
+            }
+            rep += 1
+        }
+        let full = Verdict(backend.vm.checkInvariants(slotID: slotID, at: .afterProtection))
+        progress.pointDone()
+        let total = rounds.reduce(0) { $0 + $1.count }
+        return record.rows(series: spec.key, nUsed: nUsed, dirtyPages: total, cache: settings.cache, extra: full)
+            .map { var row = $0; row.rounds = rounds.count; return row }
+    }
+}

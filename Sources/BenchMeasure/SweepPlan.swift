@@ -1,0 +1,112 @@
+import DirtyLogCore
+import Foundation
+
+/// How closely a threshold sweep samples the dirty counts.
+public struct SweepDensity: Hashable, Sendable {
+    /// Octaves between the coarse points (1: every power of two; 2: every power of four).
+    public var octavesPerCoarseStep: Int
+    /// Points per octave from a quarter to four times n_used_mmu_pages.
+    public var densePointsPerOctave: Int
+
+    public init(octavesPerCoarseStep: Int, densePointsPerOctave: Int) {
+        self.octavesPerCoarseStep = octavesPerCoarseStep
+        self.densePointsPerOctave = densePointsPerOctave
+    }
+
+    /// Slots up to 1 GiB in the default run.
+    public static let full = SweepDensity(octavesPerCoarseStep: 1, densePointsPerOctave: 4)
+    /// Larger slots in the default run: every point costs more there.
+    public static let large = SweepDensity(octavesPerCoarseStep: 2, densePointsPerOctave: 4)
+    /// --quick.
+    public static let quick = SweepDensity(octavesPerCoarseStep: 2, densePointsPerOctave: 2)
+}
+
+/// The dirty-page counts a scenario measures.
+public enum SweepPlan {
+    /// Log-spaced from 1 to the slot: the coarse powers of 2 (or of 4), the
+    /// slot itself, a denser grid from a quarter to four times
+    /// n_used_mmu_pages, and the seed's switch point (n_used - 1 and n_used)
+    /// itself: denser where the seed's rule decides.
+    public static func thresholdSweep(slotPages: Int, nUsedMMUPages: Int, density: SweepDensity = .full) -> [Int] {
+        var counts = Set<Int>()
+        var d = 1
+        while d < slotPages { counts.insert(d); d <<= density.octavesPerCoarseStep }
+        counts.insert(slotPages)
+        let lo = Double(nUsedMMUPages) / 4, hi = Double(nUsedMMUPages) * 4
+        var x = lo
+        while x <= hi * 1.0001 {
+            counts.insert(Int(x.rounded()))
+            x *= pow2(1 / Double(density.densePointsPerOctave))
+        }
+        counts.insert(nUsedMMUPages - 1)
+        counts.insert(nUsedMMUPages)
+        return counts.filter { $0 >= 1 && $0 <= slotPages }.sorted()
+    }
+
+    /// dirty-log-perf's counts: 1, 2, 4, ... up to the slot (or every
+    /// `octaves`-th power of two), and the slot itself.
+    public static func powersOfTwo(slotPages: Int, octaves: Int = 1) -> [Int] {
+        var counts: [Int] = []
+        var d = 1
+        while d < slotPages { counts.append(d); d <<= octaves }
+        counts.append(slotPages)
+        return counts
+    }
+
+    /// A count to add between two measured counts that bracket a crossover,
+    /// or nil when they are already within a quarter octave (or adjacent).
+    public static func refinement(between lo: Int, and hi: Int) -> Int? {
+        guard hi > lo + 1, Double(hi) / Double(lo) > pow2(0.25) else { return nil }
+        let mid = Int((Double(lo) * Double(hi)).squareRoot().rounded())
+        return mid > lo && mid < hi ? mid : nil
+    }
+
+    static func pow2(_ e: Double) -> Double { exp2(e) }
+}
+
+/// Which dirty counts a series measures.
+public enum CountPlan: Sendable, Hashable {
+    /// `SweepPlan.thresholdSweep`, then refined around the crossover.
+    case thresholdSweep(SweepDensity)
+    /// 1, 2, 4, ... up to the slot (dirty-log-perf).
+    case powersOfTwo
+    /// Exactly these.
+    case explicit([Int])
+    /// Pre-copy live migration: rounds of shrinking dirty sets (see `MigrationPlan`).
+    case migration
+
+    /// Octaves between the coarse counts of a sweep (the kernel's counts follow them).
+    public var coarseOctaves: Int {
+        if case .thresholdSweep(let density) = self { return density.octavesPerCoarseStep }
+        return 1
+    }
+
+    /// Whether the plan sweeps from 1 to the slot (rather than listing counts).
+    public var isSweep: Bool {
+        switch self {
+        case .thresholdSweep, .powersOfTwo: true
+        default: false
+        }
+    }
+
+    public func counts(slotPages: Int, nUsedMMUPages: Int) -> [Int] {
+        switch self {
+        case .thresholdSweep(let density): SweepPlan.thresholdSweep(slotPages: slotPages, nUsedMMUPages: nUsedMMUPages, density: density)
+        case .powersOfTwo: SweepPlan.powersOfTwo(slotPages: slotPages)
+        case .explicit(let c): Array(Set(c)).sorted()
+        case .migration: []
+        }
+    }
+}
+
+/// Pre-copy live migration's dirty rounds: the first copies every page,
+/// then each round dirties half as many as the one before, down to the
+/// guest's working set (a sixteenth of the slot), drawn hot-set.
+public struct MigrationPlan: Sendable {
+    public let counts: [Int]
+
+    public init(slotPages: Int, rounds: Int) {
+        let floor = max(1, slotPages / 16)
+        counts = (0..<max(1, rounds)).map { max(floor, slotPages >> $0) }
+    }
+}

@@ -1,0 +1,211 @@
+import DirtyLogCore
+import Foundation
+import FoundationXML
+import Testing
+@testable import BenchAnalysis
+
+/// A model row as the analysis sees it.
+func modelRow(_ key: SeriesKey, _ s: Strategy, dirty: Int, nUsed: Int, samples: [Double], chose: Strategy? = nil) -> PointRow {
+    var r = PointRow(series: key, strategy: .model(s), nUsedMMUPages: nUsed, dirtyPages: dirty, samples: samples,
+                     counters: ProtectCounters(), cache: .cold)
+    if let c = chose { r.choices = [c: samples.count] }
+    return r
+}
+
+@Suite struct SignificanceTests {
+    @Test func mannWhitneySeesSeparationAndNotSameness() {
+        let a = (0..<11).map { 100.0 + Double($0) }
+        #expect(MannWhitney.pValue(a, a) > 0.9)
+        let b = a.map { $0 + 50 }
+        #expect(MannWhitney.pValue(a, b) < 0.001)
+        let c = a.map { $0 + 0.5 }  // interleaved with a
+        #expect(MannWhitney.pValue(a, c) > 0.5)
+        #expect(MannWhitney.pValue([], a) == 1)
+    }
+
+    @Test func benjaminiHochbergKeepsOnlyWhatSurvivesTheCount() {
+        let p = [0.001, 0.2, 0.012, 0.04, 0.9]
+        #expect(FalseDiscovery.significant(p, q: 0.05) == [true, false, true, false, false])
+        #expect(FalseDiscovery.significant([0.04] + Array(repeating: 0.5, count: 20), q: 0.05) == Array(repeating: false, count: 21))
+    }
+
+    @Test func noisyMeansAWideMedianAbsoluteDeviation() {
+        #expect(!SampleSummary([100, 101, 99, 100, 102, 98, 100]).noisy)
+        #expect(SampleSummary([100, 130, 70, 100, 140, 60, 100]).noisy)
+    }
+}
+
+@Suite(.serialized) struct ComparisonTests {
+    /// Writes a run folder holding only a samples.csv.
+    func run(_ name: String, _ rows: [(dirty: Int, strategy: String, ns: [Double])]) throws -> String {
+        let dir = NSTemporaryDirectory() + "compare-\(getpid())-\(name)"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        var t = CSVTable(columns: Reports.sampleColumns)
+        for r in rows {
+            for (i, v) in r.ns.enumerated() {
+                t.append(["threshold", "model", "tdp", "1", "1024", "1024", "even", "\(r.dirty)", r.strategy, "\(i)", "\(v)"])
+            }
+        }
+        try AtomicFile.write(t.text, to: dir + "/samples.csv")
+        return dir
+    }
+
+    func reps(_ base: Double, seed: UInt64) -> [Double] {
+        // A linear congruential sequence: 11 values within 5% above `base`.
+        var x = seed &* 6364136223846793005 &+ 1442695040888963407
+        return (0..<11).map { _ in
+            x = x &* 6364136223846793005 &+ 1442695040888963407
+            return base * (1 + Double((x >> 33) % 1000) / 20000)
+        }
+    }
+
+    @Test func aSlowerStrategyStandsOutOfAMachineThatGotSlowerOverall() throws {
+        var a: [(Int, String, [Double])] = [], b: [(Int, String, [Double])] = []
+        for (i, d) in [1, 10, 100, 1000].enumerated() {
+            for (j, s) in ["slot-walk", "rmap", "seed"].enumerated() {
+                let seed = UInt64(i * 10 + j)
+                a.append((d, s, reps(1000 * Double(j + 1), seed: seed)))
+                // The whole machine 30% slower in the second run; rmap at 100 twice slower still.
+                let extra = (d == 100 && s == "rmap") ? 2.0 : 1.0
+                b.append((d, s, reps(1300 * Double(j + 1) * extra, seed: seed + 100)))
+            }
+        }
+        let c = try RunComparison.load(try run("a", a), try run("b", b), q: 0.05)
+        #expect(c.rows.count == 12)
+        let flagged = c.rows.filter(\.significant)
+        #expect(flagged.contains { $0.strategy == "rmap" && $0.key[7] == "100" && $0.relativeChangePct > 50 })
+        #expect(c.regressions(strategies: ["rmap"], limitPct: 30).count == 1)
+        #expect(c.regressions(strategies: ["slot-walk"], limitPct: 30).isEmpty, "a uniform slowdown is not a regression")
+        #expect(c.rows.filter { !($0.strategy == "rmap" && $0.key[7] == "100") }.allSatisfy { abs($0.changePct - 30) < 10 })
+        // The per-strategy table: rmap's four points, one of them significantly slower.
+        let rmap = c.strategyTable.first { $0[1] == "rmap" }
+        #expect(rmap.map { [$0[0], $0[2], $0[5], $0[6]] } == ["threshold 4MiB tdp even", "4", "1", "0"])
+        #expect(c.summary().contains("significant changes, largest first"))
+    }
+
+    @Test func aFolderWithoutSamplesIsAUsageError() {
+        #expect(throws: BenchError.self) { _ = try RunComparison.load("/nonexistent-run", "/nonexistent-run", q: 0.05) }
+    }
+}
+
+@Suite struct ReportTests {
+    func rows() -> [PointRow] {
+        let key = SeriesKey(scenario: .threshold, paging: .tdp, sptesPerGFN: 1, slotPages: 4096, vmPages: 4096, pattern: .even)
+        var out: [PointRow] = []
+        for d in [1, 2, 4, 8, 16, 32, 64, 4096] {
+            for (s, ns) in [(Strategy.rmap, 100.0 * Double(d)), (.slotWalk, 3000.0), (.seed, d < 11 ? 100.0 * Double(d) : 3000.0)] {
+                var r = modelRow(key, s, dirty: d, nUsed: 11, samples: [ns, ns * 1.01, ns * 0.99], chose: s == .seed ? (d < 11 ? .rmap : .slotWalk) : nil)
+                r.counters!.bytesTouched = 8 * d
+                out.append(r)
+            }
+        }
+        return out
+    }
+
+    @Test func theSVGIsWellFormedAndLabelsWhatItShows() throws {
+        let r = rows()
+        let svg = SVGPlot.render(series: r[0].series, rows: r, crossover: Crossover.rows(r).first)
+        let parser = XMLParser(data: Data(svg.utf8))
+        #expect(parser.parse(), "well-formed XML")
+        for text in ["threshold 16MiB tdp even", "rmap", "slot-walk", "seed", "n_used_mmu_pages = 11", "crossover", "dirty pages", "time per harvest", "µs"] {
+            #expect(svg.contains(text), "plot lacks \(text)")
+        }
+    }
+
+    @Test func aSeriesOfOnePointIsDrawnAsBarsFastestFirst() throws {
+        let key = SeriesKey(scenario: .migration, paging: .tdp, sptesPerGFN: 1, slotPages: 4096, vmPages: 4096, pattern: .hotSet)
+        let rows = [(Strategy.rmap, 3000.0), (.slotWalk, 1000.0), (.masked, 2000.0)].map { s, ns in
+            var r = modelRow(key, s, dirty: 9000, nUsed: 11, samples: [ns, ns * 1.01, ns * 0.99])
+            r.rounds = 10
+            return r
+        }
+        let svg = SVGPlot.render(series: key, rows: rows, crossover: nil)
+        #expect(XMLParser(data: Data(svg.utf8)).parse(), "well-formed XML")
+        #expect(svg.contains("10 rounds, 9k dirty pages in all") && !svg.contains("<polyline"))
+        let order = ["slot-walk", "masked", "rmap"].map { svg.range(of: ">\($0)</text>")!.lowerBound }
+        #expect(order == order.sorted(), "fastest first")
+    }
+
+    @Test func aMarkerNearTheRightEdgeIsLabelledOnItsLeft() {
+        // rmap at d ns against a 3000 ns walk: the crossover at 3000 of 4096 pages.
+        let r = rows().map { row -> PointRow in
+            var row = row
+            if row.strategy == .model(.rmap) { row.samples = row.samples.map { $0 / 100 } }
+            return row
+        }
+        let svg = SVGPlot.render(series: r[0].series, rows: r, crossover: Crossover.rows(r).first)
+        #expect(svg.contains("text-anchor=\"end\">rmap = slot-walk at"))
+        #expect(svg.contains("text-anchor=\"start\">n_used_mmu_pages = 11"))
+    }
+
+    @Test func theSeedsClaimsAreAnswered() throws {
+        let r = rows()
+        let c = RunReport.claims(series: r[0].series, rows: r)!
+        #expect(c.lowRatioText.hasPrefix("**Yes.**"), "\(c.lowRatioText)")
+        #expect(c.lowRatioText.contains("30.0x"))
+        #expect(c.nearCriterionText.hasPrefix("**Yes.**"), "\(c.nearCriterionText)")
+    }
+
+    @Test func pointsCarryEfficiencyAgainstTheCalibration() {
+        let cal = MachineCalibration(readBandwidthGBps: 10, missLatencyNs: 100, timerOverheadNs: 20, bufferBytes: 1 << 20)
+        let t = Reports.pointsTable(rows(), calibration: cal)
+        let r = t.records.first { $0["strategy"] == "rmap" && $0["dirty_pages"] == "4096" }!
+        #expect(r["ns_per_dirty_page"] == "100.00")
+        #expect(r["miss_latencies_per_dirty_page"] == "1.000")
+        #expect(r["gbps"] == "0.080")
+        #expect(r["bandwidth_fraction"] == "0.008")
+        #expect(r["noisy"] == "false")
+    }
+}
+
+@Suite struct SuccessorReportTests {
+    func row(_ d: Int, _ s: Strategy, _ ns: Double, chose: Strategy? = nil) -> PointRow {
+        let key = SeriesKey(scenario: .threshold, paging: .tdp, sptesPerGFN: 1, slotPages: 1 << 16, vmPages: 1 << 16, pattern: .even)
+        return modelRow(key, s, dirty: d, nUsed: 100, samples: [ns], chose: chose)
+    }
+
+    @Test func bestByRangeIgnoresNearTiesAndRulesPayTheirRegret() {
+        var rows: [PointRow] = []
+        // masked best at 1-100 (rmap within 3% at 10 must not split the range), slot-walk best at 10000.
+        for (d, masked, rmap, walk) in [(1, 10.0, 12.0, 1000.0), (10, 100.0, 97.0, 1000.0), (100, 300.0, 600.0, 1000.0), (10000, 5000.0, 9000.0, 1000.0)] {
+            rows += [row(d, .masked, masked), row(d, .rmap, rmap), row(d, .slotWalk, walk),
+                     row(d, .seed, 0, chose: d < 100 ? .rmap : .slotWalk),
+                     row(d, .adaptive, 0, chose: d < 10000 ? .masked : .rmap)]
+        }
+        let s = Crossover.successors(rows)!
+        #expect(s.bestByRange == "1-100 masked; 10000 slot-walk")
+        // adaptive: masked at 10 is 3% behind rmap; at 10000 rmap is 9x the walk.
+        #expect(s.adaptive!.maxPct == 800 && s.adaptive!.maxAt == 10000)
+        #expect(abs(s.adaptive!.meanPct - (800 + (100.0 / 97 - 1) * 100) / 4) < 1e-9)
+        // seed: rmap at 1 (20%), rmap at 10 (0% vs 97), walk at 100 (233%), walk at 10000 (0).
+        #expect(abs(s.seed!.maxPct - (1000.0 / 300 - 1) * 100) < 1e-9 && s.seed!.maxAt == 100)
+    }
+
+    @Test func theNoiseFloorIsWhatChoosingByHalfTheRepetitionsCosts() {
+        func row(_ s: Strategy, _ ns: [Double]) -> PointRow {
+            var r = self.row(100, s, 0)
+            r.samples = ns
+            return r
+        }
+        // Even repetitions say masked, odd ones rmap: each half's choice is
+        // 25% behind the other half's best.
+        let split = Crossover.successors([row(.masked, [100, 125, 100, 125]), row(.rmap, [125, 100, 125, 100])])!
+        #expect(split.replicate!.maxPct == 25 && split.replicate!.maxAt == 100)
+        // Halves that agree cost nothing.
+        let clear = Crossover.successors([row(.masked, [100, 101, 99, 100]), row(.rmap, [200, 201, 199, 200])])!
+        #expect(clear.replicate!.maxPct == 0)
+    }
+
+    @Test func aRingPaysForTheHarvestsItsFullRingsForced() {
+        // ring's final harvest is cheapest, but the harvests its full rings
+        // forced during the writes make its round the dearest.
+        var ring = row(100_000, .ring, 10)
+        ring.phases = PhaseExtras()
+        ring.phases!.ringNsDuringWrites = [5000]
+        #expect(ring.roundSummary.median == 5010 && ring.summary.median == 10)
+        let rows = [row(100_000, .masked, 3000), row(100_000, .slotWalk, 1000), ring]
+        #expect(Crossover.successors(rows)!.bestOverallByRange == "100000 slot-walk")
+        let svg = SVGPlot.render(series: ring.series, rows: rows, crossover: nil)
+        #expect(svg.contains(">\(Reports.duration(5010))</text>") && !svg.contains(">\(Reports.duration(10))</text>"))
+    }
+}
