@@ -62,7 +62,7 @@ struct Bench: ParsableCommand {
         KVM_RESET_DIRTY_RINGS), with a tiny guest writing the same pages.
         """,
         version: "dirty-log-bench 0.2",
-        subcommands: [DirtyLogPerf.self, Compare.self]
+        subcommands: [DirtyLogPerf.self, Compare.self, CheckEviction.self]
     )
 
     /// Parses and runs, reporting any error on one line of stderr: bad input
@@ -142,6 +142,23 @@ struct Bench: ParsableCommand {
         try RunCommand.execute(try plan(memoryAvailable: SystemMemory.availableBytes))
     }
 
+    /// The sweep's own options that were given, by name: what a preset does not take.
+    var sweepOptionsGiven: [String] {
+        var given: [String] = []
+        if quick { given.append("--quick") }
+        if slotPages != nil { given.append("--slot-pages") }
+        if vmPages != nil { given.append("--vm-pages") }
+        if paging != nil { given.append("--paging") }
+        if mappings != nil { given.append("--mappings") }
+        if pattern != nil { given.append("--pattern") }
+        if scenario != nil { given.append("--scenario") }
+        if dirty != nil { given.append("--dirty") }
+        if clusterPages != nil { given.append("--cluster-pages") }
+        if zipfSkew != nil { given.append("--zipf-skew") }
+        if rounds != nil { given.append("--rounds") }
+        return given
+    }
+
     /// The plan these options ask for, every value checked before anything
     /// large is allocated: a one-line `BenchError.usage` names the option.
     func plan(memoryAvailable: Int) throws -> RunPlan {
@@ -219,11 +236,15 @@ struct DirtyLogPerf: ParsableCommand {
         written once, dirty logging on; then for 1, 2, 4, ... up to the slot, that \
         many pages evenly spaced are written and one GET_DIRTY_LOG is timed. Under \
         two-dimensional paging on the model, and on the kernel where /dev/kvm opens; \
-        prints the medians side by side.
+        prints the medians side by side. Takes the run's measurement options (--reps, \
+        --cache, --seed, --output, --backend, --strategy, ...: see bench --help); the \
+        sweep's own (--slot-pages, --paging, --pattern, ...) do not apply.
         """
     )
 
-    @OptionGroup var measurement: MeasurementOptions
+    /// The run's options, the measurement ones shared with it.
+    @ParentCommand var bench: Bench
+    var measurement: MeasurementOptions { bench.measurement }
 
     @Option(name: .customShort("n"), help: ArgumentHelp("The slot, as a page count or a size (dirty-log-perf's -n). (default: 262144)", valueName: "size"))
     var slotPages = PageCount(1 << 18)
@@ -236,6 +257,9 @@ struct DirtyLogPerf: ParsableCommand {
     }
 
     func plan(memoryAvailable: Int) throws -> RunPlan {
+        if let sweep = bench.sweepOptionsGiven.first {
+            throw BenchError.usage("\(sweep): does not apply to dirty-log-perf, whose slot is -n and -m and pattern even")
+        }
         let slot = try Check.pages(slotPages, "-n", SweepLimits.slotPages)
         let vm = try vmPages.map { try Check.pages($0, "-m", slot...SweepLimits.slotPages.upperBound) } ?? slot
         let layout = VMLayout(paging: .tdp, slotPages: slot, vmPages: vm)

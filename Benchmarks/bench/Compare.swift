@@ -5,18 +5,25 @@ import Foundation
 /// `bench compare`: two runs, point by point.
 struct Compare: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Compare two runs point by point: the change in median and whether it is significant.",
+        abstract: "Compare two runs point by point and series by series: the change in median and whether it is significant.",
         discussion: """
-        For every point and strategy both runs measured, the change in median from the \
-        first run to the second, and a two-sided Mann-Whitney U test on their timed \
-        repetitions (samples.csv), corrected for the number of comparisons \
-        (Benjamini-Hochberg at --fdr). Each repetition is first divided by the \
-        geometric mean of the point's strategies in the same repetition, so a machine \
-        that got slower overall does not read as a regression of every strategy. Prints, per \
-        series and strategy, the median and range of that change over its points and how \
-        many points changed significantly, then the significant changes; writes every \
-        comparison to a CSV. Exits 1 when a strategy named by --check (any, by default) \
-        got significantly slower by more than --max-regression percent: for CI.
+        Each repetition is first divided by the median of the point's other strategies \
+        in the same repetition, so a machine that got slower overall does not read as a \
+        regression of every strategy. Then two verdicts:
+
+          per point   the two runs' relative repetitions, a two-sided Mann-Whitney U \
+                      test, Benjamini-Hochberg across all points (--fdr)
+          per series  each strategy's per-point changes over the series, a two-sided \
+                      Wilcoxon signed-rank test, Benjamini-Hochberg across all series \
+                      and strategies: a strategy 10% slower at every point is seen \
+                      here though no single point of a few repetitions is
+
+        Prints per series and strategy the median and range of the change, its points \
+        that changed on their own and the series verdict, then the significant points; \
+        writes every point to a CSV (--csv) and every series verdict beside it \
+        (-series.csv). Exits 1 when a strategy named by --check (any, by default) got \
+        significantly slower by more than --max-regression percent, over a series (its \
+        median change) or at a single point: for CI.
 
         Example: bench compare results/20261125-101500 results/20261125-103000 --check rmap --max-regression 10
         """
@@ -58,11 +65,16 @@ struct Compare: ParsableCommand {
         }
         let file = csv ?? (runB as NSString).appendingPathComponent("compare-" + (runA as NSString).lastPathComponent + ".csv")
         try AtomicFile.write(comparison.table.text, to: file)
+        let seriesFile = (file as NSString).deletingPathExtension + "-series.csv"
+        try AtomicFile.write(comparison.seriesTable.text, to: seriesFile)
         print(comparison.summary())
-        print("\ncsv: \(file)")
-        let bad = comparison.regressions(strategies: names, limitPct: limit)
-        if !bad.isEmpty {
-            print("\nREGRESSION: \(bad.count) point(s) of \(names.isEmpty ? "any strategy" : names.sorted().joined(separator: ", ")) significantly slower by more than \(Int(limit))%")
+        print("\ncsv: \(file)\n     \(seriesFile)")
+        let (series, points) = comparison.regressions(strategies: names, limitPct: limit)
+        if !series.isEmpty || !points.isEmpty {
+            let which = names.isEmpty ? "any strategy" : names.sorted().joined(separator: ", ")
+            print("\nREGRESSION: \(which) significantly slower by more than \(Reports.fmt(limit, 0))%: "
+                + "\(series.count) series (" + series.map { "\($0.strategy) in \($0.series), \(Reports.fmt($0.medianChangePct, 1))%" }.joined(separator: "; ")
+                + "), \(points.count) single point(s)")
             throw ExitCode(1)
         }
     }

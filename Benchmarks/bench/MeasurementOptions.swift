@@ -13,7 +13,7 @@ struct MeasurementOptions: ParsableArguments {
     @Option(help: ArgumentHelp("Untimed repetitions before them, 0 to 100; with adaptive repetitions only for harvests under 2 ms. (default: 1)", valueName: "n"))
     var warmup: Int?
 
-    @Option(help: ArgumentHelp("cold: evict what each harvest touches from the caches before timing it; warm: do not. (default: cold)", valueName: "mode"))
+    @Option(help: ArgumentHelp("cold: evict what each harvest will touch from the caches before timing it (clflushopt of its lines and an L2 sweep, or a read of twice the last-level cache when that is cheaper); full: always that read, the slow way cold is checked against (bench check-eviction); warm: evict nothing. (default: cold)", valueName: "mode"))
     var cache: CacheMode = .cold
 
     @Option(help: ArgumentHelp("Seed of random patterns, shadow layouts and strategy order. (default: 1)", valueName: "n"))
@@ -54,7 +54,7 @@ struct MeasurementOptions: ParsableArguments {
 
     /// The defaults these options fall back to.
     enum Defaults {
-        static let kvmBudgetSeconds = 20
+        static let kvmBudgetSeconds = 3
     }
 
     /// Bounds the options accept.

@@ -1,19 +1,29 @@
 import Foundation
 
 /// `bench compare`: every point and strategy two runs share, the change in
-/// median from the first to the second, and whether it is significant.
+/// median from the first to the second and whether it is significant, per
+/// point and per series.
 ///
 /// This machine is shared: between two runs minutes apart every time can
 /// move by tens of percent together, while within a run the strategies of a
 /// point, measured interleaved, move together. So a change is judged
-/// relative to the point: each repetition of a strategy is divided by the
-/// geometric mean of all the point's strategies in the same repetition
-/// (same backend), which cancels what the machine did to all of them, and
-/// the two runs' relative repetitions are compared with a two-sided
-/// Mann-Whitney U test, then Benjamini-Hochberg across all comparisons at a
-/// false-discovery rate `q`. A point with a single strategy has nothing to
-/// be relative to and is compared raw. Both the raw and the relative change
-/// are reported; regressions are judged on the relative one.
+/// relative to the point: a strategy's change of median (as a log ratio)
+/// less the median change of all the point's strategies (same backend),
+/// which cancels what the machine did to all of them and is not moved by
+/// one strategy's own change. A point with a single strategy has nothing
+/// to be relative to and is judged raw.
+///
+/// - Per point: the first run's repetitions against the second's divided
+///   by the point's median change, a two-sided Mann-Whitney U test, then
+///   Benjamini-Hochberg across all points at a false-discovery rate `q`.
+///   With a handful of repetitions per point and hundreds of points, only
+///   large changes survive this.
+/// - Per series and strategy: the per-point changes (log ratio of the
+///   relative medians) pooled over the series' points, a two-sided
+///   Wilcoxon signed-rank test that their median is zero, then
+///   Benjamini-Hochberg across all series and strategies. A strategy that
+///   got 10% slower at every point is seen here even when no single point
+///   is.
 public struct RunComparison {
     public struct Row {
         public var key: [String]
@@ -21,7 +31,7 @@ public struct RunComparison {
         public var backend: String
         public var medianA: Double
         public var medianB: Double
-        /// Change of the median of the relative repetitions, percent.
+        /// Change of the median less the point's median change, percent.
         public var relativeChangePct: Double
         /// Whether the point had other strategies to be relative to.
         public var relative: Bool
@@ -34,29 +44,59 @@ public struct RunComparison {
         public var judgedChangePct: Double { relative ? relativeChangePct : changePct }
     }
 
+    /// One strategy over one series' points.
+    public struct SeriesVerdict {
+        public var series: String
+        public var strategy: String
+        public var points: Int
+        /// The median over the points of the judged change, percent.
+        public var medianChangePct: Double
+        public var minChangePct: Double
+        public var maxChangePct: Double
+        /// Points that changed significantly on their own, each way.
+        public var slowerPoints: Int
+        public var fasterPoints: Int
+        /// Two-sided Wilcoxon signed-rank p-value of the per-point changes.
+        public var pValue: Double
+        public var significant: Bool
+
+        /// "slower", "faster" or "unchanged".
+        public var verdict: String { !significant ? "unchanged" : medianChangePct > 0 ? "slower" : "faster" }
+    }
+
     public static let keyColumns = ["scenario", "backend", "paging", "sptes_per_gfn", "slot_pages", "vm_pages", "pattern", "dirty_pages", "strategy"]
 
     public var runA: String
     public var runB: String
     public var rows: [Row]
+    public var series: [SeriesVerdict]
     public var onlyInA: Int
     public var onlyInB: Int
 
     /// Reads both runs' samples.csv and compares.
     public static func load(_ a: String, _ b: String, q: Double) throws -> RunComparison {
-        let sa = try samples(in: a, option: "run-a"), sb = try samples(in: b, option: "run-b")
-        let ra = relativeSamples(sa), rb = relativeSamples(sb)
-        var rows: [Row] = []
+        compare(try samples(in: a, option: "run-a"), try samples(in: b, option: "run-b"), runA: a, runB: b, q: q)
+    }
+
+    /// Compares two runs' repetitions, keyed as samples.csv keys them.
+    static func compare(_ sa: [[String]: [(rep: Int, ns: Double)]], _ sb: [[String]: [(rep: Int, ns: Double)]],
+                        runA: String, runB: String, q: Double) -> RunComparison {
+        // Each point's strategies, and each one's log change of median.
+        var byPoint: [[String]: [[String]]] = [:]
+        var logChange: [[String]: Double] = [:]
         for (key, va) in sa {
-            guard let vb = sb[key] else { continue }
-            let ma = Statistics.median(va.map(\.ns)), mb = Statistics.median(vb.map(\.ns))
-            if let xa = ra[key], let xb = rb[key] {
-                let change = (Statistics.median(xb) / Statistics.median(xa) - 1) * 100
-                rows.append(Row(key: key, strategy: key[8], backend: key[1], medianA: ma, medianB: mb, relativeChangePct: change,
-                                relative: true, pValue: MannWhitney.pValue(xa, xb), significant: false))
-            } else {
-                rows.append(Row(key: key, strategy: key[8], backend: key[1], medianA: ma, medianB: mb, relativeChangePct: 0,
-                                relative: false, pValue: MannWhitney.pValue(va.map(\.ns), vb.map(\.ns)), significant: false))
+            guard let vb = sb[key], !va.isEmpty, !vb.isEmpty else { continue }
+            byPoint[Array(key.dropLast()), default: []].append(key)
+            logChange[key] = log(Statistics.median(vb.map(\.ns)) / Statistics.median(va.map(\.ns)))
+        }
+        var rows: [Row] = []
+        for (_, keys) in byPoint {
+            let shift = keys.count >= 2 ? Statistics.median(keys.map { logChange[$0]! }) : 0
+            for key in keys {
+                let a = sa[key]!.map(\.ns), b = sb[key]!.map(\.ns)
+                rows.append(Row(key: key, strategy: key[8], backend: key[1], medianA: Statistics.median(a), medianB: Statistics.median(b),
+                                relativeChangePct: keys.count >= 2 ? (exp(logChange[key]! - shift) - 1) * 100 : 0,
+                                relative: keys.count >= 2, pValue: MannWhitney.pValue(a, b.map { $0 / exp(shift) }), significant: false))
             }
         }
         rows.sort { $0.key.lexicographicallyPrecedes($1.key) { a, b in
@@ -65,26 +105,30 @@ public struct RunComparison {
         } }
         let sig = FalseDiscovery.significant(rows.map(\.pValue), q: q)
         for i in rows.indices { rows[i].significant = sig[i] }
-        return RunComparison(runA: a, runB: b, rows: rows,
+        return RunComparison(runA: runA, runB: runB, rows: rows, series: seriesVerdicts(rows, q: q),
                              onlyInA: sa.keys.filter { sb[$0] == nil }.count, onlyInB: sb.keys.filter { sa[$0] == nil }.count)
     }
 
-    /// Each repetition over the geometric mean of its point's strategies in
-    /// the same repetition; only points with two or more strategies.
-    static func relativeSamples(_ all: [[String]: [(rep: Int, ns: Double)]]) -> [[String]: [Double]] {
-        var byPoint: [[String]: [[String]]] = [:]
-        for key in all.keys { byPoint[Array(key.dropLast()), default: []].append(key) }
-        var out: [[String]: [Double]] = [:]
-        for (_, keys) in byPoint where keys.count >= 2 {
-            var logSum: [Int: (Double, Int)] = [:]
-            for k in keys { for s in all[k]! where s.ns > 0 { let e = logSum[s.rep] ?? (0, 0); logSum[s.rep] = (e.0 + log(s.ns), e.1 + 1) } }
-            for k in keys {
-                out[k] = all[k]!.compactMap { s in
-                    guard let e = logSum[s.rep], e.1 == keys.count, s.ns > 0 else { return nil }
-                    return s.ns / exp(e.0 / Double(e.1))
-                }
-            }
+    /// Per series and strategy, in the order the rows come.
+    static func seriesVerdicts(_ rows: [Row], q: Double) -> [SeriesVerdict] {
+        var groups: [[String]: [Row]] = [:]
+        var order: [[String]] = []
+        for r in rows {
+            let g = [seriesLabel(r.key), r.strategy]
+            if groups[g] == nil { order.append(g) }
+            groups[g, default: []].append(r)
         }
+        var out = order.map { g -> SeriesVerdict in
+            let rs = groups[g]!, c = rs.map(\.judgedChangePct)
+            let logs = c.map { log1p($0 / 100) }
+            return SeriesVerdict(series: g[0], strategy: g[1], points: rs.count, medianChangePct: Statistics.median(c),
+                                 minChangePct: c.min()!, maxChangePct: c.max()!,
+                                 slowerPoints: rs.filter { $0.significant && $0.judgedChangePct > 0 }.count,
+                                 fasterPoints: rs.filter { $0.significant && $0.judgedChangePct < 0 }.count,
+                                 pValue: SignedRank.pValue(logs), significant: false)
+        }
+        let sig = FalseDiscovery.significant(out.map(\.pValue), q: q)
+        for i in out.indices { out[i].significant = sig[i] }
         return out
     }
 
@@ -107,9 +151,13 @@ public struct RunComparison {
         return out
     }
 
-    /// Significant slowdowns beyond `limitPct` among `strategies` (all when empty).
-    public func regressions(strategies: Set<String>, limitPct: Double) -> [Row] {
-        rows.filter { $0.significant && $0.judgedChangePct > limitPct && (strategies.isEmpty || strategies.contains($0.strategy)) }
+    /// Significant slowdowns beyond `limitPct` among `strategies` (all when
+    /// empty): series whose strategy got slower over its points, and single
+    /// points that did on their own.
+    public func regressions(strategies: Set<String>, limitPct: Double) -> (series: [SeriesVerdict], points: [Row]) {
+        let chosen = { (s: String) in strategies.isEmpty || strategies.contains(s) }
+        return (series.filter { $0.significant && $0.medianChangePct > limitPct && chosen($0.strategy) },
+                rows.filter { $0.significant && $0.judgedChangePct > limitPct && chosen($0.strategy) })
     }
 
     public var table: CSVTable {
@@ -122,13 +170,28 @@ public struct RunComparison {
         return t
     }
 
-    /// The terminal summary: counts, then the significant changes, largest first.
+    /// The series-level verdicts as a CSV.
+    public var seriesTable: CSVTable {
+        var t = CSVTable(columns: ["series", "strategy", "points", "median_change_pct", "min_change_pct", "max_change_pct",
+                                   "slower_points", "faster_points", "p_value", "significant", "verdict"])
+        for v in series {
+            t.append([v.series, v.strategy, "\(v.points)", Reports.fmt(v.medianChangePct, 2), Reports.fmt(v.minChangePct, 2),
+                      Reports.fmt(v.maxChangePct, 2), "\(v.slowerPoints)", "\(v.fasterPoints)", String(format: "%.4g", v.pValue),
+                      v.significant ? "true" : "false", v.verdict])
+        }
+        return t
+    }
+
+    /// The terminal summary: counts, the series-level verdicts, then the
+    /// significant points, largest first.
     public func summary(limit: Int = 25) -> String {
         let sig = rows.filter(\.significant)
         let slower = sig.filter { $0.judgedChangePct > 0 }.count
+        let seriesSlower = series.filter { $0.verdict == "slower" }.count, seriesFaster = series.filter { $0.verdict == "faster" }.count
         var out = "compared \(rows.count) points x strategies: \(rows.count - sig.count) without significant change, "
             + "\(slower) significantly slower, \(sig.count - slower) significantly faster"
         if onlyInA + onlyInB > 0 { out += " (\(onlyInA) only in the first run, \(onlyInB) only in the second)" }
+        out += "\nover each series: \(series.count) strategies x series, \(seriesSlower) significantly slower, \(seriesFaster) significantly faster"
         out += "\n\n" + Reports.layout(strategyTable)
         guard !sig.isEmpty else { return out }
         var table = [["series", "dirty pages", "strategy", "first", "second", "change", "relative", "p"]]
@@ -138,27 +201,19 @@ public struct RunComparison {
                           String(format: "%+.1f%%", r.changePct), r.relative ? String(format: "%+.1f%%", r.relativeChangePct) : "-",
                           String(format: "%.2g", r.pValue)])
         }
-        return out + "\n\nsignificant changes, largest first:\n" + Reports.layout(table)
+        return out + "\n\nsignificant points, largest first:\n" + Reports.layout(table)
             + (sig.count > limit ? "\n(\(sig.count - limit) more in the CSV)" : "")
     }
 
     /// Per series and strategy: over its points, the median and the range
-    /// of the judged change, and how many points changed significantly.
+    /// of the judged change, the points that changed on their own, and the
+    /// series-level verdict.
     var strategyTable: [[String]] {
-        var groups: [[String]: [Row]] = [:]
-        var order: [[String]] = []
-        for r in rows {
-            let g = [Self.seriesLabel(r.key), r.strategy]
-            if groups[g] == nil { order.append(g) }
-            groups[g, default: []].append(r)
-        }
-        var table = [["series", "strategy", "points", "median change", "range", "slower", "faster"]]
-        for g in order {
-            let rs = groups[g]!, c = rs.map(\.judgedChangePct)
-            table.append(g + ["\(rs.count)", String(format: "%+.1f%%", Statistics.median(c)),
-                              String(format: "%+.0f%% to %+.0f%%", c.min()!, c.max()!),
-                              "\(rs.filter { $0.significant && $0.judgedChangePct > 0 }.count)",
-                              "\(rs.filter { $0.significant && $0.judgedChangePct < 0 }.count)"])
+        var table = [["series", "strategy", "points", "median change", "range", "slower", "faster", "p (series)", "verdict"]]
+        for v in series {
+            table.append([v.series, v.strategy, "\(v.points)", String(format: "%+.1f%%", v.medianChangePct),
+                          String(format: "%+.0f%% to %+.0f%%", v.minChangePct, v.maxChangePct),
+                          "\(v.slowerPoints)", "\(v.fasterPoints)", String(format: "%.2g", v.pValue), v.verdict])
         }
         return table
     }
@@ -166,5 +221,42 @@ public struct RunComparison {
     /// "threshold 1GiB shadow×2 even (kvm)" from a key.
     static func seriesLabel(_ k: [String]) -> String {
         "\(k[0]) \(Bytes.pages(Int(k[4]) ?? 0)) \(k[2])\(k[3] == "1" ? "" : "×" + k[3]) \(k[6])\(k[1] == "kvm" ? " (kvm)" : "")"
+    }
+}
+
+/// The Wilcoxon signed-rank test: is the median of paired differences zero?
+public enum SignedRank {
+    /// Two-sided p-value, exact (over the ranks' sign patterns, ties given
+    /// their average rank), zeros dropped. 1 with no nonzero difference.
+    public static func pValue(_ d: [Double]) -> Double {
+        let x = d.filter { $0 != 0 && $0.isFinite }
+        let n = x.count
+        guard n > 0 else { return 1 }
+        let order = x.indices.sorted { abs(x[$0]) < abs(x[$1]) }
+        // Doubled average ranks, whole numbers even for ties.
+        var rank2 = [Int](repeating: 0, count: n)
+        var i = 0
+        while i < n {
+            var j = i
+            while j + 1 < n && abs(x[order[j + 1]]) == abs(x[order[i]]) { j += 1 }
+            for k in i...j { rank2[order[k]] = i + j + 2 }
+            i = j + 1
+        }
+        let total = rank2.reduce(0, +)
+        let wPlus = x.indices.filter { x[$0] > 0 }.reduce(0) { $0 + rank2[$1] }
+        // Ways to reach each doubled rank sum with a subset of the ranks (as Doubles: 2^n overflows).
+        var ways = [Double](repeating: 0, count: total + 1)
+        ways[0] = 1
+        for r in rank2 {
+            var s = total
+            while s >= r {
+                ways[s] += ways[s - r]
+                s -= 1
+            }
+        }
+        let all = pow(2.0, Double(n))
+        let extreme = min(wPlus, total - wPlus)
+        let tail = ways[0...extreme].reduce(0, +) / all
+        return min(1, 2 * tail)
     }
 }

@@ -66,26 +66,65 @@ public struct RepetitionPolicy: Codable, Sendable, Equatable {
     /// this wide, relative to the median.
     public var relativeWidth: Double
     public var confidence: Double
+    /// Repetitions that take longer than this many nanoseconds each, guest
+    /// writes and checks included (whole-slot walks of large VMs, rounds of
+    /// millions of pages: few, stable, costly), stop at `longMinimum` to
+    /// `longMaximum`, once their range is within `relativeWidth`.
+    public var longNs: Double
+    public var longMinimum: Int
+    public var longMaximum: Int
     /// Untimed repetitions first, for harvests shorter than `warmupBelowNs`
     /// (a longer harvest trains its own predictors and caches).
     public var warmup: Int
     public var warmupBelowNs: Double
 
-    public init(fixed: Int?, minimum: Int, maximum: Int, relativeWidth: Double, confidence: Double, warmup: Int, warmupBelowNs: Double) {
+    public init(fixed: Int?, minimum: Int, maximum: Int, relativeWidth: Double, confidence: Double,
+                longNs: Double = 1e18, longMinimum: Int = 3, longMaximum: Int = 5, warmup: Int, warmupBelowNs: Double) {
         self.fixed = fixed
         self.minimum = minimum
         self.maximum = maximum
         self.relativeWidth = relativeWidth
         self.confidence = confidence
+        self.longNs = longNs
+        self.longMinimum = longMinimum
+        self.longMaximum = longMaximum
         self.warmup = warmup
         self.warmupBelowNs = warmupBelowNs
     }
 
-    /// For reports: "5-25 repetitions until the 90% interval of the median is within 10%".
+    /// For reports: "5-11 repetitions until the median's 90% interval is within 10% of it ...".
     public var description: String {
         if let n = fixed { return "\(n) repetitions (+\(warmup) warm-up)" }
-        return String(format: "%d-%d repetitions until the median's %.0f%% interval is within %.0f%% of it (+%d warm-up below %@)",
-                      minimum, maximum, confidence * 100, relativeWidth * 100, warmup, Reports.duration(warmupBelowNs))
+        var s = String(format: "%d-%d repetitions until the median's %.0f%% interval is within %.0f%% of it", minimum, maximum,
+                       confidence * 100, relativeWidth * 100)
+        if longNs < 1e17 {
+            s += String(format: " (repetitions over %@ each: %d-%d, until their range is)", Reports.duration(longNs), longMinimum, longMaximum)
+        }
+        return s + " (+\(warmup) warm-up below \(Reports.duration(warmupBelowNs)))"
+    }
+
+    /// Untimed repetitions before the timed ones, given what the strategy
+    /// took at the last point (nil before the first).
+    public func warmups(lastMedianNs: Double?) -> Int {
+        guard let last = lastMedianNs else { return warmup }
+        return last < warmupBelowNs ? warmup : 0
+    }
+
+    /// Why to stop after these timed samples, each repetition having taken
+    /// `repetitionNs` in all, or nil to go on.
+    public func stop(after samples: [Double], repetitionNs: Double) -> RepetitionStop? {
+        if let n = fixed { return samples.count >= n ? .fixed : nil }
+        guard !samples.isEmpty else { return nil }
+        let sorted = samples.sorted()
+        let median = Statistics.quantile(sorted: sorted, 0.5)
+        if repetitionNs >= longNs {
+            if samples.count >= longMaximum { return .maxReps }
+            guard samples.count >= longMinimum else { return nil }
+            return (sorted.last! - sorted.first!) / median <= relativeWidth ? .converged : nil
+        }
+        if samples.count >= maximum { return .maxReps }
+        guard samples.count >= minimum, let interval = Statistics.medianInterval(sorted: sorted, confidence: confidence) else { return nil }
+        return median <= 0 || (interval.high - interval.low) / median <= relativeWidth ? .converged : nil
     }
 }
 

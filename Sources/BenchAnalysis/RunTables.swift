@@ -124,7 +124,7 @@ public enum Reports {
     }
 
     /// Columns padded to their widest cell, the first left-aligned, a rule under the header.
-    static func layout(_ table: [[String]]) -> String {
+    public static func layout(_ table: [[String]]) -> String {
         let widths = table[0].indices.map { c in table.map { $0[c].count }.max() ?? 0 }
         var lines: [String] = []
         for (i, row) in table.enumerated() {
@@ -137,7 +137,7 @@ public enum Reports {
         return lines.joined(separator: "\n")
     }
 
-    static func fmt(_ v: Double, _ decimals: Int) -> String {
+    public static func fmt(_ v: Double, _ decimals: Int) -> String {
         v.isFinite ? String(format: "%.\(decimals)f", v) : ""
     }
 

@@ -77,6 +77,9 @@ struct AdaptiveCalibration {
 
     /// The most pages a calibration set dirties (the whole slot aside).
     static let maxPages = 1 << 15
+    /// Slots past this many pages have their walks timed on fewer sets,
+    /// and their sets of more pages than this timed once.
+    static let largeSlotPages = 1 << 20
     /// Strides of the regular sets, about 512/ρ for each step of ρ below
     /// 512, with whether the step starts an octave.
     static let strides: [(stride: Int, octave: Bool)] = {
@@ -102,10 +105,16 @@ struct AdaptiveCalibration {
         let words = DirtyBitmap.words(pages: vm.slot(VMLayout.measuredSlotID).npages)
         _ = try times(candidates, DirtySet(bitmap: [1] + [UInt64](repeating: 0, count: words - 1)), reps: 1, order: &order, timer: &timer)
 
-        let sets = Self.sets(pages: vm.slot(VMLayout.measuredSlotID).npages, seed: seed)
+        let npages = vm.slot(VMLayout.measuredSlotID).npages
+        let sets = Self.sets(pages: npages, seed: seed)
+        // On a large slot a walk takes tens or hundreds of milliseconds and
+        // hardly varies with the set: every fourth octave, the whole slot
+        // and its random half are enough for it.
+        let walkSets = Set(sets.indices.filter { sets[$0].forWalks }.enumerated()
+            .filter { npages <= Self.largeSlotPages || $0.offset % 4 == 0 || sets[$0.element].pages.count > Self.maxPages }.map(\.element))
         var measured: [[Strategy: Double]] = []
-        for set in sets {
-            measured.append(try times(candidates.filter { set.forWalks || !Self.walks.contains($0) }, set.pages, order: &order, timer: &timer))
+        for (i, set) in sets.enumerated() {
+            measured.append(try times(candidates.filter { walkSets.contains(i) || !Self.walks.contains($0) }, set.pages, order: &order, timer: &timer))
         }
         var m = CostModel()
         m.hasTDP = hasTDP
@@ -215,7 +224,7 @@ struct AdaptiveCalibration {
             let lines = bitmap.withUnsafeBufferPointer { DirtyBitmap.nonZeroLines($0.baseAddress!, words: words) }
             return CalibrationSet(pages: DirtySet(bitmap: bitmap), lines: lines, kinds: kinds, forWalks: forWalks)
         }
-        let cap = min(n, maxPages)
+        let cap = min(n, n > largeSlotPages ? maxPages / 2 : maxPages)
         var out = [set([rng.below(n)], [.regular, .scattered])]
         out.append(set(Array(0..<cap), [.regular]))
         for (s, octave) in strides where n / s >= 4 {
@@ -243,15 +252,17 @@ struct AdaptiveCalibration {
     mutating func times(_ candidates: [Strategy], _ set: DirtySet, reps: Int? = nil, order: inout SeededGenerator,
                         timer: inout TimedHarvest) throws -> [Strategy: Double] {
         let round = GuestRound(vm: vm, set: set, sptesPerGFN: sptesPerGFN, seed: seed)
-        let most = reps ?? (set.count > Self.maxPages ? 3 : 7)
+        let npages = vm.slot(VMLayout.measuredSlotID).npages
+        let most = reps ?? (set.count > Self.largeSlotPages ? 1 : set.count > 4096 || npages > Self.largeSlotPages ? 3 : 5)
         var want = [Int](repeating: most, count: candidates.count)
         var samples = [[Double]](repeating: [], count: candidates.count)
         for _ in 0..<most {
             for c in candidates.indices.shuffled(using: &order) where samples[c].count < want[c] {
+                if Termination.requested != nil { throw Termination.Stopped() }
                 let m = try timer.measure(&backend, candidates[c], round)
                 verdicts[candidates[c], default: Verdict()].merge(m.verdict)
                 samples[c].append(Double(m.ns))
-                if reps == nil && samples[c].count == 1 && m.ns > 5_000_000 { want[c] = min(want[c], 3) }
+                if reps == nil && samples[c].count == 1 && m.ns > 5_000_000 { want[c] = min(want[c], m.ns > 100_000_000 ? 1 : 3) }
             }
         }
         return Dictionary(uniqueKeysWithValues: zip(candidates, samples.map(Statistics.median)))

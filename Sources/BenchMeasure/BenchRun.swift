@@ -38,7 +38,7 @@ public struct RunPlan: Sendable {
     /// The largest amount of memory one series needs at once, in bytes: the
     /// VM, the workload of its largest point, the eviction buffer.
     public var peakMemoryBytes: Int {
-        let evict = settings.cache == .cold ? CacheGeometry.fullEvictionBytes : 0
+        let evict = settings.cache.evicts ? CacheGeometry.fullEvictionBytes : 0
         return (modelSeries.map { s in
             s.layout.estimatedBytes(vcpus: settings.vcpus, ringEntries: settings.ringEntries)
                 + s.layout.slotPages * (4 + 8 + 8) + DirtyBitmap.words(pages: s.layout.slotPages) * 8
@@ -94,6 +94,7 @@ public final class BenchRun {
     }
 
     public func run() throws -> RunOutcome {
+        Termination.watch()
         let began = MonotonicClock.now()
         var phases = PhaseTimes()
         let folder = try RunFolder.create(under: plan.outputDirectory)
@@ -118,7 +119,11 @@ public final class BenchRun {
         let calibration = MachineProbe.measure()
         progress.note(String(format: "calibration: %.1f GB/s sequential read, %.0f ns per dependent cache miss, %.0f ns timer",
                              calibration.readBandwidthGBps, calibration.missLatencyNs, calibration.timerOverheadNs))
-        let eviction = plan.settings.cache == .cold ? CacheEviction() : nil
+        let eviction = plan.settings.cache.evicts ? CacheEviction(forcing: plan.settings.cache == .full ? .full : nil) : nil
+        if let e = eviction, progress.verbose {
+            progress.note(String(format: "eviction: a full read %@, a last-level read %@, a line's flush %.1f ns",
+                                 Reports.duration(e.fullReadNs), Reports.duration(e.lastLevelReadNs), e.flushNsPerLine))
+        }
         var results = RunResults(calibration: calibration)
         results.add(rows: [], skipped: skipped, notes: notes)
         progress.plan(jobs.map { job in
@@ -134,9 +139,10 @@ public final class BenchRun {
             }
         })
         phases.add(.startup, MonotonicClock.seconds(since: began))
-        Termination.watch()
 
         var interruption: Interruption?
+        /// The adaptive rule's constants per VM layout, measured by the first series of each.
+        var fits: [VMLayout: AdaptiveFit] = [:]
         func meta() -> RunMeta {
             var p = phases
             p.add(.other, max(0, MonotonicClock.seconds(since: began) - phases.total))
@@ -171,7 +177,9 @@ public final class BenchRun {
                 #if DEBUG
                 series.plantedBug = plan.plantedBug
                 #endif
+                series.knownFit = fits[spec.layout]
                 let outcome = try series.run()
+                if let f = outcome.fit { fits[spec.layout] = f }
                 new = outcome.rows
                 seriesPhases = outcome.phases
                 stoppedAt = outcome.interruptedAt

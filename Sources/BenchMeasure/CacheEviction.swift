@@ -1,3 +1,5 @@
+import BenchAnalysis
+import CAtomics
 import DirtyLogCore
 import Foundation
 import ShadowMMU
@@ -108,23 +110,29 @@ public enum CacheGeometry {
     /// What a full eviction reads: twice the last-level cache, at least 64 MiB.
     public static let fullEvictionBytes = max(64 << 20, 2 * lastLevelCacheBytes)
 
+    /// The size of cpu0's cache `index` in sysfs, bytes.
+    static func cacheSize(index: Int) -> Int? {
+        guard let text = readSmallFile("/sys/devices/system/cpu/cpu0/cache/index\(index)/size")?
+            .trimmingCharacters(in: .whitespacesAndNewlines), !text.isEmpty else { return nil }
+        var digits = text
+        var scale = 1
+        if let last = text.last, !last.isNumber {
+            digits = String(text.dropLast())
+            scale = last == "K" ? 1 << 10 : last == "M" ? 1 << 20 : last == "G" ? 1 << 30 : 1
+        }
+        return Int(digits).map { $0 * scale }
+    }
+
+    /// The largest cache of cpu0 and whether other CPUs share it.
     private static func detect() -> (bytes: Int, shared: Bool) {
         var best = 0
         var shared = false
         for index in 0..<8 {
-            let dir = "/sys/devices/system/cpu/cpu0/cache/index\(index)"
-            guard let text = readSmallFile(dir + "/size")?.trimmingCharacters(in: .whitespacesAndNewlines), !text.isEmpty else { continue }
-            var digits = text
-            var scale = 1
-            if let last = text.last, !last.isNumber {
-                digits = String(text.dropLast())
-                scale = last == "K" ? 1 << 10 : last == "M" ? 1 << 20 : last == "G" ? 1 << 30 : 1
-            }
-            if let v = Int(digits), v * scale > best {
-                best = v * scale
-                let cpus = readSmallFile(dir + "/shared_cpu_list")?.trimmingCharacters(in: .whitespacesAndNewlines) ?? "0"
-                shared = cpus.contains(",") || cpus.contains("-")
-            }
+            guard let size = cacheSize(index: index), size > best else { continue }
+            best = size
+            let cpus = readSmallFile("/sys/devices/system/cpu/cpu0/cache/index\(index)/shared_cpu_list")?
+                .trimmingCharacters(in: .whitespacesAndNewlines) ?? "0"
+            shared = cpus.contains(",") || cpus.contains("-")
         }
         if best > 0 { return (best, shared) }
         let l3 = sysconf(Int32(_SC_LEVEL3_CACHE_SIZE))
@@ -132,24 +140,156 @@ public enum CacheGeometry {
     }
 }
 
-/// How a timed harvest starts with its data out of the caches.
+/// How a timed harvest starts with its data out of the caches, at the
+/// least cost that achieves it.
+///
+/// - `full`: read a buffer twice the last-level cache (`FullCacheRead`):
+///   everything goes, the harvest's data, its code, the page-table lines
+///   its translations need, whatever else.
+/// - `footprint`: `clflushopt` every line the harvest will touch
+///   (`MMU.forEachHarvestRange`), then read a buffer the size of the
+///   last-level cache. The flushes take the harvest's own data out of every
+///   level; the read takes the rest (code, page-table lines, the harness's
+///   data) out of the last level, which a buffer of its size now fills.
+///   Neither half alone will do: `bench check-eviction` measured harvests
+///   after the flushes alone (and an L2 sweep) at 0.5 to 0.8 of their time
+///   after a full read, and after a read of one LLC alone at 0.6 to 0.9 on
+///   shadow paging; after both, 0.95 to 1.0. It costs about three quarters
+///   of a full read here, plus the flushes, so it is used while the
+///   footprint is small enough for that to be less than a full read.
 public final class CacheEviction {
+    public enum Mode: String, Sendable, CaseIterable {
+        case full, footprint
+    }
+
     private let full = FullCacheRead()
+    private let lastLevel = FullCacheRead(bytes: CacheGeometry.lastLevelCacheBytes)
+    /// What one line's flush, a last-level read and a full read cost here, measured at start.
+    public let flushNsPerLine: Double
+    public let lastLevelReadNs: Double
+    public let fullReadNs: Double
+    /// One mode forced (for the check and `--cache full`), else the cheaper.
+    public let forced: Mode?
+    /// Shadow pages holding leaves of the measured slot, per VM.
+    private var slotTables: [ObjectIdentifier: Int] = [:]
+    /// How many evictions of each mode.
+    public private(set) var counts: [Mode: Int] = [:]
 
-    public init() {}
+    public init(forcing mode: Mode? = nil) {
+        forced = mode
+        func median(_ reps: Int, _ body: () -> Void) -> Double {
+            body()
+            var t: [Double] = []
+            for _ in 0..<reps {
+                let t0 = MonotonicClock.now()
+                body()
+                t.append(Double(MonotonicClock.now() &- t0))
+            }
+            return Statistics.median(t)
+        }
+        let full = full, lastLevel = lastLevel
+        let fullNs = median(3) { full.flush() }
+        fullReadNs = fullNs
+        lastLevelReadNs = median(3) { full.flush(); lastLevel.flush() } - fullNs
+        // Flushing lines a write left dirty and cached, as the guest's writes leave the harvest's.
+        let lines = 1 << 14
+        let probe = UnsafeMutablePointer<UInt64>.allocate(capacity: lines * 8)
+        defer { probe.deallocate() }
+        var flushes: [Double] = []
+        for _ in 0..<3 {
+            for i in 0..<lines { probe[i * 8] = UInt64(i) }
+            let t0 = MonotonicClock.now()
+            for i in 0..<lines { ca_flush_line(probe + i * 8) }
+            ca_flush_fence()
+            flushes.append(Double(MonotonicClock.now() &- t0) / Double(lines))
+        }
+        flushNsPerLine = Statistics.median(flushes)
+    }
 
-    /// Before a harvest on the model.
-    func evict(model vm: VirtualMachine, strategy: Strategy, round: GuestRound) {
-        full.flush()
+    /// The mode for a harvest that touches `lines` lines.
+    func mode(lines: Int) -> Mode {
+        forced ?? (Double(lines) * flushNsPerLine + lastLevelReadNs < fullReadNs ? .footprint : .full)
+    }
+
+    /// Before a harvest of `strategy` on the model after `round`'s writes.
+    func evict(model vm: VirtualMachine, mmu: MMU, slot s: SlotView, strategy: Strategy, round: GuestRound) {
+        let tables = slotTables[ObjectIdentifier(vm)] ?? {
+            let n = mmu.slotTableCount(s)
+            slotTables[ObjectIdentifier(vm)] = n
+            return n
+        }()
+        let lines = mmu.harvestFootprintLines(strategy: strategy, slot: s, written: round.count, sptesPerGFN: round.sptesPerGFN, slotTables: tables)
+        let mode = mode(lines: lines)
+        counts[mode, default: 0] += 1
+        switch mode {
+        case .full:
+            full.flush()
+        case .footprint:
+            // Every line first, then the flushes: a line flushed while the
+            // walk still has words in it to read would cost a miss each.
+            pending = 0
+            round.expected.pages.withUnsafeBufferPointer { written in
+                mmu.forEachHarvestRange(strategy: strategy, slot: s, written: written) { start, bytes in
+                    collectLines(start, bytes)
+                }
+            }
+            var i = 0
+            while i < pending {
+                ca_flush_line(UnsafeRawPointer(bitPattern: lineBuffer[i])!)
+                i &+= 1
+            }
+            ca_flush_fence()
+            lastLevel.flush()
+        }
     }
 
     /// Before a look at a bitmap.
     func evict(bitmap: UnsafeRawBufferPointer) {
-        full.flush()
+        guard mode(lines: bitmap.count / 64 + 1) == .footprint else { full.flush(); return }
+        flushLines(bitmap.baseAddress!, bitmap.count)
+        ca_flush_fence()
+        lastLevel.flush()
     }
 
     /// Before a harvest whose data the harness cannot see (the kernel's).
     func evictAll() {
         full.flush()
+    }
+
+    /// Line addresses gathered for the flushes, reused from one eviction to the next.
+    private var lineBuffer = UnsafeMutablePointer<UInt>.allocate(capacity: 1 << 16)
+    private var lineCapacity = 1 << 16
+    private var pending = 0
+
+    @inline(__always)
+    private func collectLines(_ start: UnsafeRawPointer, _ bytes: Int) {
+        var line = UInt(bitPattern: start) & ~63
+        let end = UInt(bitPattern: start) + UInt(bytes)
+        while line < end {
+            if pending == 0 || lineBuffer[pending &- 1] != line {
+                if pending == lineCapacity {
+                    let bigger = UnsafeMutablePointer<UInt>.allocate(capacity: 2 * lineCapacity)
+                    bigger.update(from: lineBuffer, count: pending)
+                    lineBuffer.deallocate()
+                    lineBuffer = bigger
+                    lineCapacity *= 2
+                }
+                lineBuffer[pending] = line
+                pending &+= 1
+            }
+            line &+= 64
+        }
+    }
+
+    deinit { lineBuffer.deallocate() }
+
+    @inline(__always)
+    private func flushLines(_ start: UnsafeRawPointer, _ bytes: Int) {
+        var line = UInt(bitPattern: start) & ~63
+        let end = UInt(bitPattern: start) + UInt(bytes)
+        while line < end {
+            ca_flush_line(UnsafeRawPointer(bitPattern: line)!)
+            line &+= 64
+        }
     }
 }

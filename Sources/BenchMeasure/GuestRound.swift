@@ -9,6 +9,8 @@ struct GuestRound {
     /// The spte each write goes through, and its gfn, in spte address order.
     let sptes: [UnsafeMutablePointer<UInt64>]
     let gfns: [GFN]
+    /// Sptes mapping each gfn (the paging mode's).
+    let sptesPerGFN: Int
 
     /// Under shadow paging a page is written through one of its address
     /// spaces, a fixed seeded choice per page, like a guest whose TLB holds
@@ -26,6 +28,7 @@ struct GuestRound {
         }
         pairs.sort { $0.sptep < $1.sptep }
         expected = set
+        self.sptesPerGFN = sptesPerGFN
         sptes = pairs.map(\.sptep)
         gfns = pairs.map(\.gfn)
     }

@@ -84,7 +84,7 @@ public final class KernelSeries {
         self.settings = settings
         self.measure = measure
         self.progress = progress
-        timer = TimedHarvest(eviction: measure.cache == .cold ? eviction : nil)
+        timer = TimedHarvest(eviction: measure.cache.evicts ? eviction : nil)
     }
 
     public func run(device: KVMDevice, memoryAvailable: Int = SystemMemory.availableBytes) throws -> KernelOutcome {
@@ -179,7 +179,7 @@ public final class KernelSeries {
                 if (s.usesRing ? backend.ringVM : backend.bitmapVM) === anyVM { writes += d }
                 record.add(si, m, timed: done[si] >= policy.warmup, ringFullExits: backend.ringFullExits)
                 done[si] += 1
-                if done[si] > policy.warmup { record.stops[si] = policy.stop(after: record.samples[si]) }
+                if done[si] > policy.warmup { record.stops[si] = policy.stop(after: record.samples[si], repetitionNs: Double(m.repetitionNs)) }
             }
         }
         let stats = try anyVM.vmStats()

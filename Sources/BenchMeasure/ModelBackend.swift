@@ -47,7 +47,7 @@ struct ModelBackend: HarvestBackend {
     }
 
     func evict(_ strategy: Strategy, _ round: GuestRound, with eviction: CacheEviction) {
-        eviction.evict(model: vm, strategy: strategy, round: round)
+        eviction.evict(model: vm, mmu: mmu, slot: slot, strategy: strategy, round: round)
     }
 
     @inline(__always)

@@ -54,6 +54,8 @@ public struct ModelOutcome {
     public var skipped: [SkipNote] = []
     /// The adaptive rule's constants, when the series measured them.
     public var adaptiveFit: AdaptiveFitReport?
+    /// The same, for a later series of the same layout to reuse.
+    var fit: AdaptiveFit?
     public var phases = PhaseTimes()
     /// Set when a signal stopped the series: the point it abandoned.
     public var interruptedAt: String?
@@ -77,12 +79,16 @@ public final class ModelSeries {
     /// See `PlantedBug`.
     public var plantedBug: PlantedBug?
     #endif
+    /// The adaptive rule's constants measured by an earlier series on a VM
+    /// of the same layout: built alike, it costs alike, so they are used
+    /// instead of measuring again.
+    var knownFit: AdaptiveFit?
 
     public init(spec: ModelSeriesSpec, settings: MeasureSettings, eviction: CacheEviction?, progress: Progress) {
         self.spec = spec
         self.settings = settings
         self.progress = progress
-        timer = TimedHarvest(eviction: settings.cache == .cold ? eviction : nil)
+        timer = TimedHarvest(eviction: settings.cache.evicts ? eviction : nil)
     }
 
     public func run() throws -> ModelOutcome {
@@ -119,15 +125,24 @@ public final class ModelSeries {
         backend.plantedBug = plantedBug
         #endif
         var calibrationVerdicts: [Strategy: Verdict] = [:]
-        if spec.runnable.contains(.adaptive) {
+        if spec.runnable.contains(.adaptive), let known = knownFit {
+            vm.install(known.model)
+        } else if spec.runnable.contains(.adaptive) {
             progress.point("measuring the adaptive rule's constants")
             let began = MonotonicClock.now()
             let before = timer.phases
             var calibration = AdaptiveCalibration(backend: backend, seed: settings.seed, sptesPerGFN: layout.paging.sptesPerGFN)
-            let fit = try calibration.fit(timer: &timer)
+            let fit: AdaptiveFit
+            do {
+                fit = try calibration.fit(timer: &timer)
+            } catch is Termination.Stopped {
+                out.interruptedAt = "\(spec.key.label), measuring the adaptive rule's constants"
+                return
+            }
             calibrationVerdicts = calibration.verdicts
             vm.install(fit.model)
             out.adaptiveFit = fit.report(series: spec.key)
+            out.fit = fit
             // The calibration's harvests count as calibration, not as the sweep's.
             timer.phases = before
             out.phases.add(.adaptiveCalibration, MonotonicClock.seconds(since: began))
@@ -156,10 +171,10 @@ public final class ModelSeries {
             guard let point = try measurePoint(&backend, dirtyPages: d, nUsed: nUsed, out: &out) else { return rows }
             rows += point
         }
-        if spec.refinesCrossover {
+        if spec.refinesCrossover, case .thresholdSweep(let density) = spec.counts {
             // The crossover need not lie where the sweep is dense: bisect the
             // bracket (in log space) until it is a quarter octave wide.
-            for _ in 0..<4 {
+            for _ in 0..<density.refinements {
                 let pairs = Crossover.pairs(rows)
                 guard let (lo, hi) = Crossover.bracket(pairs), let mid = SweepPlan.refinement(between: lo, and: hi) else { break }
                 progress.addPoints(1)
@@ -216,7 +231,7 @@ public final class ModelSeries {
                 let m = try timer.measure(&backend, strategies[si], round)
                 record.add(si, m, timed: done[si] >= warmups[si])
                 done[si] += 1
-                if done[si] > warmups[si] { record.stops[si] = policy.stop(after: record.samples[si]) }
+                if done[si] > warmups[si] { record.stops[si] = policy.stop(after: record.samples[si], repetitionNs: Double(m.repetitionNs)) }
             }
             rep += 1
         }
@@ -266,7 +281,7 @@ public final class ModelSeries {
                 total.outcome.choice = nil
                 record.add(si, total, timed: done[si] >= policy.warmup, roundChoices: choices)
                 done[si] += 1
-                if done[si] > policy.warmup { record.stops[si] = policy.stop(after: record.samples[si]) }
+                if done[si] > policy.warmup { record.stops[si] = policy.stop(after: record.samples[si], repetitionNs: Double(total.repetitionNs)) }
             }
             rep += 1
         }

@@ -49,6 +49,7 @@ public final class Progress {
         extraPoints = 0
         activity = ""
         pointStart = seriesStart
+        if !live && !quiet { note("[\(index + 1)/\(series.count)] \(series[index].label): started") }
         draw(force: true)
     }
 

@@ -8,17 +8,23 @@ public struct SweepDensity: Hashable, Sendable {
     /// Points per octave from a quarter to four times n_used_mmu_pages.
     public var densePointsPerOctave: Int
 
-    public init(octavesPerCoarseStep: Int, densePointsPerOctave: Int) {
+    /// Bisections of the bracket around the rmap/slot-walk crossover.
+    public var refinements: Int
+
+    public init(octavesPerCoarseStep: Int, densePointsPerOctave: Int, refinements: Int = 4) {
         self.octavesPerCoarseStep = octavesPerCoarseStep
         self.densePointsPerOctave = densePointsPerOctave
+        self.refinements = refinements
     }
 
-    /// Slots up to 1 GiB in the default run.
-    public static let full = SweepDensity(octavesPerCoarseStep: 1, densePointsPerOctave: 4)
+    /// Slots up to 1 GiB in the default run: every power of two, two points
+    /// an octave around n_used_mmu_pages (the crossover's bisection adds
+    /// points where it lies).
+    public static let full = SweepDensity(octavesPerCoarseStep: 1, densePointsPerOctave: 2)
     /// Larger slots in the default run: every point costs more there.
-    public static let large = SweepDensity(octavesPerCoarseStep: 2, densePointsPerOctave: 4)
+    public static let large = SweepDensity(octavesPerCoarseStep: 2, densePointsPerOctave: 1, refinements: 3)
     /// --quick.
-    public static let quick = SweepDensity(octavesPerCoarseStep: 2, densePointsPerOctave: 2)
+    public static let quick = SweepDensity(octavesPerCoarseStep: 2, densePointsPerOctave: 2, refinements: 2)
 }
 
 /// The dirty-page counts a scenario measures.
@@ -28,19 +34,23 @@ public enum SweepPlan {
     /// n_used_mmu_pages, and the seed's switch point (n_used - 1 and n_used)
     /// itself: denser where the seed's rule decides.
     public static func thresholdSweep(slotPages: Int, nUsedMMUPages: Int, density: SweepDensity = .full) -> [Int] {
-        var counts = Set<Int>()
+        // The seed's switch pair, then the coarse points and the dense band,
+        // each left out within an eighth of an octave of a point already in.
+        var counts: [Int] = [nUsedMMUPages - 1, nUsedMMUPages]
+        func add(_ c: Int) {
+            guard c >= 1, c <= slotPages, !counts.contains(where: { abs(log2(Double($0) / Double(c))) < 0.125 }) else { return }
+            counts.append(c)
+        }
+        add(slotPages)
         var d = 1
-        while d < slotPages { counts.insert(d); d <<= density.octavesPerCoarseStep }
-        counts.insert(slotPages)
+        while d < slotPages { add(d); d <<= density.octavesPerCoarseStep }
         let lo = Double(nUsedMMUPages) / 4, hi = Double(nUsedMMUPages) * 4
         var x = lo
         while x <= hi * 1.0001 {
-            counts.insert(Int(x.rounded()))
+            add(Int(x.rounded()))
             x *= pow2(1 / Double(density.densePointsPerOctave))
         }
-        counts.insert(nUsedMMUPages - 1)
-        counts.insert(nUsedMMUPages)
-        return counts.filter { $0 >= 1 && $0 <= slotPages }.sorted()
+        return Set(counts.filter { $0 >= 1 && $0 <= slotPages }).sorted()
     }
 
     /// dirty-log-perf's counts: 1, 2, 4, ... up to the slot (or every

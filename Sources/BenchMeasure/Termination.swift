@@ -28,4 +28,7 @@ public enum Termination {
 
     /// Forgets a received signal.
     public static func forget() { ct_forget() }
+
+    /// Thrown out of a long step (calibration) that a signal stopped.
+    struct Stopped: Error {}
 }

@@ -93,6 +93,8 @@ struct Measurement {
     var ringNs: UInt64 = 0
     var outcome = HarvestOutcome()
     var verdict = Verdict()
+    /// The whole repetition: writes, eviction, harvest and checks.
+    var repetitionNs: UInt64 = 0
 
     /// Adds a round's measurement to a migration total.
     mutating func accumulate(_ m: Measurement) {
@@ -102,6 +104,7 @@ struct Measurement {
         clearNs &+= m.clearNs
         ringNs &+= m.ringNs
         ringStops += m.ringStops
+        repetitionNs &+= m.repetitionNs
         outcome = m.outcome
         verdict.merge(m.verdict)
     }
@@ -149,6 +152,7 @@ struct TimedHarvest {
         let timed = MonotonicClock.now()
         m.verdict = try backend.verify(method, round, outcome)
         let verified = MonotonicClock.now()
+        m.repetitionNs = verified &- started
 
         phases.add(.guestWrites, Double(written &- started) / 1e9)
         phases.add(.eviction, Double(evicted &- written) / 1e9)

@@ -1,5 +1,6 @@
 #include "CTermination.h"
 
+#include <pthread.h>
 #include <signal.h>
 #include <string.h>
 #include <unistd.h>
@@ -19,7 +20,12 @@ int ct_watch(void) {
     sigemptyset(&sa.sa_mask);
     if (sigaction(SIGINT, &sa, NULL) != 0) return -1;
     if (sigaction(SIGTERM, &sa, NULL) != 0) return -1;
-    return 0;
+    /* A parent may have left them blocked (the mask survives exec). */
+    sigset_t both;
+    sigemptyset(&both);
+    sigaddset(&both, SIGINT);
+    sigaddset(&both, SIGTERM);
+    return pthread_sigmask(SIG_UNBLOCK, &both, NULL) == 0 ? 0 : -1;
 }
 
 int ct_received(void) { return __atomic_load_n(&received, __ATOMIC_ACQUIRE); }

@@ -1,9 +1,16 @@
 /// Whether each timed harvest starts with the data it touches out of the caches.
 public enum CacheMode: String, CaseIterable, Sendable, Hashable {
-    /// Evicted before each timed harvest (see BenchMeasure's `CacheEviction`).
+    /// Evicted before each timed harvest, the cheapest way that empties the
+    /// caches of what it touches (see BenchMeasure's `CacheEviction`).
     case cold
+    /// Evicted by reading a buffer twice the last-level cache before every
+    /// harvest, whatever it touches: slower, what `cold` is checked against.
+    case full
     /// Nothing is evicted: what the guest's writes just touched stays cached.
     case warm
+
+    /// Whether anything is evicted.
+    public var evicts: Bool { self != .warm }
 }
 
 /// What a series measures.

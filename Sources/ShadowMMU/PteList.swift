@@ -155,12 +155,12 @@ public struct RmapIterator: IteratorProtocol {
 /// model's arena, reused through a free list threaded through `more`.
 final class PteListDescPool {
     private let arena: JemallocArena
-    private var slabs: [UnsafeMutablePointer<UInt>] = []
+    private(set) var slabs: [UnsafeMutablePointer<UInt>] = []
     private var freeList: UnsafeMutablePointer<UInt>? = nil
     private var bump: UnsafeMutablePointer<UInt>? = nil
     private var bumpLeft = 0
     private(set) var inUse = 0
-    private static let descsPerSlab = 1 << 14
+    static let descsPerSlab = 1 << 14
 
     init(arena: JemallocArena) { self.arena = arena }
 

@@ -118,6 +118,12 @@ extension MMU {
     /// frames (vmx_flush_pml_buffer()).
     @inline(__always) @discardableResult
     public func guestWrite(slot s: SlotView, gfn: GFN, sptep: UnsafeMutablePointer<UInt64>, vcpu: Int = 0) -> GuestWrite {
+        guestWrite(slot: s, gfn: gfn, sptep: sptep, vcpu: vcpu, lockHeld: false)
+    }
+
+    /// The write, with mmu_lock already held by the caller when `lockHeld`.
+    @inline(__always)
+    func guestWrite(slot s: SlotView, gfn: GFN, sptep: UnsafeMutablePointer<UInt64>, vcpu: Int, lockHeld: Bool) -> GuestWrite {
         let spte = ca_read_once64(sptep)
         if s.state.pointee.protection == .dirtyBit {
             if spte & SPTE.dirty != 0 { return .noFault }
@@ -126,20 +132,20 @@ extension MMU {
             v.pointee.pml[v.pointee.pmlCount] = gfn
             v.pointee.pmlCount &+= 1
             if v.pointee.pmlCount == VCPUState.pmlEntries {
-                spinLock()
+                if !lockHeld { spinLock() }
                 var j = 0
                 while j < VCPUState.pmlEntries { _ = markPageDirty(slot: s, gfn: v.pointee.pml[j], vcpu: vcpu); j &+= 1 }
                 v.pointee.pmlCount = 0
-                spinUnlock()
+                if !lockHeld { spinUnlock() }
             }
             return .noFault
         }
         if isWritableSPTE(spte) { return .noFault }
-        spinLock()
+        if !lockHeld { spinLock() }
         ca_write_once64(sptep, spte | SPTE.writable | SPTE.dirty)
         var full = false
         if s.state.pointee.dirtyLogging { full = markPageDirty(slot: s, gfn: gfn, vcpu: vcpu) }
-        spinUnlock()
+        if !lockHeld { spinUnlock() }
         return full ? .ringFull : .faulted
     }
 
@@ -148,13 +154,20 @@ extension MMU {
     /// from `vcpu`. Stops after a write that leaves its vCPU's dirty ring
     /// soft-full (the vCPU must wait for a harvest). Returns where it
     /// stopped, and the vCPU of the next write.
+    ///
+    /// The round's faults run one after another with nothing else on the
+    /// VM, so mmu_lock is taken once for them all rather than per fault:
+    /// the state they leave is the same. (Writes that race a harvest go
+    /// through `guestWrite`, a fault at a time.)
     @inline(never)
     public func guestWrites(slot s: SlotView, gfns: UnsafeBufferPointer<GFN>, sptes: UnsafeBufferPointer<UnsafeMutablePointer<UInt64>>,
                             from start: Int, vcpu: Int) -> (next: Int, vcpu: Int, ringFull: Bool) {
         let n = vcpus.count
         var i = start, v = vcpu
+        spinLock()
+        defer { spinUnlock() }
         while i < gfns.count {
-            let full = guestWrite(slot: s, gfn: gfns[i], sptep: sptes[i], vcpu: v) == .ringFull
+            let full = guestWrite(slot: s, gfn: gfns[i], sptep: sptes[i], vcpu: v, lockHeld: true) == .ringFull
             i &+= 1
             v = v &+ 1 == n ? 0 : v &+ 1
             if full { return (i, v, true) }

@@ -1,5 +1,13 @@
 import CAtomics
+import Dispatch
 import DirtyLogCore
+
+/// A value handed to another thread that only reads what it points at,
+/// while this one waits for it.
+private struct UnsafeSendable<T>: @unchecked Sendable {
+    let value: T
+    init(_ value: T) { self.value = value }
+}
 
 /// What the invariant checker found: nothing, or the first few violations
 /// and how many there were in all.
@@ -66,6 +74,16 @@ extension VirtualMachine {
             let cols = mmu.pages
             let logged = point == .betweenProtections ? loggedGFNs(mmu) : []
             var pageSide = [RmapDigest](repeating: RmapDigest(), count: 64)
+            // The rmaps' side on another thread meanwhile: both only read.
+            let rmapSides = UnsafeMutableBufferPointer<RmapDigest>.allocate(capacity: mmu.memslots.count)
+            rmapSides.initialize(repeating: RmapDigest())
+            defer { rmapSides.deallocate() }
+            let rmapsDone = DispatchSemaphore(value: 0)
+            let memslots = UnsafeSendable(mmu.memslots), sides = UnsafeSendable(rmapSides)
+            DispatchQueue.global().async {
+                for (si, s) in memslots.value.enumerated() { sides.value[si] = Self.rmapDigest(s) }
+                rmapsDone.signal()
+            }
             let onList = mmu.forEachLeafSPTE(limit: table.count + 1) { sptep, p, i, level in
                 let spte = sptep.pointee
                 let gfn = cols.gfn(ofPage: p, index: i)
@@ -96,17 +114,9 @@ extension VirtualMachine {
             if onList != nUsed || nUsed != table.count {
                 report.fail("n_used_mmu_pages \(nUsed), \(onList) on active_mmu_pages, \(table.count) allocated")
             }
-            for s in mmu.memslots {
-                var rmapSide = RmapDigest()
-                for level in 1...3 {
-                        let (heads, n) = s.rmaps(level: level)
-                    for i in 0..<n where heads[i] != 0 {
-                        // Descriptors lie in allocation order, not gfn order: fetch ahead.
-                        if i + 16 < n, heads[i + 16] & 1 != 0 { ca_prefetch(UnsafeRawPointer(bitPattern: heads[i + 16] & ~1)) }
-                        var it = RmapIterator(heads[i])
-                        while let e = it.next() { rmapSide.add(sptep: e, level: level, index: i) }
-                    }
-                }
+            rmapsDone.wait()
+            for (si, s) in mmu.memslots.enumerated() {
+                let rmapSide = rmapSides[si]
                 if rmapSide != pageSide[s.id] {
                     report.fail("slot \(s.id): rmaps hold \(rmapSide.count) entries for \(pageSide[s.id].count) leaf sptes, or not the same ones")
                     locateRmapFaults(mmu: mmu, slot: s, into: &report)
@@ -133,6 +143,21 @@ extension VirtualMachine {
             }
         }
         return report
+    }
+
+    /// The multiset digest of every (spte, level, index) the slot's rmaps hold.
+    private static func rmapDigest(_ s: SlotView) -> RmapDigest {
+        var d = RmapDigest()
+        for level in 1...3 {
+            let (heads, n) = s.rmaps(level: level)
+            for i in 0..<n where heads[i] != 0 {
+                // Descriptors lie in allocation order, not gfn order: fetch ahead.
+                if i + 16 < n, heads[i + 16] & 1 != 0 { ca_prefetch(UnsafeRawPointer(bitPattern: heads[i + 16] & ~1)) }
+                var it = RmapIterator(heads[i])
+                while let e = it.next() { d.add(sptep: e, level: level, index: i) }
+            }
+        }
+        return d
     }
 
     /// Every gfn logged and not yet harvested: bitmap bits, pending ring

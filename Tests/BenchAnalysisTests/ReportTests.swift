@@ -74,13 +74,83 @@ func modelRow(_ key: SeriesKey, _ s: Strategy, dirty: Int, nUsed: Int, samples: 
         #expect(c.rows.count == 12)
         let flagged = c.rows.filter(\.significant)
         #expect(flagged.contains { $0.strategy == "rmap" && $0.key[7] == "100" && $0.relativeChangePct > 50 })
-        #expect(c.regressions(strategies: ["rmap"], limitPct: 30).count == 1)
-        #expect(c.regressions(strategies: ["slot-walk"], limitPct: 30).isEmpty, "a uniform slowdown is not a regression")
+        #expect(c.regressions(strategies: ["rmap"], limitPct: 30).points.count == 1)
+        #expect(c.regressions(strategies: ["slot-walk"], limitPct: 30).points.isEmpty, "a uniform slowdown is not a regression")
+        #expect(c.regressions(strategies: ["slot-walk"], limitPct: 30).series.isEmpty)
         #expect(c.rows.filter { !($0.strategy == "rmap" && $0.key[7] == "100") }.allSatisfy { abs($0.changePct - 30) < 10 })
         // The per-strategy table: rmap's four points, one of them significantly slower.
         let rmap = c.strategyTable.first { $0[1] == "rmap" }
         #expect(rmap.map { [$0[0], $0[2], $0[5], $0[6]] } == ["threshold 4MiB tdp even", "4", "1", "0"])
-        #expect(c.summary().contains("significant changes, largest first"))
+        #expect(c.summary().contains("significant points, largest first"))
+    }
+
+    /// Series of `points` points, `strategies` strategies each, `reps`
+    /// repetitions with noise of about ±`noise` around each strategy's own
+    /// cost curve, the machine shifting every repetition by up to ±`drift`
+    /// together: what samples.csv holds, keyed as compare reads it.
+    static func synthetic(seed: UInt64, series: [String] = ["even", "random"], points: Int = 20, strategies: [String] = ["slot-walk", "rmap", "masked", "rmap-walk", "tdp-walk", "tdp-masked", "ring"],
+                          reps: Int = 5, noise: Double = 0.08, drift: Double = 0.2) -> [[String]: [(rep: Int, ns: Double)]] {
+        var x = seed &* 0x9E37_79B9_7F4A_7C15 | 1
+        func unit() -> Double {
+            x ^= x << 13; x ^= x >> 7; x ^= x << 17
+            return Double(x >> 11) / Double(1 << 53) * 2 - 1
+        }
+        var out: [[String]: [(rep: Int, ns: Double)]] = [:]
+        for pattern in series {
+            for p in 0..<points {
+                let d = 1 << p
+                let machine = (0..<reps).map { _ in 1 + drift * unit() }
+                for (si, s) in strategies.enumerated() {
+                    let base = 1000 * Double(si + 1) + Double(d) * Double(si % 3)
+                    out[["threshold", "model", "tdp", "1", "1048576", "1048576", pattern, "\(d)", s]] =
+                        (0..<reps).map { r in (r, base * machine[r] * (1 + noise * unit())) }
+                }
+            }
+        }
+        return out
+    }
+
+    /// One strategy's repetitions in one series, times `factor`.
+    static func planted(_ run: [[String]: [(rep: Int, ns: Double)]], strategy: String, pattern: String, factor: Double) -> [[String]: [(rep: Int, ns: Double)]] {
+        var out = run
+        for (k, v) in run where k[8] == strategy && k[6] == pattern { out[k] = v.map { ($0.rep, $0.ns * factor) } }
+        return out
+    }
+
+    /// The power test: changes planted into a copy of a run (one strategy,
+    /// one series) are each flagged at the series level with the right
+    /// sign, and nothing else is; an unchanged copy flags nothing, though
+    /// per point, with five repetitions each, a 10% change is never
+    /// significant.
+    @Test(arguments: [1.10, 1.25, 2.0, 0.8])
+    func aPlantedChangeIsSeenOverTheSeries(factor: Double) {
+        let a = Self.synthetic(seed: 3)
+        let c = RunComparison.compare(a, Self.planted(a, strategy: "rmap", pattern: "random", factor: factor), runA: "a", runB: "b", q: 0.05)
+        let flagged = c.series.filter(\.significant)
+        #expect(flagged.map { "\($0.series) \($0.strategy)" } == ["threshold 4GiB tdp random rmap"], "\(flagged.map { "\($0.series) \($0.strategy) \($0.medianChangePct)" })")
+        let v = flagged.first
+        #expect(v?.verdict == (factor > 1 ? "slower" : "faster"))
+        #expect(abs((v?.medianChangePct ?? 0) - (factor - 1) * 100) < 3, "the median change is the planted one")
+        if factor == 1.10 { #expect(c.rows.filter(\.significant).isEmpty, "no single point sees 10%") }
+        // --check rmap --max-regression 15 fails on 25% and 2x, not on 10% or a speedup.
+        #expect(c.regressions(strategies: ["rmap"], limitPct: 15).series.isEmpty == (factor <= 1.10))
+        #expect(c.regressions(strategies: ["masked"], limitPct: 10).series.isEmpty)
+    }
+
+    @Test func anUnchangedCopyAndARerunFlagNothing() {
+        let a = Self.synthetic(seed: 3)
+        #expect(RunComparison.compare(a, a, runA: "a", runB: "a", q: 0.05).series.allSatisfy { !$0.significant && $0.pValue == 1 })
+        let rerun = RunComparison.compare(a, Self.synthetic(seed: 4), runA: "a", runB: "b", q: 0.05)
+        #expect(rerun.series.filter(\.significant).isEmpty, "\(rerun.series.filter(\.significant).map { "\($0.series) \($0.strategy)" })")
+    }
+
+    @Test func theSignedRankTestIsExact() {
+        // All of five differences positive: p = 2/32.
+        #expect(abs(SignedRank.pValue([1, 2, 3, 4, 5]) - 0.0625) < 1e-12)
+        #expect(SignedRank.pValue([1, -1, 2, -2]) == 1)
+        #expect(SignedRank.pValue([0, 0]) == 1)
+        // Ten positive of ten: 2/1024.
+        #expect(abs(SignedRank.pValue((1...10).map(Double.init)) - 2.0 / 1024) < 1e-12)
     }
 
     @Test func aFolderWithoutSamplesIsAUsageError() {

@@ -65,6 +65,78 @@ import Testing
         #expect(r.stderr == "bench: error: run-a: /nonexistent-a/samples.csv cannot be read; give a run folder written by bench\n")
     }
 
+    /// Starts `bench` with `args`, waits until its stderr shows `ready`,
+    /// then sends it `signals` back to back; returns how it ended.
+    func interrupt(_ args: [String], when ready: String, with signals: [Int32]) throws -> (Result, seconds: Double) {
+        let p = Process()
+        p.executableURL = Self.binary
+        p.arguments = args
+        let out = Pipe(), err = Pipe()
+        p.standardOutput = out
+        p.standardError = err
+        let watch = StderrWatch(ready: ready)
+        err.fileHandleForReading.readabilityHandler = { watch.append($0.availableData) }
+        try p.run()
+        #expect(watch.seen.wait(timeout: .now() + 120) == .success, "never saw \(ready)")
+        let t0 = Date()
+        for (i, s) in signals.enumerated() {
+            // Two of a kind sent at once would arrive as one.
+            if i > 0 { usleep(200_000) }
+            kill(p.processIdentifier, s)
+        }
+        let o = out.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        err.fileHandleForReading.readabilityHandler = nil
+        watch.append(err.fileHandleForReading.readDataToEndOfFile())
+        let e = watch.text
+        return (Result(status: p.terminationStatus, stdout: String(decoding: o, as: UTF8.self), stderr: e), Date().timeIntervalSince(t0))
+    }
+
+    /// A long run: every point and strategy of a 64 MiB slot, 25 repetitions each.
+    func longRun(_ dir: String) -> [String] {
+        ["--slot-pages", "64MiB", "--paging", "tdp,shadow", "--pattern", "even", "--reps", "25", "--backend", "model", "--output", dir]
+    }
+
+    /// SIGINT or SIGTERM in the middle of a series: the point under way is
+    /// abandoned, the files hold every point finished before it and say the
+    /// run was interrupted and where, the terminal says where the files
+    /// are, and the exit status is 128 + the signal.
+    @Test(arguments: [(SIGINT, "SIGINT", Int32(130)), (SIGTERM, "SIGTERM", Int32(143))])
+    func aSignalStopsTheRunWithEveryFileWhole(signal: Int32, name: String, status: Int32) throws {
+        let dir = NSTemporaryDirectory() + "bench-cli-signal-\(getpid())-\(name)"
+        // The second series starts once the first is done and written.
+        let (r, _) = try interrupt(longRun(dir), when: "[2/2]", with: [signal])
+        #expect(r.status == status, "\(r.stderr)")
+        #expect(r.stdout.contains("INTERRUPTED by \(name) during threshold 64MiB shadow×2 even"), "\(r.stdout)")
+        let run = try #require(try FileManager.default.contentsOfDirectory(atPath: dir).sorted().last)
+        let folder = dir + "/" + run
+        #expect(r.stdout.contains("points:    \(folder)/points.csv"))
+        let meta = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: folder + "/meta.json"))) as! [String: Any]
+        let interrupted = try #require(meta["interrupted"] as? [String: Any])
+        #expect(interrupted["signal"] as? String == name)
+        #expect((interrupted["during"] as? String)?.hasPrefix("threshold 64MiB shadow×2 even, ") == true, "\(interrupted)")
+        let points = try String(contentsOfFile: folder + "/points.csv", encoding: .utf8).split(separator: "\n").dropFirst()
+        #expect(points.contains { $0.contains(",tdp,") }, "the finished series is kept")
+        #expect(points.allSatisfy { $0.contains(",true,0,") }, "every row written is verified")
+        let files = try FileManager.default.contentsOfDirectory(atPath: folder)
+        #expect(!files.contains { $0.hasSuffix(".tmp") }, "no file left half written")
+        #expect(files.contains("report.md") && files.contains("crossover.csv"))
+    }
+
+    /// A second Ctrl-C does not wait for the clean stop: sent 0.2 s apart
+    /// while the run builds a VM (it looks for the first only between
+    /// measurements), the two end it at once, with nothing more written.
+    @Test func aSecondSigintExitsAtOnce() throws {
+        let dir = NSTemporaryDirectory() + "bench-cli-sigint2-\(getpid())"
+        let args = ["--slot-pages", "4GiB", "--paging", "shadow", "--pattern", "even", "--reps", "3", "--backend", "model", "--output", dir]
+        let (r, seconds) = try interrupt(args, when: "started", with: [SIGINT, SIGINT])
+        #expect(r.status == 130)
+        #expect(!r.stdout.contains("INTERRUPTED"), "no clean stop")
+        #expect(seconds < 10, "at once: \(seconds) s")
+        let run = try FileManager.default.contentsOfDirectory(atPath: dir).sorted().last
+        #expect(run.map { FileManager.default.fileExists(atPath: dir + "/" + $0 + "/meta.json") } != true, "nothing written after the signals")
+    }
+
     @Test func helpTeachesTheStrategiesOptionsAndFiles() throws {
         let r = try bench(["--help"])
         #expect(r.status == 0)
@@ -125,5 +197,32 @@ import Testing
         #expect(r.stdout.contains("rows, all verified)"))
         #expect(r.stdout.contains("points:    \(dir)/") && r.stdout.contains("report:    \(dir)/"))
         #expect(r.stderr.isEmpty, "--quiet")
+    }
+}
+
+/// A child's stderr as it arrives, and a semaphore signalled the first
+/// time it shows a given text.
+final class StderrWatch: @unchecked Sendable {
+    private let lock = NSLock()
+    private var data = Data()
+    private var fired = false
+    let ready: String
+    let seen = DispatchSemaphore(value: 0)
+
+    init(ready: String) { self.ready = ready }
+
+    func append(_ d: Data) {
+        lock.lock()
+        data.append(d)
+        let hit = !fired && String(decoding: data, as: UTF8.self).contains(ready)
+        if hit { fired = true }
+        lock.unlock()
+        if hit { seen.signal() }
+    }
+
+    var text: String {
+        lock.lock()
+        defer { lock.unlock() }
+        return String(decoding: data, as: UTF8.self)
     }
 }

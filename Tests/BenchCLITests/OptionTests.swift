@@ -45,7 +45,7 @@ import Testing
         (["--slot-pages", "1GiB", "--dirty", "1,262145"], "--dirty: 262145 is out of range; accepted: 1 to 262144 dirty pages (at most the slot's 262144 pages)"),
         (["--slot-pages", "1GiB", "--vm-pages", "512MiB"], "--vm-pages: 131072 pages is smaller than the slot"),
         (["--mappings", "17"], "--mappings: 17 is out of range; accepted: 1 to 16"),
-        (["--cache", "lukewarm"], "The value 'lukewarm' is invalid for '--cache <mode>'. Please provide one of 'cold' and 'warm'"),
+        (["--cache", "lukewarm"], "The value 'lukewarm' is invalid for '--cache <mode>'. Please provide one of 'cold', 'full' or 'warm'"),
         (["--ring-entries", "1000"], "--ring-entries: 1000 is not a power of two"),
         (["--clear-chunk-pages", "100"], "--clear-chunk-pages: 100 pages is not a multiple of 64"),
         (["--kvm-budget", "0"], "--kvm-budget: 0 is out of range; accepted: 1 to 86400 seconds"),

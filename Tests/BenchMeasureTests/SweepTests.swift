@@ -11,9 +11,15 @@ import Testing
         #expect(c == c.sorted() && Set(c).count == c.count)
         #expect(c.contains(514) && c.contains(515))
         let near = c.filter { $0 >= 515 / 4 && $0 <= 515 * 4 }
-        #expect(near.count >= 16, "4 points per octave over 4 octaves")
+        #expect(near.count >= 9, "2 points per octave over 4 octaves")
         let far = c.filter { $0 > 515 * 4 }
         #expect(far.count <= 8)
+        // No two points within an eighth of an octave, the seed's switch pair aside.
+        let close = zip(c, c.dropFirst()).filter { log2(Double($1) / Double($0)) < 0.125 && !($0 == 514 && $1 == 515) }
+        #expect(close.isEmpty, "\(close)")
+        let dense = SweepPlan.thresholdSweep(slotPages: 262_144, nUsedMMUPages: 515,
+                                             density: SweepDensity(octavesPerCoarseStep: 1, densePointsPerOctave: 4))
+        #expect(dense.filter { $0 >= 515 / 4 && $0 <= 515 * 4 }.count >= 16, "4 points per octave when asked")
     }
 
     @Test func refinementBisectsInLogSpaceUntilAQuarterOctave() {

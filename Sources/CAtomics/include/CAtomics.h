@@ -1,6 +1,7 @@
 #ifndef CATOMICS_H
 #define CATOMICS_H
 
+#include <cpuid.h>
 #include <stdint.h>
 
 /* The kernel primitives the model's hot paths use, with the kernel's memory
@@ -66,6 +67,23 @@ static inline void ca_write_once64(uint64_t *p, uint64_t v) {
 
 /* prefetch(): start loading the line at p into the caches. */
 static inline void ca_prefetch(const void *p) { __builtin_prefetch(p, 0, 3); }
+
+/* clflushopt: write a cache line back if dirty and drop it from every
+ * cache level (clflush where the CPU lacks clflushopt). Weakly ordered:
+ * ca_flush_fence() waits for all of them. */
+static inline void ca_flush_line(const void *p) {
+    static int have = -1;
+    if (__builtin_expect(have < 0, 0)) {
+        unsigned a, b, c, d;
+        /* CPUID.(EAX=7, ECX=0):EBX bit 23 */
+        have = __get_cpuid_count(7, 0, &a, &b, &c, &d) && (b >> 23 & 1);
+    }
+    if (have) __asm__ __volatile__("clflushopt %0" :: "m"(*(const char *)p) : "memory");
+    else __asm__ __volatile__("clflush %0" :: "m"(*(const char *)p) : "memory");
+}
+
+/* mfence: every earlier load, store and line flush is complete. */
+static inline void ca_flush_fence(void) { __asm__ __volatile__("mfence" ::: "memory"); }
 
 /* A compiler barrier: keeps loads and stores from moving across the edges
  * of a timed region. */

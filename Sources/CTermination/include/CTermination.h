@@ -6,7 +6,8 @@
  * say where it stopped); a second one exits at once with 128 + its number,
  * as a shell reports a process a signal killed. */
 
-/* Installs the handlers (sigaction, SA_RESTART). Returns 0, or -1 with errno. */
+/* Installs the handlers (sigaction, SA_RESTART) and unblocks both signals
+ * in the calling thread. Returns 0, or -1 with errno. */
 int ct_watch(void);
 
 /* The first signal received since ct_watch() or ct_forget(), or 0. */
