@@ -28,6 +28,7 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
+        .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
     ],
     targets: [
         // jemalloc from Debian's libjemalloc-dev, plus static inline shims for its macros.
@@ -38,7 +39,7 @@ let package = Package(
         ),
         // jemalloc's options for the process (malloc_conf): transparent huge pages.
         .target(name: "CJemallocConfig"),
-        // Kernel-style atomics (xchg, test-and-set spinlock, cpu_relax, clflushopt) as static inline C.
+        // Kernel-style atomics (xchg, cmpxchg, mmu_lock as each era had it, cpu_relax, clflushopt) as static inline C.
         .target(name: "CAtomics"),
         // <linux/kvm.h> structs and the ioctl request numbers its macros compute.
         .target(name: "CLinuxKVM"),
@@ -62,7 +63,8 @@ let package = Package(
         // Series, calibration, eviction, patterns, the sweep plan and the one timed path.
         .target(
             name: "BenchMeasure",
-            dependencies: ["DirtyLogCore", "ShadowMMU", "HostKVM", "BenchAnalysis", "CJemalloc", "CAtomics", "CTermination"],
+            dependencies: ["DirtyLogCore", "ShadowMMU", "HostKVM", "BenchAnalysis", "CJemalloc", "CAtomics", "CTermination",
+                           .product(name: "Histogram", package: "hdrhistogram-swift")],
             swiftSettings: hotLoopSettings
         ),
         .executableTarget(
@@ -77,7 +79,7 @@ let package = Package(
             path: "Benchmarks/bench"
         ),
         .testTarget(name: "DirtyLogCoreTests", dependencies: ["DirtyLogCore"]),
-        .testTarget(name: "ShadowMMUTests", dependencies: ["ShadowMMU", "DirtyLogCore"]),
+        .testTarget(name: "ShadowMMUTests", dependencies: ["ShadowMMU", "DirtyLogCore", "CAtomics"]),
         .testTarget(name: "HostKVMTests", dependencies: ["HostKVM", "DirtyLogCore"]),
         .testTarget(name: "BenchAnalysisTests", dependencies: ["BenchAnalysis", "DirtyLogCore"]),
         .testTarget(name: "BenchMeasureTests", dependencies: ["BenchMeasure", "BenchAnalysis", "ShadowMMU", "HostKVM", "DirtyLogCore"]),

@@ -70,8 +70,11 @@ enum ScenarioChoice: String, CaseIterable, ExpressibleByArgument {
     case threshold
     /// Rounds of pre-copy migration, timed as a total per strategy.
     case migration
+    /// vCPU threads writing through each harvest.
+    case concurrent
 }
 
 extension Strategy: ExpressibleByArgument {}
+extension FaultPath: ExpressibleByArgument {}
 extension DirtyPattern: ExpressibleByArgument {}
 extension CacheMode: ExpressibleByArgument {}

@@ -123,7 +123,7 @@ struct Bench: ParsableCommand {
     @Option(help: ArgumentHelp("Dirty patterns: \(DirtyPattern.allCases.map(\.rawValue).joined(separator: ", ")). (default: even,random)", valueName: "patterns"))
     var pattern: CommaList<DirtyPattern>?
 
-    @Option(help: ArgumentHelp("threshold (sweep dirty counts, one harvest per point), migration (rounds of pre-copy: hot-set writes, harvest; timed as a total). (default: both on 1 GiB in the default run, else threshold)", valueName: "names"))
+    @Option(help: ArgumentHelp("threshold (sweep dirty counts, one harvest per point), migration (rounds of pre-copy: hot-set writes, harvest; timed as a total), concurrent (vCPU threads writing through each harvest: lock holds, fault latency, re-fault time, cache pollution, the seed's race). (default: all three in the default run, migration on 1 GiB only; else threshold)", valueName: "names"))
     var scenario: CommaList<ScenarioChoice>?
 
     @Option(help: ArgumentHelp("Dirty-page counts to measure instead of the threshold sweep.", valueName: "counts"))
@@ -137,6 +137,15 @@ struct Bench: ParsableCommand {
 
     @Option(help: ArgumentHelp("migration: harvest rounds, 1 to 64. (default: 10)", valueName: "n"))
     var rounds: Int?
+
+    @Option(name: .customLong("fault-path"), help: ArgumentHelp("concurrent: how the vCPUs' write faults are handled: locked (under mmu_lock, as at the seed), fast (c7ba5b48's lockless cmpxchg for sptes protected only for dirty logging). (default: locked,fast)", valueName: "paths"))
+    var faultPath: CommaList<FaultPath>?
+
+    @Option(name: .customLong("vcpu-threads"), help: ArgumentHelp("concurrent: vCPU threads writing through each harvest, 1 to 16, pinned to CPUs 1, 2, ... where the OS allows, the harvest on CPU 0 (dirty_log_perf_test's -c). (default: 1)", valueName: "n"))
+    var vcpuThreads: Int?
+
+    @Option(name: .customLong("guest-wss"), help: ArgumentHelp("concurrent: guest memory the vCPUs keep warm and re-read after each harvest, for its cache pollution, as a size, 4KiB to 1GiB. (default: a quarter of the last-level cache)", valueName: "size"))
+    var guestWSS: PageCount?
 
     func run() throws {
         try RunCommand.execute(try plan(memoryAvailable: SystemMemory.availableBytes))
@@ -156,6 +165,9 @@ struct Bench: ParsableCommand {
         if clusterPages != nil { given.append("--cluster-pages") }
         if zipfSkew != nil { given.append("--zipf-skew") }
         if rounds != nil { given.append("--rounds") }
+        if faultPath != nil { given.append("--fault-path") }
+        if vcpuThreads != nil { given.append("--vcpu-threads") }
+        if guestWSS != nil { given.append("--guest-wss") }
         return given
     }
 
@@ -184,8 +196,14 @@ struct Bench: ParsableCommand {
         } ?? patternParameters.zipfSkew
         let migrationRounds = try rounds.map { try Check.int($0, "--rounds", SweepLimits.rounds) } ?? 10
         let curatedDefault = !quick && slotPages == nil && pattern == nil && scenario == nil
-        let scenarios = scenario?.values ?? (curatedDefault ? [.threshold, .migration] : [.threshold])
+        let scenarios = scenario?.values ?? (curatedDefault ? [.threshold, .migration, .concurrent] : [.threshold])
         let strategies = measurement.strategies
+        let threads = try vcpuThreads.map { try Check.int($0, "--vcpu-threads", SweepLimits.vcpuThreads) } ?? 1
+        let wss = try guestWSS.map { try Check.pages($0, "--guest-wss", SweepLimits.guestWorkingSetPages) * 4096 }
+        if !scenarios.contains(.concurrent), let given = [faultPath.map { _ in "--fault-path" }, vcpuThreads.map { _ in "--vcpu-threads" },
+                                                           guestWSS.map { _ in "--guest-wss" }].compactMap({ $0 }).first {
+            throw BenchError.usage("\(given): applies to --scenario concurrent only")
+        }
 
         // The default run: every paging mode and pattern on the 1 GiB slot, and
         // dirty-log-perf's evenly spaced pages on the 16 GiB one, whose random
@@ -216,9 +234,29 @@ struct Bench: ParsableCommand {
                 }
             }
         }
+        if scenarios.contains(.concurrent) {
+            // Both ends of the sweep and its middle, each fault path, evenly
+            // spaced pages unless asked otherwise; the strategies whose
+            // harvests race or stall the guest unless named.
+            let guestStrategies = measurement.strategy == nil ? Strategy.concurrentDefaults : strategies
+            for slot in slots {
+                for p in pagings {
+                    for pat in (pattern?.values ?? [.even]) {
+                        for path in faultPath?.values ?? FaultPath.allCases.sorted() {
+                            let layout = VMLayout(paging: p, slotPages: slot, vmPages: max(vm ?? slot, slot))
+                            series.append(ModelSeriesSpec(scenario: .concurrent, layout: layout, pattern: pat,
+                                                          counts: dirty == nil ? .guestSweep : counts, strategies: guestStrategies, faultPath: path))
+                        }
+                    }
+                }
+            }
+        }
         var plan = try Planner.plan(measurement, quick: quick, series: series, counts: counts, memoryAvailable: memoryAvailable)
         plan.settings.patterns = patternParameters
         plan.settings.migrationRounds = migrationRounds
+        plan.settings.guestThreads = threads
+        plan.settings.vcpus = max(plan.settings.vcpus, threads)
+        if let wss { plan.settings.guestWorkingSetBytes = wss }
         return plan
     }
 }

@@ -49,7 +49,7 @@ struct MeasurementOptions: ParsableArguments {
     @Option(name: .customLong("clear-chunk-pages"), help: ArgumentHelp("clear-chunked's KVM_CLEAR_DIRTY_LOG size, a multiple of 64 pages. (default: 262144, QEMU's 1 GiB)", valueName: "size"))
     var clearChunkPages: PageCount?
 
-    @Option(help: ArgumentHelp("Strategies: \(Strategy.allCases.map(\.rawValue).joined(separator: ", ")). (default: all)", valueName: "names"))
+    @Option(help: ArgumentHelp("Strategies: \(Strategy.allCases.map(\.rawValue).joined(separator: ", ")). (default: all but rmap-fixed; concurrent: \(Strategy.concurrentDefaults.map(\.rawValue).joined(separator: ",")))", valueName: "names"))
     var strategy: CommaList<Strategy>?
 
     /// The defaults these options fall back to.
@@ -102,8 +102,9 @@ struct MeasurementOptions: ParsableArguments {
         return (s, k)
     }
 
-    /// The strategies asked for, all by default.
-    var strategies: [Strategy] { strategy?.values ?? Strategy.allCases }
+    /// The strategies asked for; by default all but rmap-fixed, which
+    /// differs from rmap only with vCPUs running through the harvest.
+    var strategies: [Strategy] { strategy?.values ?? Strategy.sweepDefaults }
 }
 
 /// Range checks with one-line usage errors naming the option and what it accepts.

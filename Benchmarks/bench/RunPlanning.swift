@@ -27,16 +27,19 @@ enum SweepLimits {
     static let mappings = 1...16
     static let clusterPages = 1...(1 << 20)
     static let rounds = 1...64
+    static let vcpuThreads = 1...16
+    static let guestWorkingSetPages = 1...(1 << 18)
 }
 
 /// Turns checked options into a plan.
 enum Planner {
-    /// The kernel beside every model series but the migration ones: the
+    /// The kernel beside every model series but the migration and
+    /// concurrent ones: the
     /// same slot and VM size and pattern, at every `coarseOctaves`-th power
     /// of two (or at the listed counts).
     static func kernelSeries(beside series: [ModelSeriesSpec], counts: CountPlan) -> [KernelSeriesSpec] {
         var kernel: [KernelSeriesSpec] = []
-        for s in series where s.counts != .migration {
+        for s in series where s.counts != .migration && s.scenario != .concurrent {
             let cap = s.pattern.maxCount(slotPages: s.layout.slotPages)
             let c = counts.isSweep ? SweepPlan.powersOfTwo(slotPages: s.layout.slotPages, octaves: s.counts.coarseOctaves)
                 : counts.counts(slotPages: s.layout.slotPages, nUsedMMUPages: 0)

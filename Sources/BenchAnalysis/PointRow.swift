@@ -25,6 +25,8 @@ public struct PointRow: Sendable {
     /// What only kernel rows have.
     public var kernel: KernelExtras? = nil
     public var phases: PhaseExtras? = nil
+    /// The concurrent scenario: what the guest paid.
+    public var guest: GuestExtras? = nil
     /// Harvest rounds each repetition's time adds up (the migration
     /// scenario); 1 for a sweep point.
     public var rounds = 1
@@ -98,4 +100,47 @@ public struct KernelExtras: Sendable {
     public var emulatedInstructionsPerWrite: Double = 0
 
     public init(guestMode: String) { self.guestMode = guestMode }
+}
+
+/// What vCPUs running through the harvest paid, per point and strategy
+/// (the concurrent scenario): medians over the timed repetitions of each
+/// repetition's figure, the fault latencies pooled over them.
+public struct GuestExtras: Sendable {
+    public var vcpus: Int
+    /// The harvest's holds of mmu_lock: how many, their median, 99th
+    /// percentile, longest and sum.
+    public var lockHolds: Double = 0
+    public var lockHoldP50Ns: Double = 0
+    public var lockHoldP99Ns: Double = 0
+    public var lockHoldMaxNs: Double = 0
+    public var lockHoldTotalNs: Double = 0
+    /// Writes the vCPUs began while the harvest ran, and how many faulted.
+    public var windowWrites: Double = 0
+    public var windowFaults: Double = 0
+    /// Their faults' latency (pooled in an HdrHistogram, 3 significant
+    /// digits); nil when none faulted during the harvest.
+    public var faultP50Ns: Double?
+    public var faultP99Ns: Double?
+    public var faultP999Ns: Double?
+    public var faultMaxNs: Double?
+    /// Time the vCPUs' faults during the harvest waited for mmu_lock.
+    public var lockWaitNs: Double = 0
+    /// dirty_log_perf_test's "dirty memory time": the vCPUs' pass over their
+    /// pages begun when the harvest returned (every one faults again).
+    public var dirtyMemoryNs: Double = 0
+    /// Re-reading the guest's working set after a harvest minus after an
+    /// idle interval as long, and that as cache lines missed.
+    public var pollutionNs: Double = 0
+    public var pollutionLines: Double = 0
+    /// Bytes of the working set re-read.
+    public var workingSetBytes: Int = 0
+    /// The seed's race: writes through a stale writable translation of a
+    /// page a shadowing thread had returned believing write-protected,
+    /// over every repetition.
+    public var raceViolations = 0
+    /// Guest page tables shadowed meanwhile, and how many of those flushed.
+    public var shadowings = 0
+    public var shadowFlushes = 0
+
+    public init(vcpus: Int) { self.vcpus = vcpus }
 }

@@ -143,10 +143,15 @@ public struct RunComparison {
         let idx = keyColumns.map { table.columns.firstIndex(of: $0)! }
         let ns = table.columns.firstIndex(of: "ns")!
         let rep = table.columns.firstIndex(of: "rep")
+        // The concurrent scenario's series differ by fault path too (runs
+        // before it have no such column).
+        let faultPath = table.columns.firstIndex(of: "fault_path")
         var out: [[String]: [(rep: Int, ns: Double)]] = [:]
         for r in table.rows {
             guard let v = Double(r[ns]) else { continue }
-            out[idx.map { r[$0] }, default: []].append((rep.flatMap { Int(r[$0]) } ?? 0, v))
+            var key = idx.map { r[$0] }
+            if let p = faultPath, !r[p].isEmpty { key[0] += "/" + r[p] }
+            out[key, default: []].append((rep.flatMap { Int(r[$0]) } ?? 0, v))
         }
         return out
     }

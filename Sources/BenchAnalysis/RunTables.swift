@@ -15,6 +15,10 @@ public enum Reports {
         "allocs_in_timed_region", "verified", "violation_count", "violations",
         "guest_mode", "get_ns", "clear_ns", "ring_full_exits", "ring_harvests_during_writes", "ring_ns_during_writes",
         "kernel_sptes_4k", "kernel_emulated_insns_per_write",
+        "fault_path", "vcpus", "lock_holds", "lock_hold_p50_ns", "lock_hold_p99_ns", "lock_hold_max_ns", "lock_hold_total_ns",
+        "vcpu_writes", "vcpu_faults", "vcpu_fault_p50_ns", "vcpu_fault_p99_ns", "vcpu_fault_p999_ns", "vcpu_fault_max_ns",
+        "vcpu_lock_wait_ns", "dirty_memory_ns", "guest_wss_bytes", "pollution_ns", "pollution_lines",
+        "race_violations", "shadowings", "shadow_flushes",
     ]
 
     public static let crossoverColumns = [
@@ -36,7 +40,9 @@ public enum Reports {
             let c = r.counters
             let k = r.kernel
             let ph = r.phases
+            let g = r.guest
             func count(_ f: (ProtectCounters) -> Int) -> String { c.map { "\(f($0))" } ?? "" }
+            func guest(_ f: (GuestExtras) -> Double?, _ decimals: Int = 1) -> String { g.flatMap(f).map { fmt($0, decimals) } ?? "" }
             t.append([
                 r.series.scenario.rawValue, r.backend.rawValue, r.series.paging.rawValue, "\(r.series.sptesPerGFN)", "\(r.series.slotPages)",
                 "\(r.series.vmPages)", "\(r.nUsedMMUPages)", r.series.pattern.rawValue, r.cache.rawValue, "\(r.dirtyPages)",
@@ -60,6 +66,13 @@ public enum Reports {
                 ph.flatMap { $0.ringNsDuringWrites.isEmpty ? nil : "\($0.ringHarvestsDuringWrites)" } ?? "",
                 ph.flatMap { $0.ringNsDuringWrites.isEmpty ? nil : fmt(Statistics.median($0.ringNsDuringWrites), 1) } ?? "",
                 k.map { "\($0.sptes4k)" } ?? "", k.map { fmt($0.emulatedInstructionsPerWrite, 2) } ?? "",
+                r.series.faultPath?.rawValue ?? "", g.map { "\($0.vcpus)" } ?? "",
+                guest({ $0.lockHolds }, 0), guest { $0.lockHoldP50Ns }, guest { $0.lockHoldP99Ns }, guest { $0.lockHoldMaxNs },
+                guest { $0.lockHoldTotalNs }, guest({ $0.windowWrites }, 0), guest({ $0.windowFaults }, 0),
+                guest { $0.faultP50Ns }, guest { $0.faultP99Ns }, guest { $0.faultP999Ns }, guest { $0.faultMaxNs },
+                guest { $0.lockWaitNs }, guest { $0.dirtyMemoryNs }, g.map { "\($0.workingSetBytes)" } ?? "",
+                guest { $0.pollutionNs }, guest { $0.pollutionLines },
+                g.map { "\($0.raceViolations)" } ?? "", g.map { "\($0.shadowings)" } ?? "", g.map { "\($0.shadowFlushes)" } ?? "",
             ])
         }
         return t
@@ -67,7 +80,7 @@ public enum Reports {
 
     public static let sampleColumns = [
         "scenario", "backend", "paging", "sptes_per_gfn", "slot_pages", "vm_pages", "pattern", "dirty_pages",
-        "strategy", "rep", "ns",
+        "strategy", "rep", "ns", "fault_path",
     ]
 
     /// Every timed repetition, in run order per point and strategy.
@@ -77,7 +90,7 @@ public enum Reports {
             let k = r.series
             for (i, ns) in r.samples.enumerated() {
                 t.append([k.scenario.rawValue, r.backend.rawValue, k.paging.rawValue, "\(k.sptesPerGFN)", "\(k.slotPages)", "\(k.vmPages)",
-                          k.pattern.rawValue, "\(r.dirtyPages)", r.strategy.name, "\(i)", fmt(ns, 0)])
+                          k.pattern.rawValue, "\(r.dirtyPages)", r.strategy.name, "\(i)", fmt(ns, 0), k.faultPath?.rawValue ?? ""])
             }
         }
         return t

@@ -8,14 +8,18 @@ public struct SeriesKey: Hashable, Sendable, Comparable {
     public var slotPages: Int
     public var vmPages: Int
     public var pattern: DirtyPattern
+    /// The concurrent scenario: how the vCPUs' write faults are handled.
+    public var faultPath: FaultPath?
 
-    public init(scenario: Scenario, paging: PagingMode, sptesPerGFN: Int, slotPages: Int, vmPages: Int, pattern: DirtyPattern) {
+    public init(scenario: Scenario, paging: PagingMode, sptesPerGFN: Int, slotPages: Int, vmPages: Int, pattern: DirtyPattern,
+                faultPath: FaultPath? = nil) {
         self.scenario = scenario
         self.paging = paging
         self.sptesPerGFN = sptesPerGFN
         self.slotPages = slotPages
         self.vmPages = vmPages
         self.pattern = pattern
+        self.faultPath = faultPath
     }
 
     /// "threshold 1GiB tdp even" for people.
@@ -23,7 +27,9 @@ public struct SeriesKey: Hashable, Sendable, Comparable {
         var s = "\(scenario.rawValue) \(Bytes.pages(slotPages)) \(paging.rawValue)"
         if sptesPerGFN > 1 { s += "×\(sptesPerGFN)" }
         if vmPages != slotPages { s += " in \(Bytes.pages(vmPages)) VM" }
-        return s + " \(pattern.rawValue)"
+        s += " \(pattern.rawValue)"
+        if let f = faultPath { s += " \(f.rawValue) faults" }
+        return s
     }
 
     /// A file-name-safe form of the label.
@@ -35,7 +41,8 @@ public struct SeriesKey: Hashable, Sendable, Comparable {
     }
 
     public static func < (a: SeriesKey, b: SeriesKey) -> Bool {
-        (a.scenario, a.slotPages, a.vmPages, a.paging, a.sptesPerGFN, a.pattern)
-            < (b.scenario, b.slotPages, b.vmPages, b.paging, b.sptesPerGFN, b.pattern)
+        let x = (a.scenario, a.slotPages, a.vmPages, a.paging, a.sptesPerGFN, a.pattern)
+        let y = (b.scenario, b.slotPages, b.vmPages, b.paging, b.sptesPerGFN, b.pattern)
+        return x < y || (x == y && (a.faultPath?.rawValue ?? "") < (b.faultPath?.rawValue ?? ""))
     }
 }

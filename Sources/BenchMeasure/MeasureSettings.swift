@@ -19,6 +19,14 @@ public struct MeasureSettings: Sendable {
     public var patterns = PatternParameters()
     /// Rounds of the migration scenario.
     public var migrationRounds = 10
+    /// The concurrent scenario: vCPU threads running through each harvest,
+    /// and the bytes of guest memory they keep warm and re-read (a quarter
+    /// of the last-level cache).
+    public var guestThreads = 1
+    public var guestWorkingSetBytes = max(1 << 20, CacheGeometry.lastLevelCacheBytes / 4)
+    /// Pauses after each of rmap's per-gfn unlocks (`VMState.raceWindowSpins`):
+    /// the race test's injection point, 0 in every run.
+    var raceWindowSpins = 0
 
     public init() {}
 }

@@ -6,7 +6,7 @@ import ShadowMMU
 /// the VM gets no new shadow page, and measuring adds none). The guest's
 /// writes are dealt to the vCPUs in turn; a vCPU whose dirty ring fills
 /// stops, and the rings are harvested before it goes on.
-struct ModelBackend: HarvestBackend {
+struct ModelBackend: ModelHarvestBackend {
     let vm: VirtualMachine
     let mmu: MMU
     let slot: SlotView

@@ -10,23 +10,30 @@ public struct ModelSeriesSpec: Sendable, Hashable {
     public var pattern: DirtyPattern
     public var counts: CountPlan
     public var strategies: [Strategy]
+    /// The concurrent scenario: how the vCPUs' write faults are handled.
+    public var faultPath: FaultPath?
 
-    public init(scenario: Scenario, layout: VMLayout, pattern: DirtyPattern, counts: CountPlan, strategies: [Strategy]) {
+    public init(scenario: Scenario, layout: VMLayout, pattern: DirtyPattern, counts: CountPlan, strategies: [Strategy],
+                faultPath: FaultPath? = nil) {
         self.scenario = scenario
         self.layout = layout
         self.pattern = pattern
         self.counts = counts
         self.strategies = strategies
+        self.faultPath = faultPath
     }
 
     public var key: SeriesKey {
         SeriesKey(scenario: scenario, paging: layout.paging.mode, sptesPerGFN: layout.paging.sptesPerGFN,
-                  slotPages: layout.slotPages, vmPages: layout.vmPages, pattern: pattern)
+                  slotPages: layout.slotPages, vmPages: layout.vmPages, pattern: pattern, faultPath: faultPath)
     }
 
     /// The strategies this layout can run: the tdp ones need the
-    /// two-dimensional paging structure.
-    public var runnable: [Strategy] { strategies.filter { !$0.needsTDP || layout.paging == .tdp } }
+    /// two-dimensional paging structure; vCPUs run through the
+    /// write-protecting ones only.
+    public var runnable: [Strategy] {
+        strategies.filter { (!$0.needsTDP || layout.paging == .tdp) && (scenario != .concurrent || $0.runsConcurrently) }
+    }
 
     /// The dirty counts the pattern allows.
     func plannedCounts(nUsed: Int) -> [Int] {
@@ -83,6 +90,8 @@ public final class ModelSeries {
     /// of the same layout: built alike, it costs alike, so they are used
     /// instead of measuring again.
     var knownFit: AdaptiveFit?
+    /// The concurrent scenario's guest, for its rows.
+    private var guestSetting: GuestSetting?
 
     public init(spec: ModelSeriesSpec, settings: MeasureSettings, eviction: CacheEviction?, progress: Progress) {
         self.spec = spec
@@ -94,16 +103,22 @@ public final class ModelSeries {
     public func run() throws -> ModelOutcome {
         var out = ModelOutcome()
         let layout = spec.layout
-        let missing = spec.strategies.filter { !spec.runnable.contains($0) }
-        if !missing.isEmpty {
-            out.skipped.append(SkipNote(series: spec.key.label, backend: .model, strategy: missing.map(\.rawValue).joined(separator: " "),
+        let noTree = spec.strategies.filter { $0.needsTDP && layout.paging != .tdp }
+        if !noTree.isEmpty {
+            out.skipped.append(SkipNote(series: spec.key.label, backend: .model, strategy: noTree.map(\.rawValue).joined(separator: " "),
                                         reason: "shadow paging has no two-dimensional paging structure to walk"))
+        }
+        let alone = spec.strategies.filter { spec.scenario == .concurrent && !$0.runsConcurrently }
+        if !alone.isEmpty {
+            out.skipped.append(SkipNote(series: spec.key.label, backend: .model, strategy: alone.map(\.rawValue).joined(separator: " "),
+                                        reason: "vCPUs run through the write-protecting KVM_GET_DIRTY_LOG strategies only"))
         }
         let built = MonotonicClock.now()
         progress.point("building the VM")
         let vm = VirtualMachine(layout: layout, vcpus: settings.vcpus, ringEntries: settings.ringEntries)
         vm.state.pointee.yieldEveryGFNs = settings.yieldEveryGFNs
         vm.state.pointee.clearChunkPages = settings.clearChunkPages
+        vm.state.pointee.raceWindowSpins = settings.raceWindowSpins
         out.phases.add(.vmBuild, MonotonicClock.seconds(since: built))
         let nUsed = vm.nUsedMMUPages
         let checked = MonotonicClock.now()
@@ -113,9 +128,30 @@ public final class ModelSeries {
             throw BenchError.failed("\(spec.key.label): the freshly built VM breaks the invariant: \(initial)")
         }
         // Everything measured runs on one handle, hoisted here.
-        try vm.withMMU { mmu in try measure(vm: vm, mmu: mmu, nUsed: nUsed, out: &out) }
+        if spec.scenario == .concurrent {
+            try vm.withMMU { mmu in try measureConcurrent(vm: vm, mmu: mmu, nUsed: nUsed, out: &out) }
+        } else {
+            try vm.withMMU { mmu in try measure(vm: vm, mmu: mmu, nUsed: nUsed, out: &out) }
+        }
         out.phases.merge(timer.phases)
         return out
+    }
+
+    /// The concurrent scenario: vCPU threads started on the VM, every point
+    /// measured with them running through each harvest, no cache eviction.
+    private func measureConcurrent(vm: VirtualMachine, mmu: MMU, nUsed: Int, out: inout ModelOutcome) throws {
+        progress.point("starting \(settings.guestThreads) vCPU thread\(settings.guestThreads == 1 ? "" : "s")")
+        let guests = GuestThreads(vm: vm, mmu: mmu, count: settings.guestThreads, faultPath: spec.faultPath ?? .locked,
+                                  shadowing: spec.layout.paging != .tdp, workingSetBytes: settings.guestWorkingSetBytes,
+                                  maxPages: spec.layout.slotPages)
+        var backend = ConcurrentBackend(vm: vm, mmu: mmu, guests: guests)
+        defer {
+            backend.release()
+            guests.shutdown(vm: vm)
+        }
+        guestSetting = GuestSetting(vcpus: settings.guestThreads, workingSetBytes: settings.guestWorkingSetBytes,
+                                    missNsPerLine: backend.missNsPerLine)
+        out.rows = try sweep(&backend, nUsed: nUsed, out: &out)
     }
 
     private func measure(vm: VirtualMachine, mmu: MMU, nUsed: Int, out: inout ModelOutcome) throws {
@@ -164,7 +200,7 @@ public final class ModelSeries {
     }
 
     /// Every planned count, then the bisection around the rmap/slot-walk crossover.
-    private func sweep(_ backend: inout ModelBackend, nUsed: Int, out: inout ModelOutcome) throws -> [PointRow] {
+    private func sweep<B: ModelHarvestBackend>(_ backend: inout B, nUsed: Int, out: inout ModelOutcome) throws -> [PointRow] {
         var rows: [PointRow] = []
         let counts = spec.plannedCounts(nUsed: nUsed)
         for d in counts {
@@ -209,7 +245,7 @@ public final class ModelSeries {
     /// Every strategy at one dirty count, interleaved, each until its
     /// repetitions stop (`RepetitionPolicy.stop`). Nil when a signal asked
     /// the run to stop: the point is abandoned.
-    private func measurePoint(_ backend: inout ModelBackend, dirtyPages d: Int, nUsed: Int, out: inout ModelOutcome) throws -> [PointRow]? {
+    private func measurePoint<B: ModelHarvestBackend>(_ backend: inout B, dirtyPages d: Int, nUsed: Int, out: inout ModelOutcome) throws -> [PointRow]? {
         progress.point("\(d) dirty")
         let set = spec.pattern.dirtySet(count: d, slotPages: spec.layout.slotPages, seed: settings.seed, parameters: settings.patterns)
         let round = GuestRound(vm: backend.vm, set: set, sptesPerGFN: spec.layout.paging.sptesPerGFN, seed: settings.seed)
@@ -229,7 +265,7 @@ public final class ModelSeries {
                     return nil
                 }
                 let m = try timer.measure(&backend, strategies[si], round)
-                record.add(si, m, timed: done[si] >= warmups[si])
+                record.add(si, m, timed: done[si] >= warmups[si], guestCost: backend.guestCost)
                 done[si] += 1
                 if done[si] > warmups[si] { record.stops[si] = policy.stop(after: record.samples[si], repetitionNs: Double(m.repetitionNs)) }
             }
@@ -241,7 +277,8 @@ public final class ModelSeries {
         let full = Verdict(backend.vm.checkInvariants(slotID: slotID, at: .afterProtection))
         out.phases.add(.checks, MonotonicClock.seconds(since: checked))
         progress.pointDone()
-        return record.rows(series: spec.key, nUsed: nUsed, dirtyPages: d, cache: settings.cache, extra: full)
+        return record.rows(series: spec.key, nUsed: nUsed, dirtyPages: d, cache: spec.scenario == .concurrent ? .warm : settings.cache,
+                           extra: full, guests: guestSetting)
     }
 
     /// Pre-copy migration: each repetition runs every round (guest writes a

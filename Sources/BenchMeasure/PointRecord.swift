@@ -1,5 +1,6 @@
 import BenchAnalysis
 import DirtyLogCore
+import Histogram
 
 /// What a point's repetitions gathered, per strategy, until it becomes rows.
 struct PointRecord {
@@ -11,6 +12,8 @@ struct PointRecord {
     var verdicts: [Verdict]
     var phases: [PhaseExtras]
     var stops: [RepetitionStop?]
+    /// The concurrent scenario: what the guest paid, per strategy.
+    var guest: [GuestRecord]
 
     init(_ strategies: [MeasuredStrategy]) {
         self.strategies = strategies
@@ -22,14 +25,17 @@ struct PointRecord {
         verdicts = Array(repeating: Verdict(), count: n)
         phases = Array(repeating: PhaseExtras(), count: n)
         stops = Array(repeating: nil, count: n)
+        guest = Array(repeating: GuestRecord(), count: n)
     }
 
     /// A measurement of strategy `si`; a warm-up one counts for its checks
     /// only. `roundChoices`: a migration total's choices, round by round
     /// (else the measurement's own choice counts).
-    mutating func add(_ si: Int, _ m: Measurement, timed: Bool, ringFullExits: Int? = nil, roundChoices: [Strategy: Int]? = nil) {
+    mutating func add(_ si: Int, _ m: Measurement, timed: Bool, ringFullExits: Int? = nil, roundChoices: [Strategy: Int]? = nil,
+                      guestCost: GuestCost? = nil) {
         verdicts[si].merge(m.verdict)
         counters[si] = m.outcome.counters ?? counters[si]
+        if let g = guestCost { guest[si].add(g, timed: timed) }
         guard timed else { return }
         if let rc = roundChoices {
             for (c, n) in rc { choices[si][c, default: 0] += n }
@@ -49,7 +55,8 @@ struct PointRecord {
 
     /// The rows of the point, `extra` merged into every strategy's checks
     /// (the whole invariant after the point's last harvest).
-    func rows(series: SeriesKey, nUsed: Int, dirtyPages: Int, cache: CacheMode, extra: Verdict = Verdict()) -> [PointRow] {
+    func rows(series: SeriesKey, nUsed: Int, dirtyPages: Int, cache: CacheMode, extra: Verdict = Verdict(),
+              guests: GuestSetting? = nil) -> [PointRow] {
         strategies.indices.compactMap { si in
             guard !samples[si].isEmpty else { return nil }
             var row = PointRow(series: series, strategy: strategies[si], nUsedMMUPages: nUsed, dirtyPages: dirtyPages,
@@ -64,7 +71,80 @@ struct PointRecord {
             var ph = phases[si]
             if !strategies[si].usesRing { ph.ringNsDuringWrites = []; ph.ringFullExits = 0; ph.ringHarvestsDuringWrites = 0 }
             row.phases = ph.getNs.isEmpty && ph.ringNsDuringWrites.isEmpty ? nil : ph
+            if let g = guests { row.guest = guest[si].extras(g) }
             return row
         }
+    }
+}
+
+/// How the concurrent scenario's guest ran: for the rows' figures.
+struct GuestSetting {
+    var vcpus: Int
+    var workingSetBytes: Int
+    var missNsPerLine: Double
+}
+
+/// The concurrent scenario's repetitions of one strategy at one point.
+struct GuestRecord {
+    var holdCounts: [Double] = []
+    var holdP50: [Double] = []
+    var holdP99: [Double] = []
+    var holdMax: [Double] = []
+    var holdTotal: [Double] = []
+    var windowWrites: [Double] = []
+    var windowFaults: [Double] = []
+    var lockWaitNs: [Double] = []
+    var dirtyMemoryNs: [Double] = []
+    var pollutionNs: [Double] = []
+    /// The window's fault latencies, every timed repetition's (ns).
+    var faults = Histogram<UInt64>(lowestDiscernibleValue: 1, highestTrackableValue: 600_000_000_000, numberOfSignificantValueDigits: .three)
+    /// Over every repetition, warm-up included: a race is a race.
+    var raceViolations = 0
+    var shadowings = 0
+    var shadowFlushes = 0
+
+    mutating func add(_ g: GuestCost, timed: Bool) {
+        raceViolations += g.stats.raceViolations
+        shadowings += g.stats.shadowings
+        shadowFlushes += g.stats.shadowFlushes
+        guard timed else { return }
+        holdCounts.append(Double(g.holdCount))
+        holdP50.append(g.holds.totalCount > 0 ? Double(g.holds.valueAtPercentile(50)) : 0)
+        holdP99.append(g.holds.totalCount > 0 ? Double(g.holds.valueAtPercentile(99)) : 0)
+        holdMax.append(g.holdMaxNs)
+        holdTotal.append(g.holdTotalNs)
+        windowWrites.append(Double(g.stats.windowWrites))
+        windowFaults.append(Double(g.stats.windowFaults))
+        lockWaitNs.append(TickClock.ns(g.stats.windowLockWaitTicks))
+        dirtyMemoryNs.append(g.dirtyMemoryNs)
+        pollutionNs.append(g.pollutionNs)
+        for ns in g.faultLatenciesNs { faults.record(ns) }
+    }
+
+    func extras(_ setting: GuestSetting) -> GuestExtras {
+        var e = GuestExtras(vcpus: setting.vcpus)
+        func med(_ v: [Double]) -> Double { v.isEmpty ? 0 : Statistics.median(v) }
+        e.lockHolds = med(holdCounts)
+        e.lockHoldP50Ns = med(holdP50)
+        e.lockHoldP99Ns = med(holdP99)
+        e.lockHoldMaxNs = med(holdMax)
+        e.lockHoldTotalNs = med(holdTotal)
+        e.windowWrites = med(windowWrites)
+        e.windowFaults = med(windowFaults)
+        if faults.totalCount > 0 {
+            e.faultP50Ns = Double(faults.valueAtPercentile(50))
+            e.faultP99Ns = Double(faults.valueAtPercentile(99))
+            e.faultP999Ns = Double(faults.valueAtPercentile(99.9))
+            e.faultMaxNs = Double(faults.max)
+        }
+        e.lockWaitNs = med(lockWaitNs)
+        e.dirtyMemoryNs = med(dirtyMemoryNs)
+        e.pollutionNs = med(pollutionNs)
+        e.pollutionLines = setting.missNsPerLine > 0 ? e.pollutionNs / setting.missNsPerLine : 0
+        e.workingSetBytes = setting.workingSetBytes
+        e.raceViolations = raceViolations
+        e.shadowings = shadowings
+        e.shadowFlushes = shadowFlushes
+        return e
     }
 }

@@ -63,6 +63,14 @@ public enum SweepPlan {
         return counts
     }
 
+    /// The concurrent scenario's counts: a few pages (the rmap branch's
+    /// end: sixteen), n_used_mmu_pages (where the seed's rule switches) and
+    /// sixteen times that or a sixteenth of the slot, whichever is fewer
+    /// (slot-walk's end).
+    public static func guestCounts(slotPages: Int, nUsedMMUPages: Int) -> [Int] {
+        Array(Set([16, nUsedMMUPages, min(slotPages / 16, 16 * nUsedMMUPages)].map { min(max(1, $0), slotPages) })).sorted()
+    }
+
     /// A count to add between two measured counts that bracket a crossover,
     /// or nil when they are already within a quarter octave (or adjacent).
     public static func refinement(between lo: Int, and hi: Int) -> Int? {
@@ -84,6 +92,9 @@ public enum CountPlan: Sendable, Hashable {
     case explicit([Int])
     /// Pre-copy live migration: rounds of shrinking dirty sets (see `MigrationPlan`).
     case migration
+    /// The concurrent scenario's: both ends of the threshold sweep and its
+    /// middle (`SweepPlan.guestCounts`).
+    case guestSweep
 
     /// Octaves between the coarse counts of a sweep (the kernel's counts follow them).
     public var coarseOctaves: Int {
@@ -105,6 +116,7 @@ public enum CountPlan: Sendable, Hashable {
         case .powersOfTwo: SweepPlan.powersOfTwo(slotPages: slotPages)
         case .explicit(let c): Array(Set(c)).sorted()
         case .migration: []
+        case .guestSweep: SweepPlan.guestCounts(slotPages: slotPages, nUsedMMUPages: nUsedMMUPages)
         }
     }
 }

@@ -26,6 +26,18 @@ protocol HarvestBackend {
     mutating func harvest(_ method: Method, phases: inout HarvestPhaseMarks) throws -> HarvestOutcome
     /// Checks what the harvest left and handed out against the round.
     mutating func verify(_ method: Method, _ round: Round, _ outcome: HarvestOutcome) throws -> Verdict
+    /// With vCPUs running through it: what the last harvest cost them.
+    var guestCost: GuestCost? { get }
+}
+
+extension HarvestBackend {
+    var guestCost: GuestCost? { nil }
+}
+
+/// A backend measuring the model's strategies on rounds of guest writes:
+/// what a model series can drive.
+protocol ModelHarvestBackend: HarvestBackend where Method == Strategy, Round == GuestRound {
+    var vm: VirtualMachine { get }
 }
 
 /// What a harvest says about itself.

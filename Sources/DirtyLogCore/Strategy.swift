@@ -4,8 +4,13 @@
 public enum Strategy: String, CaseIterable, Sendable, Hashable, Comparable {
     /// kvm_mmu_slot_remove_write_access() at the seed: walk every shadow page of the VM.
     case slotWalk = "slot-walk"
-    /// The seed's new branch: per dirty page, lock and walk its rmaps.
+    /// The seed's new branch as written: per dirty page, lock and walk its
+    /// rmaps, release the lock; one TLB flush after the last, outside it.
     case rmap
+    /// The same branch as 6dbf79e7 fixed it ("KVM: Fix write protection race
+    /// during dirty logging"): one hold of mmu_lock over every dirty page
+    /// and the TLB flush.
+    case rmapFixed = "rmap-fixed"
     /// The seed's rule: `rmap` when nr_dirty_pages < n_used_mmu_pages, else `slot-walk`.
     case seed
     /// Linux 3.4 (kvm_mmu_write_protect_pt_masked, 5dc99b23; one lock hold
@@ -33,6 +38,36 @@ public enum Strategy: String, CaseIterable, Sendable, Hashable, Comparable {
     /// The project's rule: per harvest, the cheapest of the KVM_GET_DIRTY_LOG
     /// family by a cost model measured on the machine.
     case adaptive
+
+    /// What a run measures when no strategy is named: every one but
+    /// rmap-fixed, which only differs from rmap when vCPUs run through the
+    /// harvest (the concurrent scenario's default has it).
+    public static let sweepDefaults: [Strategy] = allCases.filter { $0 != .rmapFixed }
+
+    /// What the concurrent scenario measures by default: the seed's two
+    /// branches, its branch as fixed, and the kernel's later bitmap strategies.
+    public static let concurrentDefaults: [Strategy] = [.slotWalk, .rmap, .rmapFixed, .masked, .tdpWalk, .tdpMasked]
+
+    /// Whether vCPUs can run through the strategy's harvest in the model: the
+    /// write-protecting KVM_GET_DIRTY_LOG family (dbit-clear, clear-chunked,
+    /// ring and adaptive are measured without them).
+    public var runsConcurrently: Bool { Self.getDirtyLogFamily.contains(self) || self == .rmapFixed || self == .seed }
+
+    /// Whether the strategy releases mmu_lock before its TLB flush while
+    /// page-table shadowing of its era flushes only when it cleared the
+    /// writable bit itself: the seed's race (rmap, and the seed's rule when
+    /// it picks rmap). Its race violations are counted apart.
+    public var racesWithShadowing: Bool { self == .rmap || self == .seed }
+
+    /// The kernel era whose mmu_lock, fault path and page-table shadowing a
+    /// concurrent harvest by this strategy runs with.
+    public var era: KernelEra {
+        switch self {
+        case .slotWalk, .rmap, .rmapFixed, .seed: .seed
+        case .tdpWalk, .tdpMasked: .tdpMMU
+        default: .modern
+        }
+    }
 
     /// What the seed's rule picks at this many dirty pages.
     @inline(__always)
@@ -73,6 +108,7 @@ public enum Strategy: String, CaseIterable, Sendable, Hashable, Comparable {
         switch self {
         case .slotWalk: "every shadow page on the VM-wide list, the slot's tables scanned whole (seed era)"
         case .rmap: "per dirty page: take mmu_lock, walk its 4 KiB rmap, look up its large-page rmaps (the seed's branch)"
+        case .rmapFixed: "rmap under one hold of mmu_lock, the TLB flush inside it (6dbf79e7's fix of the seed's race)"
         case .seed: "the seed's rule: rmap when nr_dirty_pages < n_used_mmu_pages, else slot-walk"
         case .masked: "one lock hold; per non-zero bitmap word: xchg to zero, protect the 4 KiB rmap of each set bit"
         case .rmapWalk: "every gfn's rmap at every level of the slot, yielding the lock periodically"
@@ -168,4 +204,34 @@ public enum MeasuredStrategy: Hashable, Sendable, Comparable, CustomStringConver
         case (.model, .kernel): false
         }
     }
+}
+
+/// The kernel a concurrent harvest runs in: what mmu_lock is, and what a
+/// thread write-protecting a guest page table (mmu_sync_children(),
+/// kvm_mmu_get_page()) flushes on.
+public enum KernelEra: String, Sendable, Hashable, CaseIterable {
+    /// Linux 3.3, the seed: a ticket spinlock; the shadower flushes only if
+    /// it cleared a writable bit itself.
+    case seed
+    /// 4.2 on, the shadow MMU: a queued spinlock; since 198c74f4 the shadower
+    /// also flushes when an spte is still writable for the fast path
+    /// (SPTE_MMU_WRITEABLE), so a harvest may flush after unlocking.
+    case modern
+    /// 5.10 on, the TDP MMU: mmu_lock a rwlock, faults and tdp-walk under
+    /// its read side (sptes changed by cmpxchg), tdp-masked under its write
+    /// side; no guest page tables to shadow.
+    case tdpMMU = "tdp-mmu"
+}
+
+/// How a vCPU's write to a write-protected spte is handled.
+public enum FaultPath: String, Sendable, Hashable, CaseIterable, Comparable {
+    /// As at the seed: the fault takes mmu_lock, makes the spte writable and
+    /// marks the page dirty under it (the TDP MMU: under its read side).
+    case locked
+    /// c7ba5b48's fast path: an spte write-protected only for dirty logging
+    /// (still SPTE_MMU_WRITEABLE) is made writable by cmpxchg without the
+    /// lock, and the page marked dirty after; anything else takes the lock.
+    case fast
+
+    public static func < (a: FaultPath, b: FaultPath) -> Bool { a.rawValue > b.rawValue }
 }

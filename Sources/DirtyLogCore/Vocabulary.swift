@@ -22,6 +22,9 @@ public enum Scenario: String, CaseIterable, Sendable, Hashable, Comparable {
     case migration
     /// kvm-unit-tests' api/dirty-log-perf: 1, 2, 4, ... evenly spaced pages.
     case dirtyLogPerf = "dirty-log-perf"
+    /// vCPU threads keep writing while the harvest runs: what the guest
+    /// pays (lock stalls, fault latency, re-fault time, cache pollution).
+    case concurrent
 
     public static func < (a: Scenario, b: Scenario) -> Bool {
         allCases.firstIndex(of: a)! < allCases.firstIndex(of: b)!

@@ -18,6 +18,10 @@ public enum SPTE {
     public static let dirty: UInt64 = 1 << 6
     /// PT_PAGE_SIZE_MASK: a 2 MiB or 1 GiB leaf above level 1.
     public static let pageSize: UInt64 = 1 << 7
+    /// SPTE_MMU_WRITEABLE (an ignored bit): the spte would be writable but
+    /// for dirty logging, so c7ba5b48's fast path may make it writable
+    /// again by cmpxchg. Write-protecting a guest page table clears it too.
+    public static let mmuWritable: UInt64 = 1 << 54
     /// PT64_BASE_ADDR_MASK: the frame or child-table address.
     public static let addressMask: UInt64 = 0x000F_FFFF_FFFF_F000
 
@@ -59,6 +63,11 @@ public enum SPTE {
 /// is_last_spte(): a leaf, either at level 1 or a large page above it.
 @inline(__always) public func isLastSPTE(_ spte: UInt64, level: Int) -> Bool {
     level == 1 || isLargeSPTE(spte)
+}
+
+/// spte_can_locklessly_be_made_writable(): write-protected for dirty logging only.
+@inline(__always) public func isLocklesslyWritableSPTE(_ spte: UInt64) -> Bool {
+    spte & (SPTE.mmuWritable | SPTE.writable) == SPTE.mmuWritable
 }
 
 /// is_writable_pte()

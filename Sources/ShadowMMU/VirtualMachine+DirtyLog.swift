@@ -57,6 +57,7 @@ extension VirtualMachine {
     /// with a ring, user space's own bitmap (the other half, where the ring
     /// harvest records pages) starts the round empty.
     public func beginRound(slotID: Int, for strategy: Strategy) {
+        if state.pointee.concurrent { enterEra(strategy.era) }
         if dirtyRing != strategy.usesRing { setDirtyRing(strategy.usesRing) }
         setProtection(slotID: slotID, strategy.protection)
         if strategy.usesRing {
@@ -95,11 +96,16 @@ extension MMU {
         let bit = rel.bit
         let old = ca_fetch_or64(s.dirtyBitmap + index, bit)
         if old & bit == 0 {
-            s.state.pointee.nrDirtyPages &+= 1
             // The word's first page since the harvest: one more dirty line
             // unless the word's neighbours (in the L1 with it) have pages.
             // Only the first page of a word pays for this.
-            if old == 0 && s.lineIsClean(around: index) { s.state.pointee.nrDirtyLines &+= 1 }
+            let newLine = old == 0 && s.lineIsClean(around: index)
+            if vm.pointee.concurrent {
+                SlotState.addAtomically(s.state, pages: 1, lines: newLine ? 1 : 0)
+            } else {
+                s.state.pointee.nrDirtyPages &+= 1
+                if newLine { s.state.pointee.nrDirtyLines &+= 1 }
+            }
         }
         return false
     }
@@ -142,7 +148,7 @@ extension MMU {
         }
         if isWritableSPTE(spte) { return .noFault }
         if !lockHeld { spinLock() }
-        ca_write_once64(sptep, spte | SPTE.writable | SPTE.dirty)
+        ca_write_once64(sptep, spte | SPTE.writable | SPTE.dirty | SPTE.mmuWritable)
         var full = false
         if s.state.pointee.dirtyLogging { full = markPageDirty(slot: s, gfn: gfn, vcpu: vcpu) }
         if !lockHeld { spinUnlock() }
@@ -192,7 +198,7 @@ extension MMU {
     /// One harvest of the slot's dirty log, the way `strategy`'s kernel did
     /// it, everything between the two timestamps of a measurement:
     ///
-    /// - seed era (slot-walk, rmap, seed, rmap-walk, tdp-walk): if anything
+    /// - seed era (slot-walk, rmap, rmap-fixed, seed, rmap-walk, tdp-walk): if anything
     ///   is dirty, clear the other bitmap half and make it current, protect
     ///   what the handed-out half names, flush TLBs;
     /// - xchg era (masked, tdp-masked, dbit-clear, adaptive): per non-zero
@@ -206,7 +212,7 @@ extension MMU {
         var counters = ProtectCounters()
         let nrDirty = s.state.pointee.nrDirtyPages
         switch strategy {
-        case .slotWalk, .rmap, .rmapWalk, .tdpWalk:
+        case .slotWalk, .rmap, .rmapFixed, .rmapWalk, .tdpWalk:
             let out = swapHarvest(slot: s, protect: strategy, nrDirty: nrDirty, counters: &counters)
             return Harvest(bitmap: out, nrDirtyPages: nrDirty, choice: nil, counters: counters)
 
@@ -249,19 +255,26 @@ extension MMU {
 
     /// The seed era's protocol: if anything is dirty, clear the other
     /// bitmap half and make it current; protect what the handed-out half
-    /// names, by `protect` (slot-walk, rmap, rmap-walk or tdp-walk).
+    /// names, by `protect` (slot-walk, rmap, rmap-fixed, rmap-walk or
+    /// tdp-walk). With vCPU threads running, the swap waits out their
+    /// faults (`swapBitmapsConcurrently`).
     @inline(__always)
     func swapHarvest(slot s: SlotView, protect: Strategy, nrDirty: Int, counters: inout ProtectCounters) -> UnsafeMutablePointer<UInt64> {
         // "If nothing is dirty, don't bother messing with page tables."
         guard nrDirty > 0 else { return s.dirtyBitmap }
         let old = s.dirtyBitmap
         s.otherBitmap.update(repeating: 0, count: s.bitmapWords)
-        s.state.pointee.activeHalf ^= 1
-        s.state.pointee.resetDirtyCounts()
+        if vm.pointee.concurrent {
+            swapBitmapsConcurrently(slot: s)
+        } else {
+            s.state.pointee.activeHalf ^= 1
+            s.state.pointee.resetDirtyCounts()
+        }
         counters.bytesTouched &+= s.bitmapWords &* 8  // the cleared half
         switch protect {
         case .slotWalk: slotRemoveWriteAccess(slot: s, counters: &counters)
         case .rmap: rmapWriteProtectDirty(slot: s, bitmap: old, counters: &counters)
+        case .rmapFixed: rmapWriteProtectDirtyOneHold(slot: s, bitmap: old, counters: &counters)
         case .rmapWalk: rmapWalkWriteProtect(slot: s, counters: &counters)
         default: tdpWalkWriteProtect(slot: s, counters: &counters)
         }

@@ -24,11 +24,11 @@ extension MMU {
         case .adaptive:
             if let rows = vm.pointee.adaptive.rows { body(UnsafeRawPointer(rows), CostRows.count * MemoryLayout<SIMD8<Float>>.stride) }
             forEachHarvestRange(strategy: chooseAdaptive(slot: s), slot: s, written: written, body)
-        case .rmap, .masked, .dbitClear, .clearChunked, .ring:
+        case .rmap, .rmapFixed, .masked, .dbitClear, .clearChunked, .ring:
             for off in written {
                 let gfn = s.gfn(at: off)
                 forEachRmapRange(s.rmapHead(gfn: gfn, level: 1), body)
-                if strategy == .rmap {
+                if strategy == .rmap || strategy == .rmapFixed {
                     body(UnsafeRawPointer(s.rmapHead(gfn: gfn, level: 2)), 8)
                     body(UnsafeRawPointer(s.rmapHead(gfn: gfn, level: 3)), 8)
                 }
@@ -95,9 +95,9 @@ extension MMU {
         case .adaptive:
             return CostRows.count / 2 + harvestFootprintLines(strategy: chooseAdaptive(slot: s), slot: s, written: written,
                                                               sptesPerGFN: k, slotTables: slotTables)
-        case .rmap, .masked, .dbitClear, .clearChunked, .ring:
+        case .rmap, .rmapFixed, .masked, .dbitClear, .clearChunked, .ring:
             let descs = k > 1 ? (k + PteList.entriesPerDesc - 1) / PteList.entriesPerDesc : 0
-            let perPage = 1 + k + descs + (strategy == .rmap ? 2 : 0) + (strategy == .ring ? 1 : 0)
+            let perPage = 1 + k + descs + (strategy == .rmap || strategy == .rmapFixed ? 2 : 0) + (strategy == .ring ? 1 : 0)
             return fixed + written * perPage
         case .tdpMasked:
             return fixed + written + (n - slotTables) * 64

@@ -266,6 +266,39 @@ extension VirtualMachine {
         return report
     }
 
+    /// The log a harvest handed out equals `expected`, page for page: for
+    /// the concurrent scenario, whose first check cannot yet ask for more
+    /// (its vCPUs are still writing).
+    public func checkHandedOut(slotID: Int, harvested: UnsafePointer<UInt64>, expected: UnsafePointer<UInt64>) -> InvariantReport {
+        withMMU { compareHarvest(slot: $0.slot(id: slotID), harvested: harvested, expected: expected) }
+    }
+
+    /// The concurrent scenario's second check, after the harvest that
+    /// followed the timed one with the vCPUs stopped: every page they
+    /// wrote (`written`, the round's pages) was in the first log (checked
+    /// by `checkHandedOut`) or is in this one, `next`; every page written
+    /// after the first harvest returned is in `next`; `next` holds nothing
+    /// else; and `checkProtected`'s conditions hold for `written`.
+    public func checkNextHarvest(slotID: Int, written: UnsafeBufferPointer<SlotOffset>, next: UnsafePointer<UInt64>,
+                                 writtenAfterFirst: UnsafeBufferPointer<SlotOffset>) -> InvariantReport {
+        var report = InvariantReport()
+        let s = slot(slotID)
+        let words = s.bitmapWords
+        let writtenBits = UnsafeMutablePointer<UInt64>.allocate(capacity: words)
+        writtenBits.initialize(repeating: 0, count: words)
+        defer { writtenBits.deallocate() }
+        for off in written { writtenBits[off.word] |= off.bit }
+        let extra = DirtyBitmap.difference(next, writtenBits, words: words, limit: 4)
+        if !extra.isEmpty { report.fail("the next harvest has pages no vCPU wrote \(extra)") }
+        var lost = 0
+        for off in writtenAfterFirst where next[off.word] & off.bit == 0 {
+            if lost < 4 { report.fail("gfn \(s.gfn(at: off)) written after the harvest returned is not in the next log") }
+            lost += 1
+        }
+        report.merge(checkProtected(slotID: slotID, written: written, harvested: next, expected: next))
+        return report
+    }
+
     private func compareHarvest(slot s: SlotView, harvested: UnsafePointer<UInt64>, expected: UnsafePointer<UInt64>) -> InvariantReport {
         var report = InvariantReport()
         let missing = DirtyBitmap.difference(expected, harvested, words: s.bitmapWords, limit: 4)

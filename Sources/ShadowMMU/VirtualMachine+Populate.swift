@@ -139,7 +139,7 @@ struct LeafMapper {
             preconditionFailure("gfn \(gfn) is in no slot")
         }
         var spte = SPTE.leaf(pfn: hostPFN(gfn), large: level > 1)
-        if writable { spte |= SPTE.writable | SPTE.dirty }
+        if writable { spte |= SPTE.writable | SPTE.dirty | SPTE.mmuWritable }
         let sptep = pt + idx
         sptep.pointee = spte
         if let g = cols.gfns[Int(page)] { g[idx] = gfn.rawValue }

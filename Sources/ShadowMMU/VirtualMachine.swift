@@ -4,8 +4,28 @@ import DirtyLogCore
 /// VM-wide mutable scalars of `struct kvm_arch`, in arena memory so that the
 /// `MMU` handle (a plain value) can update them.
 public struct VMState {
-    /// mmu_lock: a test-and-set spinlock word, alone on its cache line.
-    public var mmuLock: UInt32 = 0
+    /// mmu_lock, alone on its cache line, of the kind its era had (`LockKind`).
+    public var mmuLock = ca_mmu_lock()
+    /// kvm_make_all_cpus_request(KVM_REQ_TLB_FLUSH): bumped by each
+    /// kvm_flush_remote_tlbs(); a vCPU acknowledges it by flushing its TLB.
+    public var flushGeneration: UInt64 = 0
+    /// vCPU threads run through the harvests (the concurrent scenario):
+    /// flushes wait for their acknowledgements, and what a lockless fault
+    /// could race is updated atomically. Set by `startGuests`.
+    public var concurrent = false
+    /// The kernel era the harvests and faults run in: mmu_lock's kind, what
+    /// page-table shadowing flushes on (`VirtualMachine.enterEra`).
+    public var era = KernelEra.seed
+    /// The vCPU threads' shared state (`VCPURun`), nil without them.
+    public var guests: UnsafeMutablePointer<VCPURun>? = nil
+    public var guestCount = 0
+    /// Harvests begun and ended, as the vCPU threads see them: odd while
+    /// one runs (the window their measurements are taken in).
+    public var harvestState: UInt64 = 0
+    /// Pauses after each of the seed rmap branch's per-gfn unlocks: widens
+    /// the window of its race with page-table shadowing, for the test that
+    /// makes it happen (0 everywhere else).
+    public var raceWindowSpins = 0
     /// Head of `active_mmu_pages` (the newest page), -1 when empty.
     public var activeHead: Int32 = -1
     /// n_used_mmu_pages: every live shadow page, all slots and levels, roots included.
@@ -151,20 +171,30 @@ public struct MMU {
     public let vcpus: UnsafeMutableBufferPointer<VCPUState>
     let descPool: Unmanaged<PteListDescPool>
 
-    /// spin_lock(&kvm->mmu_lock)
-    @inline(__always) public func spinLock() {
-        withUnsafeMutablePointer(to: &vm.pointee.mmuLock) { ca_spin_lock($0) }
+    /// The lock, by address (it is a C struct the lock functions mutate).
+    @inline(__always) var lockWord: UnsafeMutablePointer<ca_mmu_lock> {
+        UnsafeMutableRawPointer(vm).assumingMemoryBound(to: ca_mmu_lock.self)
     }
 
-    /// spin_unlock(&kvm->mmu_lock)
-    @inline(__always) public func spinUnlock() {
-        withUnsafeMutablePointer(to: &vm.pointee.mmuLock) { ca_spin_unlock($0) }
-    }
+    /// spin_lock(&kvm->mmu_lock), or write_lock() of the TDP MMU's rwlock.
+    @inline(__always) public func spinLock() { ca_mmu_write_lock(lockWord) }
 
-    /// kvm_flush_remote_tlbs(): the model has no vCPU to send an IPI to, so
-    /// a flush is counted, not performed.
+    /// spin_unlock(&kvm->mmu_lock), or write_unlock().
+    @inline(__always) public func spinUnlock() { ca_mmu_write_unlock(lockWord) }
+
+    /// read_lock(&kvm->mmu_lock) of the TDP MMU (the whole lock for the spinlocks).
+    @inline(__always) public func readLock() { ca_mmu_read_lock(lockWord) }
+
+    /// read_unlock(&kvm->mmu_lock)
+    @inline(__always) public func readUnlock() { ca_mmu_read_unlock(lockWord) }
+
+    /// kvm_flush_remote_tlbs(): a request to every vCPU to flush its TLB.
+    /// With vCPU threads running, it waits until each vCPU in guest mode
+    /// has acknowledged it (an IPI's exit); one outside guest mode flushes
+    /// when it next enters. Without them, it is only counted.
     @inline(__always) public func flushRemoteTLBs() {
         vm.pointee.tlbFlushes &+= 1
+        if vm.pointee.concurrent { flushRemoteTLBsAndWait() }
     }
 
     /// search_memslots(): the slot holding `gfn`, by linear search in size order.

@@ -43,7 +43,7 @@ func modelRow(_ key: SeriesKey, _ s: Strategy, dirty: Int, nUsed: Int, samples: 
         var t = CSVTable(columns: Reports.sampleColumns)
         for r in rows {
             for (i, v) in r.ns.enumerated() {
-                t.append(["threshold", "model", "tdp", "1", "1024", "1024", "even", "\(r.dirty)", r.strategy, "\(i)", "\(v)"])
+                t.append(["threshold", "model", "tdp", "1", "1024", "1024", "even", "\(r.dirty)", r.strategy, "\(i)", "\(v)", ""])
             }
         }
         try AtomicFile.write(t.text, to: dir + "/samples.csv")

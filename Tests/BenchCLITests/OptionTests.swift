@@ -39,7 +39,11 @@ import Testing
         (["--slot-pages", "lots"], "The value 'lots' is invalid for '--slot-pages <sizes>'"),
         (["--reps", "0"], "--reps: 0 is out of range; accepted: 1 to 1000"),
         (["--reps", "many"], "The value 'many' is invalid for '--reps <n>'"),
-        (["--strategy", "rmap,fast"], "The value 'rmap,fast' is invalid for '--strategy <names>'. Please provide one of the following: slot-walk, rmap, seed,"),
+        (["--strategy", "rmap,fast"], "The value 'rmap,fast' is invalid for '--strategy <names>'. Please provide one of the following: slot-walk, rmap, rmap-fixed, seed,"),
+        (["--fault-path", "lockless"], "The value 'lockless' is invalid for '--fault-path <paths>'"),
+        (["--vcpu-threads", "0", "--scenario", "concurrent"], "--vcpu-threads: 0 is out of range; accepted: 1 to 16"),
+        (["--guest-wss", "2GiB", "--scenario", "concurrent"], "--guest-wss: 524288 pages is out of range; accepted: 1 to 262144 pages"),
+        (["--fault-path", "fast", "--scenario", "threshold"], "--fault-path: applies to --scenario concurrent only"),
         (["--pattern", "zipf"], "The value 'zipf' is invalid for '--pattern <patterns>'"),
         (["--paging", "ept"], "The value 'ept' is invalid for '--paging <modes>'. Please provide one of 'tdp' and 'shadow'"),
         (["--slot-pages", "1GiB", "--dirty", "1,262145"], "--dirty: 262145 is out of range; accepted: 1 to 262144 dirty pages (at most the slot's 262144 pages)"),
@@ -72,11 +76,17 @@ import Testing
             "threshold 1GiB shadow×2 even", "threshold 1GiB shadow×2 random",
             "threshold 16GiB tdp even", "threshold 16GiB shadow×2 even",
             "migration 1GiB tdp hot-set", "migration 1GiB shadow×2 hot-set",
+            "concurrent 1GiB tdp even locked faults", "concurrent 1GiB tdp even fast faults",
+            "concurrent 1GiB shadow×2 even locked faults", "concurrent 1GiB shadow×2 even fast faults",
+            "concurrent 16GiB tdp even locked faults", "concurrent 16GiB tdp even fast faults",
+            "concurrent 16GiB shadow×2 even locked faults", "concurrent 16GiB shadow×2 even fast faults",
         ])
         #expect(plan.kernelSeries.map(\.key.label) == ["threshold 1GiB tdp even", "threshold 1GiB tdp random", "threshold 16GiB tdp even"])
         #expect(plan.settings.repetitions == .standard)
         #expect(plan.settings.cache == .cold)
-        #expect(plan.modelSeries.allSatisfy { $0.strategies == Strategy.allCases })
+        #expect(plan.modelSeries.allSatisfy { $0.strategies == ($0.scenario == .concurrent ? Strategy.concurrentDefaults : Strategy.sweepDefaults) })
+        #expect(plan.modelSeries.allSatisfy { $0.scenario != .concurrent || $0.counts == .guestSweep })
+        #expect(plan.settings.guestThreads == 1)
     }
 
     @Test func typedValuesReachThePlan() throws {

@@ -11,22 +11,204 @@
 /* cpu_relax(): the PAUSE instruction in a spin-wait loop. */
 static inline void ca_cpu_relax(void) { __builtin_ia32_pause(); }
 
-/* arch_spin_lock() for a test-and-set lock: xchg until it was free,
- * spinning on plain loads in between so the line is not bounced. */
-static inline void ca_spin_lock(uint32_t *lock) {
-    while (__atomic_exchange_n(lock, 1u, __ATOMIC_ACQUIRE) != 0u) {
-        while (__atomic_load_n(lock, __ATOMIC_RELAXED) != 0u) ca_cpu_relax();
+/* ---- mmu_lock as each era of the kernel had it ------------------------- */
+
+/* Which lock an mmu_lock is. */
+enum { CA_LOCK_TICKET = 0, CA_LOCK_QUEUED = 1, CA_LOCK_RW = 2 };
+
+/* A node of the queued (MCS) lock, one per thread, on its own line. */
+typedef struct ca_mcs_node {
+    struct ca_mcs_node *next;
+    uint32_t locked;
+    char pad[64 - sizeof(void *) - sizeof(uint32_t)];
+} ca_mcs_node;
+
+/* What a thread's lock operations record when the harness asks
+ * (`ca_lock_stats_set`): each hold of the write side in ticks, and the
+ * ticks spent waiting to acquire either side. */
+typedef struct {
+    uint64_t *holds;        /* capacity `cap`, `n` used; holds past it are only counted */
+    uint64_t cap, n, count;
+    uint64_t hold_ticks_total, hold_ticks_max;
+    uint64_t wait_ticks;
+    uint64_t acquired_at;
+} ca_lock_stats;
+
+/* kvm->mmu_lock: a ticket spinlock (x86 before 4.2: first come, first
+ * served), a queued spinlock (qspinlock, since 4.2: an MCS queue, each
+ * waiter spinning on its own line) or a read/write lock (the TDP MMU's,
+ * since 5.10: readers share it; a waiting writer holds new readers off).
+ * The fields of every kind are here; `kind` says which is in use. */
+typedef struct {
+    uint32_t ticket_next;
+    uint32_t ticket_owner;
+    uint32_t kind;
+    uint32_t pad0;
+    ca_mcs_node *mcs_tail;
+    int32_t rw;               /* >0 readers, -1 a writer */
+    uint32_t rw_writers_waiting;
+    char pad[64 - 4 * sizeof(uint32_t) - sizeof(void *) - 2 * sizeof(uint32_t)];
+} ca_mmu_lock;
+
+/* rdtsc: the time-stamp counter, constant-rate here (constant_tsc). */
+static inline uint64_t ca_ticks(void) {
+    uint32_t lo, hi;
+    __asm__ __volatile__("rdtsc" : "=a"(lo), "=d"(hi));
+    return (uint64_t)hi << 32 | lo;
+}
+
+extern __thread ca_lock_stats *ca_lock_stats_current;
+extern __thread ca_mcs_node ca_mcs_self;
+
+/* Start or stop recording this thread's lock operations into `s` (NULL stops). */
+static inline void ca_lock_stats_set(ca_lock_stats *s) { ca_lock_stats_current = s; }
+/* What this thread records into, or NULL. */
+static inline ca_lock_stats *ca_lock_stats_get(void) { return ca_lock_stats_current; }
+
+static inline void ca_lock_acquired(uint64_t t0) {
+    ca_lock_stats *s = ca_lock_stats_current;
+    if (__builtin_expect(s != 0, 0)) {
+        uint64_t t = ca_ticks();
+        s->wait_ticks += t - t0;
+        s->acquired_at = t;
     }
 }
 
-/* arch_spin_unlock(): a release store. */
-static inline void ca_spin_unlock(uint32_t *lock) {
-    __atomic_store_n(lock, 0u, __ATOMIC_RELEASE);
+static inline void ca_lock_released(void) {
+    ca_lock_stats *s = ca_lock_stats_current;
+    if (__builtin_expect(s != 0, 0)) {
+        uint64_t h = ca_ticks() - s->acquired_at;
+        if (s->n < s->cap) s->holds[s->n++] = h;
+        s->count++;
+        s->hold_ticks_total += h;
+        if (h > s->hold_ticks_max) s->hold_ticks_max = h;
+    }
 }
 
-static inline int ca_spin_is_locked(uint32_t *lock) {
-    return __atomic_load_n(lock, __ATOMIC_RELAXED) != 0u;
+static inline uint64_t ca_lock_t0(void) { return ca_lock_stats_current ? ca_ticks() : 0; }
+
+/* arch_spin_lock() of a ticket lock: take a ticket, spin until served. */
+static inline void ca_ticket_lock(ca_mmu_lock *l) {
+    uint32_t me = __atomic_fetch_add(&l->ticket_next, 1u, __ATOMIC_RELAXED);
+    while (__atomic_load_n(&l->ticket_owner, __ATOMIC_ACQUIRE) != me) ca_cpu_relax();
 }
+
+static inline void ca_ticket_unlock(ca_mmu_lock *l) {
+    __atomic_store_n(&l->ticket_owner, __atomic_load_n(&l->ticket_owner, __ATOMIC_RELAXED) + 1u, __ATOMIC_RELEASE);
+}
+
+/* queued_spin_lock(), as the MCS queue it is built on. */
+static inline void ca_mcs_lock(ca_mmu_lock *l) {
+    ca_mcs_node *me = &ca_mcs_self;
+    __atomic_store_n(&me->next, (ca_mcs_node *)0, __ATOMIC_RELAXED);
+    __atomic_store_n(&me->locked, 1u, __ATOMIC_RELAXED);
+    ca_mcs_node *prev = __atomic_exchange_n(&l->mcs_tail, me, __ATOMIC_ACQ_REL);
+    if (prev) {
+        __atomic_store_n(&prev->next, me, __ATOMIC_RELEASE);
+        while (__atomic_load_n(&me->locked, __ATOMIC_ACQUIRE)) ca_cpu_relax();
+    }
+}
+
+static inline void ca_mcs_unlock(ca_mmu_lock *l) {
+    ca_mcs_node *me = &ca_mcs_self;
+    ca_mcs_node *next = __atomic_load_n(&me->next, __ATOMIC_ACQUIRE);
+    if (!next) {
+        ca_mcs_node *expected = me;
+        if (__atomic_compare_exchange_n(&l->mcs_tail, &expected, (ca_mcs_node *)0, 0, __ATOMIC_RELEASE, __ATOMIC_RELAXED)) return;
+        while (!(next = __atomic_load_n(&me->next, __ATOMIC_ACQUIRE))) ca_cpu_relax();
+    }
+    __atomic_store_n(&next->locked, 0u, __ATOMIC_RELEASE);
+}
+
+/* read_lock()/write_lock() of a writer-preferring rwlock, as the queued
+ * rwlock behaves: a reader waits while a writer holds or waits. */
+static inline void ca_rw_read_lock(ca_mmu_lock *l) {
+    for (;;) {
+        int32_t v = __atomic_load_n(&l->rw, __ATOMIC_RELAXED);
+        if (v >= 0 && !__atomic_load_n(&l->rw_writers_waiting, __ATOMIC_RELAXED) &&
+            __atomic_compare_exchange_n(&l->rw, &v, v + 1, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)) return;
+        ca_cpu_relax();
+    }
+}
+
+static inline void ca_rw_read_unlock(ca_mmu_lock *l) { __atomic_fetch_sub(&l->rw, 1, __ATOMIC_RELEASE); }
+
+static inline void ca_rw_write_lock(ca_mmu_lock *l) {
+    __atomic_fetch_add(&l->rw_writers_waiting, 1u, __ATOMIC_RELAXED);
+    for (;;) {
+        int32_t v = 0;
+        if (__atomic_compare_exchange_n(&l->rw, &v, -1, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)) break;
+        ca_cpu_relax();
+    }
+    __atomic_fetch_sub(&l->rw_writers_waiting, 1u, __ATOMIC_RELAXED);
+}
+
+static inline void ca_rw_write_unlock(ca_mmu_lock *l) { __atomic_store_n(&l->rw, 0, __ATOMIC_RELEASE); }
+
+/* The write side (the whole lock, for the spinlocks). */
+static inline void ca_mmu_write_lock(ca_mmu_lock *l) {
+    uint64_t t0 = ca_lock_t0();
+    switch (l->kind) {
+    case CA_LOCK_TICKET: ca_ticket_lock(l); break;
+    case CA_LOCK_QUEUED: ca_mcs_lock(l); break;
+    default: ca_rw_write_lock(l); break;
+    }
+    ca_lock_acquired(t0);
+}
+
+static inline void ca_mmu_write_unlock(ca_mmu_lock *l) {
+    ca_lock_released();
+    switch (l->kind) {
+    case CA_LOCK_TICKET: ca_ticket_unlock(l); break;
+    case CA_LOCK_QUEUED: ca_mcs_unlock(l); break;
+    default: ca_rw_write_unlock(l); break;
+    }
+}
+
+/* The read side: the rwlock's, or the whole spinlock. */
+static inline void ca_mmu_read_lock(ca_mmu_lock *l) {
+    if (l->kind != CA_LOCK_RW) { ca_mmu_write_lock(l); return; }
+    uint64_t t0 = ca_lock_t0();
+    ca_rw_read_lock(l);
+    ca_lock_acquired(t0);
+}
+
+static inline void ca_mmu_read_unlock(ca_mmu_lock *l) {
+    if (l->kind != CA_LOCK_RW) { ca_mmu_write_unlock(l); return; }
+    ca_lock_released();
+    ca_rw_read_unlock(l);
+}
+
+/* Whether anyone holds it (for assertions). */
+static inline int ca_mmu_is_locked(ca_mmu_lock *l) {
+    switch (l->kind) {
+    case CA_LOCK_TICKET: return __atomic_load_n(&l->ticket_next, __ATOMIC_RELAXED) != __atomic_load_n(&l->ticket_owner, __ATOMIC_RELAXED);
+    case CA_LOCK_QUEUED: return __atomic_load_n(&l->mcs_tail, __ATOMIC_RELAXED) != 0;
+    default: return __atomic_load_n(&l->rw, __ATOMIC_RELAXED) != 0;
+    }
+}
+
+/* cmpxchg64(): the spte update of a lockless fault or a walk under the read lock. */
+static inline int ca_cmpxchg64(uint64_t *p, uint64_t old, uint64_t new_) {
+    return __atomic_compare_exchange_n(p, &old, new_, 0, __ATOMIC_SEQ_CST, __ATOMIC_RELAXED);
+}
+
+/* Atomic 32-bit words shared between the harvester and the vCPU threads. */
+static inline uint32_t ca_load32(const uint32_t *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
+static inline void ca_store32(uint32_t *p, uint32_t v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
+static inline uint64_t ca_load64(const uint64_t *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
+static inline void ca_store64(uint64_t *p, uint64_t v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
+static inline uint64_t ca_fetch_add64(uint64_t *p, uint64_t v) { return __atomic_fetch_add(p, v, __ATOMIC_ACQ_REL); }
+/* A store no later load may pass (xchg): one side of the vcpu->mode and
+ * srcu handshakes, whose other side is a locked read-modify-write. */
+static inline void ca_store_seq32(uint32_t *p, uint32_t v) { __atomic_store_n(p, v, __ATOMIC_SEQ_CST); }
+static inline void ca_store_seq64(uint64_t *p, uint64_t v) { __atomic_store_n(p, v, __ATOMIC_SEQ_CST); }
+
+/* Pins the calling thread to one CPU (pthread_setaffinity_np); 0, or -1
+ * when the OS refuses (then it runs where the scheduler puts it). */
+int ca_pin_thread(int cpu);
+/* Lets the calling thread run on every online CPU again. */
+int ca_unpin_thread(void);
 
 /* xchg(p, v): atomically replace a word and return the old one (the masked
  * harvest's "take the bitmap word and zero it"). */

@@ -1,3 +1,4 @@
+import CAtomics
 import DirtyLogCore
 
 extension MMU {
@@ -8,10 +9,18 @@ extension MMU {
     ///
     /// Cost follows the dirty-page count: per page a few dependent loads
     /// (bitmap word, rmap word, descriptor, spte) and a lock round trip.
+    ///
+    /// With vCPUs shadowing guest page tables meanwhile this is the seed's
+    /// race (fixed by 6dbf79e7, `rmapWriteProtectDirtyOneHold`): between a
+    /// gfn's unlock and the flush, a shadower finds its sptes already
+    /// read-only, skips its own flush, and returns while a vCPU's TLB still
+    /// holds a writable translation. `VMState.raceWindowSpins` widens that
+    /// window on purpose, for the test that makes the race happen.
     @inline(never)
     public func rmapWriteProtectDirty(slot s: SlotView, bitmap: UnsafeMutablePointer<UInt64>, counters: inout ProtectCounters) {
         var visited = 0, protected = 0, dropped = 0, locks = 0, descs = 0
         let words = s.bitmapWords
+        let spins = vm.pointee.raceWindowSpins
         var w = 0
         while w < words {
             var mask = bitmap[w]
@@ -25,11 +34,47 @@ extension MMU {
                 if n > 1 { descs &+= (n &+ PteList.entriesPerDesc &- 1) / PteList.entriesPerDesc }
                 spinUnlock()
                 locks &+= 1
+                if spins > 0 { for _ in 0..<spins { ca_cpu_relax() } }
             }
             w &+= 1
         }
         flushRemoteTLBs()
+        record(visited: visited, protected: protected, dropped: dropped, locks: locks, pages: locks, descs: descs, words: words, counters: &counters)
+    }
 
+    /// write_protect_slot()'s rmap branch as 6dbf79e7 fixed it: mmu_lock
+    /// taken once, every dirty page's rmaps protected, the TLBs flushed,
+    /// and only then the lock released, so that a thread write-protecting
+    /// a guest page table either runs before (and flushes for itself) or
+    /// after the flush.
+    @inline(never)
+    public func rmapWriteProtectDirtyOneHold(slot s: SlotView, bitmap: UnsafeMutablePointer<UInt64>, counters: inout ProtectCounters) {
+        var visited = 0, protected = 0, dropped = 0, descs = 0, pages = 0
+        let words = s.bitmapWords
+        spinLock()
+        var w = 0
+        while w < words {
+            var mask = bitmap[w]
+            while mask != 0 {
+                let gfn = s.gfn(at: SlotOffset(w << 6 | mask.trailingZeroBitCount))
+                mask &= mask &- 1
+                pages &+= 1
+                let before = visited
+                rmapWriteProtect(gfn: gfn, slot: s, visited: &visited, protected: &protected, dropped: &dropped)
+                let n = visited &- before
+                if n > 1 { descs &+= (n &+ PteList.entriesPerDesc &- 1) / PteList.entriesPerDesc }
+            }
+            w &+= 1
+        }
+        flushRemoteTLBs()
+        spinUnlock()
+        record(visited: visited, protected: protected, dropped: dropped, locks: 1, pages: pages, descs: descs, words: words, counters: &counters)
+    }
+
+    /// The counters of an rmap branch: `pages` dirty pages protected under
+    /// `locks` acquisitions, one flush.
+    @inline(__always)
+    private func record(visited: Int, protected: Int, dropped: Int, locks: Int, pages: Int, descs: Int, words: Int, counters: inout ProtectCounters) {
         counters.rmapEntriesVisited &+= visited
         counters.sptesProtected &+= protected
         counters.largeSptesDropped &+= dropped
@@ -37,7 +82,7 @@ extension MMU {
         counters.tlbFlushes &+= 1
         // The bitmap scanned whole; per dirty page three rmap heads (4 KiB,
         // 2 MiB, 1 GiB); per spte reached its address and value; descriptors.
-        counters.bytesTouched &+= words &* 8 &+ locks &* 24 &+ visited &* 16 &+ descs &* 40
+        counters.bytesTouched &+= words &* 8 &+ pages &* 24 &+ visited &* 16 &+ descs &* 40
     }
 
     /// kvm_mmu_rmap_write_protect() as of the seed: clear the writable bit of

@@ -1,3 +1,4 @@
+import CAtomics
 import DirtyLogCore
 
 extension MMU {
@@ -13,13 +14,18 @@ extension MMU {
     /// writable leaf. No rmap is read. mmu_lock is released and retaken
     /// every `yieldEveryGFNs` gfns covered (tdp_mmu_iter_cond_resched). One
     /// TLB flush.
+    ///
+    /// With vCPUs running in the TDP MMU's era the walk holds the read side
+    /// of mmu_lock, as faults do, and clears each bit by cmpxchg
+    /// (tdp_mmu_set_spte_atomic()), retrying when a fault changed the spte.
     @inline(never)
     public func tdpWalkWriteProtect(slot s: SlotView, counters: inout ProtectCounters) {
         guard let root = tdpRootTable else { return }
-        var w = TDPWalker(start: s.baseGFN.rawValue, end: s.endGFN.rawValue, yieldEvery: vm.pointee.yieldEveryGFNs, mmu: self)
-        spinLock()
+        let shared = vm.pointee.concurrent && vm.pointee.era == .tdpMMU
+        var w = TDPWalker(start: s.baseGFN.rawValue, end: s.endGFN.rawValue, yieldEvery: vm.pointee.yieldEveryGFNs, shared: shared, mmu: self)
+        w.lock()
         w.walk(root, level: VMLayout.rootLevel, base: 0)
-        spinUnlock()
+        w.unlock()
         flushRemoteTLBs()
         counters.shadowPagesVisited &+= w.tables
         counters.sptesScanned &+= w.scanned
@@ -65,15 +71,37 @@ struct TDPWalker {
     let start: UInt64
     let end: UInt64
     let yieldEvery: Int
+    /// Under the read side of mmu_lock, beside faults: bits cleared by cmpxchg.
+    let shared: Bool
     let mmu: MMU
     var tables = 0, scanned = 0, protected = 0, yields = 0
     var sinceYield = 0
 
-    init(start: UInt64, end: UInt64, yieldEvery: Int, mmu: MMU) {
+    init(start: UInt64, end: UInt64, yieldEvery: Int, shared: Bool, mmu: MMU) {
         self.start = start
         self.end = end
         self.yieldEvery = max(1, yieldEvery)
+        self.shared = shared
         self.mmu = mmu
+    }
+
+    @inline(__always) func lock() { if shared { mmu.readLock() } else { mmu.spinLock() } }
+    @inline(__always) func unlock() { if shared { mmu.readUnlock() } else { mmu.spinUnlock() } }
+
+    /// Clears the writable bit of a leaf that has it.
+    @inline(__always)
+    mutating func protect(_ p: UnsafeMutablePointer<UInt64>) {
+        var spte = p.pointee
+        while isShadowPresentSPTE(spte) && isWritableSPTE(spte) {
+            if !shared {
+                p.pointee = spte & ~SPTE.writable
+            } else if ca_cmpxchg64(p, spte, spte & ~SPTE.writable) == 0 {
+                spte = ca_read_once64(p)
+                continue
+            }
+            protected &+= 1
+            return
+        }
     }
 
     /// for_each_tdp_pte_min_level() over [start, end) below `table`, which
@@ -87,11 +115,7 @@ struct TDPWalker {
         if level == 1 {
             var i = lo
             while i <= hi {
-                let spte = table[i]
-                if isShadowPresentSPTE(spte) && isWritableSPTE(spte) {
-                    table[i] = spte & ~SPTE.writable
-                    protected &+= 1
-                }
+                protect(table + i)
                 i &+= 1
             }
             scanned &+= hi &- lo &+ 1
@@ -99,8 +123,8 @@ struct TDPWalker {
             if sinceYield >= yieldEvery {
                 sinceYield = 0
                 yields &+= 1
-                mmu.spinUnlock()
-                mmu.spinLock()
+                unlock()
+                lock()
             }
             return
         }
@@ -110,10 +134,7 @@ struct TDPWalker {
             scanned &+= 1
             if isShadowPresentSPTE(e) {
                 if isLargeSPTE(e) {
-                    if isWritableSPTE(e) {
-                        table[i] = e & ~SPTE.writable
-                        protected &+= 1
-                    }
+                    protect(table + i)
                 } else {
                     walk(SPTE.childTable(e), level: level &- 1, base: base &+ UInt64(i) &* span)
                 }
