@@ -11,8 +11,9 @@ struct CheckEviction: ParsableCommand {
         abstract: "Check that the footprint eviction leaves harvests as cold as a full 2×LLC read.",
         discussion: """
         A run evicts before each timed harvest by flushing (clflushopt) exactly the \
-        lines the harvest will touch and sweeping the L2, falling back to reading a \
-        buffer twice the last-level cache only when the footprint is larger. This \
+        lines the harvest will touch and reading a buffer the size of the last-level \
+        cache, falling back to reading a buffer twice the last-level cache when that \
+        costs less (large footprints). This \
         measures both on sample points: per series, dirty count and strategy, the \
         harvest after each eviction, interleaved, and the ratio of their medians. A \
         sample differs when the ratio is off by more than 10% with a Mann-Whitney \

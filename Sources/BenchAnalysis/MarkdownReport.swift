@@ -164,6 +164,8 @@ public enum RunReport {
             }
         }
 
+        md += GuestReport.section(outcome.rows)
+
         md += "\n## Series\n"
         for key in outcome.seriesKeys {
             md += "\n### \(key.label)\n\n"

@@ -134,6 +134,13 @@ public struct GuestExtras: Sendable {
     public var pollutionLines: Double = 0
     /// Bytes of the working set re-read.
     public var workingSetBytes: Int = 0
+    /// Its re-read after the idle interval; and, measured once per series,
+    /// a read of it from memory (after flushing it) and from cache (right
+    /// after another read). Pollution can show only as far as the idle
+    /// re-read stays below the read from memory.
+    public var idleRereadNs: Double = 0
+    public var coldReadNs: Double = 0
+    public var warmReadNs: Double = 0
     /// The seed's race: writes through a stale writable translation of a
     /// page a shadowing thread had returned believing write-protected,
     /// over every repetition.

@@ -17,7 +17,8 @@ public enum Reports {
         "kernel_sptes_4k", "kernel_emulated_insns_per_write",
         "fault_path", "vcpus", "lock_holds", "lock_hold_p50_ns", "lock_hold_p99_ns", "lock_hold_max_ns", "lock_hold_total_ns",
         "vcpu_writes", "vcpu_faults", "vcpu_fault_p50_ns", "vcpu_fault_p99_ns", "vcpu_fault_p999_ns", "vcpu_fault_max_ns",
-        "vcpu_lock_wait_ns", "dirty_memory_ns", "guest_wss_bytes", "pollution_ns", "pollution_lines",
+        "vcpu_lock_wait_ns", "dirty_memory_ns", "guest_wss_bytes", "wss_read_cold_ns", "wss_read_warm_ns", "wss_reread_idle_ns",
+        "pollution_ns", "pollution_lines",
         "race_violations", "shadowings", "shadow_flushes",
     ]
 
@@ -71,6 +72,7 @@ public enum Reports {
                 guest { $0.lockHoldTotalNs }, guest({ $0.windowWrites }, 0), guest({ $0.windowFaults }, 0),
                 guest { $0.faultP50Ns }, guest { $0.faultP99Ns }, guest { $0.faultP999Ns }, guest { $0.faultMaxNs },
                 guest { $0.lockWaitNs }, guest { $0.dirtyMemoryNs }, g.map { "\($0.workingSetBytes)" } ?? "",
+                guest { $0.coldReadNs }, guest { $0.warmReadNs }, guest { $0.idleRereadNs },
                 guest { $0.pollutionNs }, guest { $0.pollutionLines },
                 g.map { "\($0.raceViolations)" } ?? "", g.map { "\($0.shadowings)" } ?? "", g.map { "\($0.shadowFlushes)" } ?? "",
             ])

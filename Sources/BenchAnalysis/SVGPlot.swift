@@ -11,7 +11,7 @@ public enum SVGPlot {
 
     /// Colours per strategy, kernel lines dashed.
     static let palette: [String: String] = [
-        "slot-walk": "#d62728", "rmap": "#1f77b4", "seed": "#2ca02c",
+        "slot-walk": "#d62728", "rmap": "#1f77b4", "rmap-fixed": "#08519c", "seed": "#2ca02c",
         "masked": "#ff7f0e", "rmap-walk": "#7f7f7f", "tdp-walk": "#bcbd22", "tdp-masked": "#17becf",
         "dbit-clear": "#393b79", "clear-chunked": "#637939", "ring": "#843c39", "adaptive": "#000000",
         "kvm-get": "#9467bd", "kvm-get+clear": "#8c564b", "kvm-ring": "#e377c2",
@@ -21,6 +21,7 @@ public enum SVGPlot {
     public static func render(series key: SeriesKey, rows all: [PointRow], crossover: CrossoverRow?) -> String {
         let rows = all.filter { $0.series == key && !$0.samples.isEmpty }
         guard !rows.isEmpty else { return "" }
+        if key.scenario == .concurrent { return guestPanels(series: key, rows: rows) }
         if Set(rows.map(\.dirtyPages)).count == 1 { return totals(series: key, rows: rows) }
         let summaries = rows.map { ($0, $0.roundSummary) }
         let xs = rows.map { Double($0.dirtyPages) }
@@ -144,6 +145,70 @@ public enum SVGPlot {
             svg += "<rect x=\"\(f(barLeft))\" y=\"\(f(y + 5))\" width=\"\(f(px(sum.median) - barLeft))\" height=\"\(f(rowHeight - 10))\" fill=\"\(color)\" fill-opacity=\"\(sum.noisy ? 0.45 : 0.85)\"/>\n"
             svg += line(px(sum.p10), y + rowHeight / 2, px(sum.p90), y + rowHeight / 2, "#333", 1.2)
             svg += "<text x=\"\(f(px(max(sum.p90, sum.median)) + 6))\" y=\"\(f(y + 16))\">\(Reports.duration(sum.median))</text>\n"
+        }
+        svg += "</svg>\n"
+        return svg
+    }
+
+    /// The concurrent scenario's plot: three log-log panels against dirty
+    /// pages, a line per strategy: the harvest's time with the vCPUs
+    /// running, its longest hold of mmu_lock, and the 99th percentile of
+    /// the vCPUs' write-fault latency during it. A strategy whose vCPUs did
+    /// not fault at a point has no marker there in the last panel.
+    static func guestPanels(series key: SeriesKey, rows: [PointRow]) -> String {
+        let panels: [(title: String, value: (PointRow) -> Double?)] = [
+            ("harvest time, vCPUs running", { $0.summary.median }),
+            ("longest mmu_lock hold", { $0.guest?.lockHoldMaxNs }),
+            ("vCPU write-fault p99", { $0.guest?.faultP99Ns }),
+        ]
+        let panelWidth = 232.0, gap = 28.0, left = 70.0, ph = height - top - bottom
+        let xs = rows.map { Double($0.dirtyPages) }
+        let x0 = floor(log10(xs.min()!)), x1 = max(x0 + 1, ceil(log10(xs.max()!)))
+        let ys = rows.flatMap { r in panels.compactMap { $0.value(r) } }.filter { $0 > 0 }
+        guard !ys.isEmpty else { return "" }
+        let y0 = floor(log10(ys.min()!)), y1 = max(y0 + 1, ceil(log10(ys.max()!)))
+        func py(_ y: Double) -> Double { top + ph - (log10(max(y, 1e-9)) - y0) / (y1 - y0) * ph }
+        var strategies: [MeasuredStrategy] = []
+        for r in rows where !strategies.contains(r.strategy) { strategies.append(r.strategy) }
+        var svg = """
+        <svg xmlns="http://www.w3.org/2000/svg" width="\(Int(width))" height="\(Int(height))" viewBox="0 0 \(Int(width)) \(Int(height))" font-family="Helvetica, Arial, sans-serif" font-size="12">
+        <rect width="100%" height="100%" fill="white"/>
+        <text x="\(left)" y="26" font-size="16" font-weight="bold">\(escape(key.label))</text>
+        <text x="\(left)" y="44" fill="#555">what the guest pays: medians over repetitions; fault latency pooled (HdrHistogram); one time axis, log scale</text>
+
+        """
+        for (k, panel) in panels.enumerated() {
+            let pl = left + Double(k) * (panelWidth + gap)
+            func px(_ x: Double) -> Double { pl + (log10(x) - x0) / (x1 - x0) * panelWidth }
+            for d in Int(x0)...Int(x1) {
+                let x = px(pow(10, Double(d)))
+                svg += line(x, top, x, top + ph, "#ddd", 1)
+                svg += "<text x=\"\(f(x))\" y=\"\(f(top + ph + 16))\" text-anchor=\"middle\">\(countLabel(pow(10, Double(d))))</text>\n"
+            }
+            for d in Int(y0)...Int(y1) {
+                let y = py(pow(10, Double(d)))
+                svg += line(pl, y, pl + panelWidth, y, "#ddd", 1)
+                if k == 0 { svg += "<text x=\"\(f(pl - 6))\" y=\"\(f(y + 4))\" text-anchor=\"end\">\(timeLabel(pow(10, Double(d))))</text>\n" }
+            }
+            svg += "<rect x=\"\(f(pl))\" y=\"\(f(top))\" width=\"\(f(panelWidth))\" height=\"\(f(ph))\" fill=\"none\" stroke=\"#333\"/>\n"
+            svg += "<text x=\"\(f(pl + panelWidth / 2))\" y=\"\(f(top - 6))\" text-anchor=\"middle\" font-weight=\"bold\">\(escape(panel.title))</text>\n"
+            for (i, s) in strategies.enumerated() {
+                let color = palette[s.name] ?? fallback[i % fallback.count]
+                let pts = rows.filter { $0.strategy == s }.sorted { $0.dirtyPages < $1.dirtyPages }
+                    .compactMap { r in panel.value(r).flatMap { $0 > 0 ? (px(Double(r.dirtyPages)), py($0)) : nil } }
+                guard !pts.isEmpty else { continue }
+                svg += "<polyline points=\"\(pts.map { "\(f($0.0)),\(f($0.1))" }.joined(separator: " "))\" fill=\"none\" stroke=\"\(color)\" stroke-width=\"1.8\"/>\n"
+                for p in pts { svg += "<circle cx=\"\(f(p.0))\" cy=\"\(f(p.1))\" r=\"2.6\" fill=\"\(color)\"/>\n" }
+            }
+        }
+        svg += "<text x=\"\(f(left + (3 * panelWidth + 2 * gap) / 2))\" y=\"\(f(height - 18))\" text-anchor=\"middle\" font-size=\"13\">dirty pages (log scale)</text>\n"
+        let lx = left + 3 * panelWidth + 2 * gap + 16
+        var ly = top + 6
+        for (i, s) in strategies.enumerated() {
+            let color = palette[s.name] ?? fallback[i % fallback.count]
+            svg += "<line x1=\"\(f(lx))\" y1=\"\(f(ly))\" x2=\"\(f(lx + 22))\" y2=\"\(f(ly))\" stroke=\"\(color)\" stroke-width=\"2.5\"/>\n"
+            svg += "<text x=\"\(f(lx + 28))\" y=\"\(f(ly + 4))\">\(escape(s.name))</text>\n"
+            ly += 18
         }
         svg += "</svg>\n"
         return svg

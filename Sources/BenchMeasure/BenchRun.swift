@@ -47,10 +47,15 @@ public struct RunPlan: Sendable {
 
     /// The order series run in: each kernel series right after the model
     /// series it sits beside, so an interrupted run keeps pairs together.
+    /// Model series of one layout run one after another (stable otherwise),
+    /// so that they share one VM.
     var jobs: [Job] {
         var out: [Job] = []
         var pending = kernelSeries
-        for m in modelSeries {
+        var layouts: [VMLayout] = []
+        for m in modelSeries where !layouts.contains(m.layout) { layouts.append(m.layout) }
+        let grouped = layouts.flatMap { l in modelSeries.filter { $0.layout == l } }
+        for m in grouped {
             out.append(.model(m))
             while let i = pending.firstIndex(where: { $0.key == m.key }) { out.append(.kernel(pending.remove(at: i))) }
         }
@@ -143,6 +148,8 @@ public final class BenchRun {
         var interruption: Interruption?
         /// The adaptive rule's constants per VM layout, measured by the first series of each.
         var fits: [VMLayout: AdaptiveFit] = [:]
+        /// The last model series' VM, kept while the next model series has its layout.
+        var parked: ParkedVM?
         func meta() -> RunMeta {
             var p = phases
             p.add(.other, max(0, MonotonicClock.seconds(since: began) - phases.total))
@@ -178,8 +185,14 @@ public final class BenchRun {
                 series.plantedBug = plan.plantedBug
                 #endif
                 series.knownFit = fits[spec.layout]
+                series.reusable = parked
+                parked = nil
                 let outcome = try series.run()
                 if let f = outcome.fit { fits[spec.layout] = f }
+                if let next = jobs.dropFirst(i + 1).lazy.compactMap({ if case .model(let m) = $0 { m } else { nil } }).first,
+                   next.layout == spec.layout {
+                    parked = outcome.vm
+                }
                 new = outcome.rows
                 seriesPhases = outcome.phases
                 stoppedAt = outcome.interruptedAt

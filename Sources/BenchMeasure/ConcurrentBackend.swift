@@ -16,8 +16,9 @@ struct GuestCost {
     /// Latencies (ns) of their faults begun while the harvest ran.
     var faultLatenciesNs: [UInt64] = []
     var dirtyMemoryNs = 0.0
-    /// Re-read after the harvest minus after an idle interval as long.
+    /// Re-read after the harvest minus after an idle interval as long (the latter).
     var pollutionNs = 0.0
+    var idleRereadNs = 0.0
 }
 
 /// The model with vCPU threads running through the harvest (the
@@ -44,8 +45,11 @@ struct ConcurrentBackend: ModelHarvestBackend {
     let mmu: MMU
     let slot: SlotView
     let guests: GuestThreads
-    /// Per line missed on re-reading the working set, from `GuestThreads.missNsPerLine`.
-    let missNsPerLine: Double
+    /// Reading the working set from memory and from cache (`GuestThreads.readCosts`).
+    let coldReadNs: Double
+    let warmReadNs: Double
+    /// Per line missed on re-reading it.
+    var missNsPerLine: Double { max(0, coldReadNs - warmReadNs) / Double(max(1, guests.linesPerVCPU)) }
     private var assigned: UnsafePointer<GFN>?
     /// The round's pages are dirty, not yet harvested.
     private var dirty = false
@@ -67,7 +71,7 @@ struct ConcurrentBackend: ModelHarvestBackend {
         lockStats.pointee.holds = .allocate(capacity: Self.holdCapacity)
         lockStats.pointee.cap = UInt64(Self.holdCapacity)
         guests.command(.warm)
-        missNsPerLine = guests.missNsPerLine()
+        (coldReadNs, warmReadNs) = guests.readCosts()
     }
 
     func release() {
@@ -148,6 +152,7 @@ struct ConcurrentBackend: ModelHarvestBackend {
         let t1 = MonotonicClock.now()
         while MonotonicClock.now() &- t1 < harvestNs { ca_cpu_relax() }
         guests.command(.reread)
+        cost.idleRereadNs = guests.readNs
         cost.pollutionNs = afterHarvest - guests.readNs
         dirty = false
 

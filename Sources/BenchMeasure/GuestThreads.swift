@@ -1,3 +1,4 @@
+import BenchAnalysis
 import CAtomics
 import DirtyLogCore
 import Foundation
@@ -205,19 +206,20 @@ final class GuestThreads {
     /// The longest of the threads' timed reads.
     var readNs: Double { Double(boxes.map(\.pointee.readNs).max() ?? 0) }
 
-    /// The cost of a cache line missed when the working set is re-read: a
-    /// read after flushing it minus a read from cache, per line; the median
-    /// of three.
-    func missNsPerLine() -> Double {
-        var perLine: [Double] = []
+    /// Reading the working set from memory (after flushing it) and from
+    /// cache (right after), each the median of three.
+    func readCosts() -> (coldNs: Double, warmNs: Double) {
+        var cold: [Double] = [], warm: [Double] = []
         for _ in 0..<3 {
             command(.calibrate)
-            let lines = Double(boxes.reduce(0) { $0 + $1.pointee.memoryWords / 8 }) / Double(count)
-            let cold = Double(boxes.map(\.pointee.coldReadNs).max() ?? 0)
-            perLine.append(max(0, cold - readNs) / max(1, lines))
+            cold.append(Double(boxes.map(\.pointee.coldReadNs).max() ?? 0))
+            warm.append(readNs)
         }
-        return perLine.sorted()[1]
+        return (Statistics.median(cold), Statistics.median(warm))
     }
+
+    /// Cache lines of the working set per vCPU.
+    var linesPerVCPU: Int { boxes[0].pointee.memoryWords / 8 }
 
     // MARK: The threads
 

@@ -66,6 +66,15 @@ public struct ModelOutcome {
     public var phases = PhaseTimes()
     /// Set when a signal stopped the series: the point it abandoned.
     public var interruptedAt: String?
+    /// The series' VM, as the next series of its layout may start from it.
+    var vm: ParkedVM?
+}
+
+/// A VM a finished series left for the next one of the same layout: building
+/// a 16 GiB shadow-paging VM again would cost seconds.
+struct ParkedVM {
+    let layout: VMLayout
+    let vm: VirtualMachine
 }
 
 /// Runs one series on the model: builds its VM, measures the adaptive
@@ -90,6 +99,8 @@ public final class ModelSeries {
     /// of the same layout: built alike, it costs alike, so they are used
     /// instead of measuring again.
     var knownFit: AdaptiveFit?
+    /// The VM the last series left, used if its layout is this one's.
+    var reusable: ParkedVM?
     /// The concurrent scenario's guest, for its rows.
     private var guestSetting: GuestSetting?
 
@@ -113,20 +124,30 @@ public final class ModelSeries {
             out.skipped.append(SkipNote(series: spec.key.label, backend: .model, strategy: alone.map(\.rawValue).joined(separator: " "),
                                         reason: "vCPUs run through the write-protecting KVM_GET_DIRTY_LOG strategies only"))
         }
-        let built = MonotonicClock.now()
-        progress.point("building the VM")
-        let vm = VirtualMachine(layout: layout, vcpus: settings.vcpus, ringEntries: settings.ringEntries)
+        let vm: VirtualMachine
+        if let parked = reusable, parked.layout == layout {
+            // The last series' VM, of this layout, left as a fresh one is:
+            // every leaf of the slot protected, nothing pending, checked whole
+            // after its last point.
+            vm = parked.vm
+            reusable = nil
+        } else {
+            reusable = nil
+            let built = MonotonicClock.now()
+            progress.point("building the VM")
+            vm = VirtualMachine(layout: layout, vcpus: settings.vcpus, ringEntries: settings.ringEntries)
+            out.phases.add(.vmBuild, MonotonicClock.seconds(since: built))
+            let checked = MonotonicClock.now()
+            let initial = vm.checkInvariants(slotID: slotID, at: .afterProtection)
+            out.phases.add(.checks, MonotonicClock.seconds(since: checked))
+            guard initial.ok else {
+                throw BenchError.failed("\(spec.key.label): the freshly built VM breaks the invariant: \(initial)")
+            }
+        }
         vm.state.pointee.yieldEveryGFNs = settings.yieldEveryGFNs
         vm.state.pointee.clearChunkPages = settings.clearChunkPages
         vm.state.pointee.raceWindowSpins = settings.raceWindowSpins
-        out.phases.add(.vmBuild, MonotonicClock.seconds(since: built))
         let nUsed = vm.nUsedMMUPages
-        let checked = MonotonicClock.now()
-        let initial = vm.checkInvariants(slotID: slotID, at: .afterProtection)
-        out.phases.add(.checks, MonotonicClock.seconds(since: checked))
-        guard initial.ok else {
-            throw BenchError.failed("\(spec.key.label): the freshly built VM breaks the invariant: \(initial)")
-        }
         // Everything measured runs on one handle, hoisted here.
         if spec.scenario == .concurrent {
             try vm.withMMU { mmu in try measureConcurrent(vm: vm, mmu: mmu, nUsed: nUsed, out: &out) }
@@ -134,6 +155,7 @@ public final class ModelSeries {
             try vm.withMMU { mmu in try measure(vm: vm, mmu: mmu, nUsed: nUsed, out: &out) }
         }
         out.phases.merge(timer.phases)
+        if out.interruptedAt == nil { out.vm = ParkedVM(layout: layout, vm: vm) }
         return out
     }
 
@@ -150,7 +172,7 @@ public final class ModelSeries {
             guests.shutdown(vm: vm)
         }
         guestSetting = GuestSetting(vcpus: settings.guestThreads, workingSetBytes: settings.guestWorkingSetBytes,
-                                    missNsPerLine: backend.missNsPerLine)
+                                    missNsPerLine: backend.missNsPerLine, coldReadNs: backend.coldReadNs, warmReadNs: backend.warmReadNs)
         out.rows = try sweep(&backend, nUsed: nUsed, out: &out)
     }
 
@@ -203,8 +225,9 @@ public final class ModelSeries {
     private func sweep<B: ModelHarvestBackend>(_ backend: inout B, nUsed: Int, out: inout ModelOutcome) throws -> [PointRow] {
         var rows: [PointRow] = []
         let counts = spec.plannedCounts(nUsed: nUsed)
-        for d in counts {
-            guard let point = try measurePoint(&backend, dirtyPages: d, nUsed: nUsed, out: &out) else { return rows }
+        for (i, d) in counts.enumerated() {
+            guard let point = try measurePoint(&backend, dirtyPages: d, nUsed: nUsed, last: i == counts.count - 1 && !spec.refinesCrossover,
+                                               out: &out) else { return rows }
             rows += point
         }
         if spec.refinesCrossover, case .thresholdSweep(let density) = spec.counts {
@@ -214,7 +237,7 @@ public final class ModelSeries {
                 let pairs = Crossover.pairs(rows)
                 guard let (lo, hi) = Crossover.bracket(pairs), let mid = SweepPlan.refinement(between: lo, and: hi) else { break }
                 progress.addPoints(1)
-                guard let point = try measurePoint(&backend, dirtyPages: mid, nUsed: nUsed, out: &out) else { return rows }
+                guard let point = try measurePoint(&backend, dirtyPages: mid, nUsed: nUsed, last: true, out: &out) else { return rows }
                 rows += point
             }
         }
@@ -245,14 +268,20 @@ public final class ModelSeries {
     /// Every strategy at one dirty count, interleaved, each until its
     /// repetitions stop (`RepetitionPolicy.stop`). Nil when a signal asked
     /// the run to stop: the point is abandoned.
-    private func measurePoint<B: ModelHarvestBackend>(_ backend: inout B, dirtyPages d: Int, nUsed: Int, out: inout ModelOutcome) throws -> [PointRow]? {
+    ///
+    /// The whole invariant is checked after the point's last harvest; in the
+    /// concurrent scenario, whose every repetition checks the log and the
+    /// protection of each page written and whose vCPUs change no rmap, only
+    /// after the series' `last` point.
+    private func measurePoint<B: ModelHarvestBackend>(_ backend: inout B, dirtyPages d: Int, nUsed: Int, last: Bool,
+                                                      out: inout ModelOutcome) throws -> [PointRow]? {
         progress.point("\(d) dirty")
         let set = spec.pattern.dirtySet(count: d, slotPages: spec.layout.slotPages, seed: settings.seed, parameters: settings.patterns)
         let round = GuestRound(vm: backend.vm, set: set, sptesPerGFN: spec.layout.paging.sptesPerGFN, seed: settings.seed)
         let strategies = spec.runnable
         var record = PointRecord(strategies.map { .model($0) })
         var order = SeededGenerator(seed: settings.seed ^ mix64(UInt64(d)))
-        let policy = settings.repetitions
+        let policy = spec.scenario == .concurrent && settings.repetitions.fixed == nil ? .concurrent : settings.repetitions
         let warmups = strategies.map { policy.warmups(lastMedianNs: lastMedian[$0]) }
         var done = [Int](repeating: 0, count: strategies.count)
         var rep = 0
@@ -274,7 +303,7 @@ public final class ModelSeries {
         for (si, s) in strategies.enumerated() { lastMedian[s] = Statistics.median(record.samples[si]) }
         // The whole invariant once per point, after the last harvest.
         let checked = MonotonicClock.now()
-        let full = Verdict(backend.vm.checkInvariants(slotID: slotID, at: .afterProtection))
+        let full = spec.scenario != .concurrent || last ? Verdict(backend.vm.checkInvariants(slotID: slotID, at: .afterProtection)) : Verdict()
         out.phases.add(.checks, MonotonicClock.seconds(since: checked))
         progress.pointDone()
         return record.rows(series: spec.key, nUsed: nUsed, dirtyPages: d, cache: spec.scenario == .concurrent ? .warm : settings.cache,

@@ -82,6 +82,9 @@ struct GuestSetting {
     var vcpus: Int
     var workingSetBytes: Int
     var missNsPerLine: Double
+    /// Reading the working set from memory and from cache.
+    var coldReadNs: Double
+    var warmReadNs: Double
 }
 
 /// The concurrent scenario's repetitions of one strategy at one point.
@@ -96,6 +99,7 @@ struct GuestRecord {
     var lockWaitNs: [Double] = []
     var dirtyMemoryNs: [Double] = []
     var pollutionNs: [Double] = []
+    var idleRereadNs: [Double] = []
     /// The window's fault latencies, every timed repetition's (ns).
     var faults = Histogram<UInt64>(lowestDiscernibleValue: 1, highestTrackableValue: 600_000_000_000, numberOfSignificantValueDigits: .three)
     /// Over every repetition, warm-up included: a race is a race.
@@ -118,6 +122,7 @@ struct GuestRecord {
         lockWaitNs.append(TickClock.ns(g.stats.windowLockWaitTicks))
         dirtyMemoryNs.append(g.dirtyMemoryNs)
         pollutionNs.append(g.pollutionNs)
+        idleRereadNs.append(g.idleRereadNs)
         for ns in g.faultLatenciesNs { faults.record(ns) }
     }
 
@@ -142,6 +147,9 @@ struct GuestRecord {
         e.pollutionNs = med(pollutionNs)
         e.pollutionLines = setting.missNsPerLine > 0 ? e.pollutionNs / setting.missNsPerLine : 0
         e.workingSetBytes = setting.workingSetBytes
+        e.idleRereadNs = med(idleRereadNs)
+        e.coldReadNs = setting.coldReadNs
+        e.warmReadNs = setting.warmReadNs
         e.raceViolations = raceViolations
         e.shadowings = shadowings
         e.shadowFlushes = shadowFlushes

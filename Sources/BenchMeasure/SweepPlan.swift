@@ -65,10 +65,10 @@ public enum SweepPlan {
 
     /// The concurrent scenario's counts: a few pages (the rmap branch's
     /// end: sixteen), n_used_mmu_pages (where the seed's rule switches) and
-    /// sixteen times that or a sixteenth of the slot, whichever is fewer
+    /// eight times that or a sixteenth of the slot, whichever is fewer
     /// (slot-walk's end).
     public static func guestCounts(slotPages: Int, nUsedMMUPages: Int) -> [Int] {
-        Array(Set([16, nUsedMMUPages, min(slotPages / 16, 16 * nUsedMMUPages)].map { min(max(1, $0), slotPages) })).sorted()
+        Array(Set([16, nUsedMMUPages, min(slotPages / 16, 8 * nUsedMMUPages)].map { min(max(1, $0), slotPages) })).sorted()
     }
 
     /// A count to add between two measured counts that bracket a crossover,

@@ -279,3 +279,59 @@ func modelRow(_ key: SeriesKey, _ s: Strategy, dirty: Int, nUsed: Int, samples: 
         #expect(svg.contains(">\(Reports.duration(5010))</text>") && !svg.contains(">\(Reports.duration(10))</text>"))
     }
 }
+
+/// The concurrent scenario's plot and report section.
+@Suite struct GuestReportTests {
+    /// Two fault paths of one layout, three strategies at two counts; rmap
+    /// raced twice at the fewest pages under locked faults.
+    func rows() -> [PointRow] {
+        var out: [PointRow] = []
+        for path in FaultPath.allCases {
+            let key = SeriesKey(scenario: .concurrent, paging: .shadow, sptesPerGFN: 2, slotPages: 1 << 18, vmPages: 1 << 18,
+                                pattern: .even, faultPath: path)
+            for d in [16, 8192] {
+                for (s, harvest, hold) in [(Strategy.slotWalk, 600_000.0, 598_000.0), (.rmap, 50.0 * Double(d), 120.0), (.rmapFixed, 30.0 * Double(d), 29.0 * Double(d))] {
+                    var r = PointRow(series: key, strategy: .model(s), nUsedMMUPages: 1030, dirtyPages: d, samples: [harvest, harvest * 1.01, harvest * 0.99],
+                                     cache: .warm)
+                    var g = GuestExtras(vcpus: 1)
+                    g.lockHolds = s == .rmap ? Double(d) : 1
+                    g.lockHoldMaxNs = hold
+                    g.lockHoldTotalNs = s == .rmap ? hold * Double(d) : hold
+                    g.windowFaults = 10
+                    g.faultP50Ns = path == .fast ? 40 : hold / 2
+                    g.faultP99Ns = path == .fast ? 90 : hold
+                    g.faultMaxNs = path == .fast ? 200 : hold * 1.1
+                    g.dirtyMemoryNs = path == .fast ? 50_000 : 400_000
+                    g.workingSetBytes = 8 << 20
+                    g.coldReadNs = 400_000; g.warmReadNs = 100_000; g.idleRereadNs = 110_000
+                    g.pollutionLines = s == .slotWalk && d == 8192 ? 40_000 : 100
+                    g.raceViolations = s == .rmap && d == 16 && path == .locked ? 2 : 0
+                    g.shadowings = 30
+                    r.guest = g
+                    out.append(r)
+                }
+            }
+        }
+        return out
+    }
+
+    @Test func thePlotHasAPanelPerQuestionAndALinePerStrategyInEach() {
+        let r = rows()
+        let svg = SVGPlot.render(series: r[0].series, rows: r, crossover: nil)
+        for title in ["harvest time, vCPUs running", "longest mmu_lock hold", "vCPU write-fault p99"] { #expect(svg.contains(title)) }
+        #expect(svg.components(separatedBy: "<polyline").count - 1 == 3 * 3, "three strategies in three panels")
+        #expect(svg.contains(">rmap-fixed</text>"))
+    }
+
+    @Test func theSectionAnswersWithTheRunsNumbers() {
+        let md = GuestReport.section(rows())
+        #expect(md.contains("## What the guest pays"))
+        #expect(md.contains("| rmap | 16 | 800ns | 16 | 120ns |"), "rmap's row at 16 pages: harvest, holds, longest hold")
+        #expect(md.contains("rmap's longest hold 120ns against slot-walk's 598.0us"))
+        #expect(md.contains("rmap: 2 such writes at 1 point(s)"))
+        #expect(md.contains("Every other strategy: none."))
+        #expect(md.contains("**slot-walk more, beyond the noise**"), "40000 lines against rmap's 100, a floor of 100")
+        #expect(md.contains("fault p50 299.0us locked, 40ns fast"))
+        #expect(GuestReport.section(rows().map { var r = $0; r.guest = nil; return r }).isEmpty)
+    }
+}
