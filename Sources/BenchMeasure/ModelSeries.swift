@@ -280,25 +280,15 @@ public final class ModelSeries {
         let round = GuestRound(vm: backend.vm, set: set, sptesPerGFN: spec.layout.paging.sptesPerGFN, seed: settings.seed)
         let strategies = spec.runnable
         var record = PointRecord(strategies.map { .model($0) })
-        var order = SeededGenerator(seed: settings.seed ^ mix64(UInt64(d)))
         let policy = spec.scenario == .concurrent && settings.repetitions.fixed == nil ? .concurrent : settings.repetitions
         let warmups = strategies.map { policy.warmups(lastMedianNs: lastMedian[$0]) }
-        var done = [Int](repeating: 0, count: strategies.count)
-        var rep = 0
-        while record.stops.contains(where: { $0 == nil }) {
-            let active = strategies.indices.filter { record.stops[$0] == nil }
-            for j in Self.sequence(active.map { strategies[$0] }, rep: rep, using: &order) {
-                let si = active[j]
-                if Termination.requested != nil {
-                    out.interruptedAt = "\(spec.key.label), \(d) dirty pages"
-                    return nil
-                }
-                let m = try timer.measure(&backend, strategies[si], round)
-                record.add(si, m, timed: done[si] >= warmups[si], guestCost: backend.guestCost)
-                done[si] += 1
-                if done[si] > warmups[si] { record.stops[si] = policy.stop(after: record.samples[si], repetitionNs: Double(m.repetitionNs)) }
-            }
-            rep += 1
+        let finished = try interleave(strategies, &record, policy: policy, warmups: warmups, seed: settings.seed ^ mix64(UInt64(d))) { si in
+            let m = try timer.measure(&backend, strategies[si], round)
+            return (m, backend.guestCost, nil)
+        }
+        guard finished else {
+            out.interruptedAt = "\(spec.key.label), \(d) dirty pages"
+            return nil
         }
         for (si, s) in strategies.enumerated() { lastMedian[s] = Statistics.median(record.samples[si]) }
         // The whole invariant once per point, after the last harvest.
@@ -308,6 +298,30 @@ public final class ModelSeries {
         progress.pointDone()
         return record.rows(series: spec.key, nUsed: nUsed, dirtyPages: d, cache: spec.scenario == .concurrent ? .warm : settings.cache,
                            extra: full, guests: guestSetting)
+    }
+
+    /// The repetitions of one point: each visits the strategies whose
+    /// repetitions have not stopped, in `sequence` order, `measure`ing each
+    /// (a migration total, with its rounds' choices); a strategy stops when
+    /// the policy says so after its warm-ups. False when a signal asked the
+    /// run to stop (or `measure` returned nil): the point is abandoned.
+    private func interleave(_ strategies: [Strategy], _ record: inout PointRecord, policy: RepetitionPolicy, warmups: [Int], seed: UInt64,
+                            _ measure: (Int) throws -> (Measurement, GuestCost?, [Strategy: Int]?)?) throws -> Bool {
+        var order = SeededGenerator(seed: seed)
+        var done = [Int](repeating: 0, count: strategies.count)
+        var rep = 0
+        while record.stops.contains(where: { $0 == nil }) {
+            let active = strategies.indices.filter { record.stops[$0] == nil }
+            for j in Self.sequence(active.map { strategies[$0] }, rep: rep, using: &order) {
+                let si = active[j]
+                guard Termination.requested == nil, let (m, guest, choices) = try measure(si) else { return false }
+                record.add(si, m, timed: done[si] >= warmups[si], roundChoices: choices, guestCost: guest)
+                done[si] += 1
+                if done[si] > warmups[si] { record.stops[si] = policy.stop(after: record.samples[si], repetitionNs: Double(m.repetitionNs)) }
+            }
+            rep += 1
+        }
+        return true
     }
 
     /// Pre-copy migration: each repetition runs every round (guest writes a
@@ -325,31 +339,23 @@ public final class ModelSeries {
         }
         let strategies = spec.runnable
         var record = PointRecord(strategies.map { .model($0) })
-        var order = SeededGenerator(seed: settings.seed ^ 0x316)
         let policy = settings.repetitions
-        var done = [Int](repeating: 0, count: strategies.count)
-        var rep = 0
-        while record.stops.contains(where: { $0 == nil }) {
-            let active = strategies.indices.filter { record.stops[$0] == nil }
-            for j in Self.sequence(active.map { strategies[$0] }, rep: rep, using: &order) {
-                let si = active[j]
-                var total = Measurement()
-                var choices: [Strategy: Int] = [:]
-                for round in rounds {
-                    if Termination.requested != nil {
-                        out.interruptedAt = "\(spec.key.label), migration rounds"
-                        return []
-                    }
-                    let m = try timer.measure(&backend, strategies[si], round)
-                    total.accumulate(m)
-                    if let c = m.outcome.choice { choices[c, default: 0] += 1 }
-                }
-                total.outcome.choice = nil
-                record.add(si, total, timed: done[si] >= policy.warmup, roundChoices: choices)
-                done[si] += 1
-                if done[si] > policy.warmup { record.stops[si] = policy.stop(after: record.samples[si], repetitionNs: Double(total.repetitionNs)) }
+        let finished = try interleave(strategies, &record, policy: policy, warmups: strategies.map { _ in policy.warmup },
+                                      seed: settings.seed ^ 0x316) { si in
+            var total = Measurement()
+            var choices: [Strategy: Int] = [:]
+            for round in rounds {
+                if Termination.requested != nil { return nil }
+                let m = try timer.measure(&backend, strategies[si], round)
+                total.accumulate(m)
+                if let c = m.outcome.choice { choices[c, default: 0] += 1 }
             }
-            rep += 1
+            total.outcome.choice = nil
+            return (total, nil, choices)
+        }
+        guard finished else {
+            out.interruptedAt = "\(spec.key.label), migration rounds"
+            return []
         }
         let full = Verdict(backend.vm.checkInvariants(slotID: slotID, at: .afterProtection))
         progress.pointDone()

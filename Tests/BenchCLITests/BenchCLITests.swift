@@ -189,6 +189,56 @@ import Testing
     }
     #endif
 
+    /// A real run, copied with every rmap sample made 25% slower: compare
+    /// fails it at the series level with --check rmap and a 10% limit, and
+    /// passes an unchanged copy.
+    @Test func compareFailsARunWithAPlantedRegressionAndPassesAnUnchangedCopy() throws {
+        let base = NSTemporaryDirectory() + "bench-cli-compare-\(getpid())"
+        let r = try bench(["--slot-pages", "4096", "--paging", "tdp", "--pattern", "even", "--strategy", "rmap,masked,slot-walk",
+                           "--dirty", "1,2,4,8,16,32,64,128", "--reps", "5", "--cache", "warm", "--backend", "model", "--quiet",
+                           "--output", base])
+        #expect(r.status == 0, "\(r.stderr)")
+        let fm = FileManager.default
+        let run = base + "/" + (try fm.contentsOfDirectory(atPath: base).filter { !$0.hasPrefix(".") }.sorted().last!)
+        func copy(_ name: String, factor: Double) throws -> String {
+            let dir = base + "/" + name
+            try fm.createDirectory(atPath: dir, withIntermediateDirectories: true)
+            let lines = try String(contentsOfFile: run + "/samples.csv", encoding: .utf8).split(separator: "\n", omittingEmptySubsequences: false)
+            let header = lines[0].split(separator: ",").map(String.init)
+            let strategy = header.firstIndex(of: "strategy")!, ns = header.firstIndex(of: "ns")!
+            let out = lines.enumerated().map { i, line -> String in
+                var f = line.split(separator: ",", omittingEmptySubsequences: false).map(String.init)
+                guard i > 0, f.count == header.count, f[strategy] == "rmap", let v = Double(f[ns]) else { return String(line) }
+                f[ns] = String(format: "%.0f", v * factor)
+                return f.joined(separator: ",")
+            }
+            try out.joined(separator: "\n").write(toFile: dir + "/samples.csv", atomically: true, encoding: .utf8)
+            return dir
+        }
+        let slower = try bench(["compare", run, try copy("slower", factor: 1.25), "--check", "rmap", "--max-regression", "10"])
+        #expect(slower.status == 1, "\(slower.stdout)\(slower.stderr)")
+        #expect(slower.stdout.contains("REGRESSION: rmap significantly slower by more than 10%: 1 series"))
+        let same = try bench(["compare", run, try copy("same", factor: 1), "--check", "rmap", "--max-regression", "10"])
+        #expect(same.status == 0, "\(same.stdout)\(same.stderr)")
+    }
+
+    /// The concurrent scenario from the command line: vCPU threads, the
+    /// guest's columns filled, every row verified.
+    @Test func aTinyConcurrentRunFillsTheGuestsColumns() throws {
+        let dir = NSTemporaryDirectory() + "bench-cli-concurrent-\(getpid())"
+        let r = try bench(["--scenario", "concurrent", "--slot-pages", "4096", "--paging", "shadow", "--fault-path", "fast",
+                           "--reps", "2", "--guest-wss", "1MiB", "--quiet", "--output", dir])
+        #expect(r.status == 0, "\(r.stdout)\(r.stderr)")
+        #expect(r.stdout.contains("rows, all verified)"))
+        let run = dir + "/" + (try FileManager.default.contentsOfDirectory(atPath: dir).sorted().last!)
+        let points = try String(contentsOfFile: run + "/points.csv", encoding: .utf8)
+        let header = points.split(separator: "\n")[0].split(separator: ",").map(String.init)
+        let rows = points.split(separator: "\n").dropFirst().map { $0.split(separator: ",", omittingEmptySubsequences: false).map(String.init) }
+        let path = header.firstIndex(of: "fault_path")!, holds = header.firstIndex(of: "lock_holds")!, wss = header.firstIndex(of: "guest_wss_bytes")!
+        #expect(!rows.isEmpty && rows.allSatisfy { $0[path] == "fast" && Int($0[holds])! >= 1 && $0[wss] == "1048576" })
+        #expect(try String(contentsOfFile: run + "/report.md", encoding: .utf8).contains("## What the guest pays"))
+    }
+
     @Test func aTinyRunPrintsTheSummaryAndPaths() throws {
         let dir = NSTemporaryDirectory() + "bench-cli-\(getpid())"
         let r = try bench(["--slot-pages", "1024", "--reps", "2", "--cache", "warm", "--quiet", "--output", dir])

@@ -28,10 +28,7 @@ extension MMU {
                 let gfn = s.gfn(at: SlotOffset(w << 6 | mask.trailingZeroBitCount))
                 mask &= mask &- 1
                 spinLock()
-                let before = visited
-                rmapWriteProtect(gfn: gfn, slot: s, visited: &visited, protected: &protected, dropped: &dropped)
-                let n = visited &- before
-                if n > 1 { descs &+= (n &+ PteList.entriesPerDesc &- 1) / PteList.entriesPerDesc }
+                rmapWriteProtect(gfn: gfn, slot: s, visited: &visited, protected: &protected, dropped: &dropped, descs: &descs)
                 spinUnlock()
                 locks &+= 1
                 if spins > 0 { for _ in 0..<spins { ca_cpu_relax() } }
@@ -59,16 +56,23 @@ extension MMU {
                 let gfn = s.gfn(at: SlotOffset(w << 6 | mask.trailingZeroBitCount))
                 mask &= mask &- 1
                 pages &+= 1
-                let before = visited
-                rmapWriteProtect(gfn: gfn, slot: s, visited: &visited, protected: &protected, dropped: &dropped)
-                let n = visited &- before
-                if n > 1 { descs &+= (n &+ PteList.entriesPerDesc &- 1) / PteList.entriesPerDesc }
+                rmapWriteProtect(gfn: gfn, slot: s, visited: &visited, protected: &protected, dropped: &dropped, descs: &descs)
             }
             w &+= 1
         }
         flushRemoteTLBs()
         spinUnlock()
         record(visited: visited, protected: protected, dropped: dropped, locks: 1, pages: pages, descs: descs, words: words, counters: &counters)
+    }
+
+    /// One dirty page of an rmap branch: `rmapWriteProtect`, and the
+    /// descriptors its 4 KiB rmap chain went through, for the byte count.
+    @inline(__always)
+    func rmapWriteProtect(gfn: GFN, slot s: SlotView, visited: inout Int, protected: inout Int, dropped: inout Int, descs: inout Int) {
+        let before = visited
+        rmapWriteProtect(gfn: gfn, slot: s, visited: &visited, protected: &protected, dropped: &dropped)
+        let n = visited &- before
+        if n > 1 { descs &+= (n &+ PteList.entriesPerDesc &- 1) / PteList.entriesPerDesc }
     }
 
     /// The counters of an rmap branch: `pages` dirty pages protected under
