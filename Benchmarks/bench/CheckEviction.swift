@@ -19,8 +19,9 @@ struct CheckEviction: ParsableCommand {
         sample differs when the ratio is off by more than 10% with a Mann-Whitney \
         p-value below 0.01; any such sample exits 1. Writes eviction-check.csv to a \
         new folder under --output. Takes the run's options --slot-pages (default \
-        1GiB), --paging, --mappings, --dirty (default 1,16,256,4096,65536 and the \
-        slot), --strategy, --reps (default 11), --seed, --output and --quiet.
+        1GiB), --paging, --mappings, --pattern (default even,random), --dirty \
+        (default 1,16,256,4096,65536 and the slot), --strategy, --reps (default 11), \
+        --seed, --output and --quiet.
         """
     )
 
@@ -34,7 +35,8 @@ struct CheckEviction: ParsableCommand {
         let counts = try bench.dirty.map { try $0.values.map { try Check.int($0, "--dirty", 1...slots.max()!, unit: "dirty pages") } }
         let k = try bench.mappings.map { try Check.int($0, "--mappings", SweepLimits.mappings) } ?? SweepDefaults.mappings
         let layouts = slots.flatMap { s in (bench.paging?.values ?? SweepDefaults.pagings).map { VMLayout(paging: $0.paging(mappings: k), slotPages: s) } }
-        let check = EvictionCheck(layouts: layouts, counts: counts ?? ([1, 16, 256, 4096, 65536] + slots).sorted(),
+        let check = EvictionCheck(layouts: layouts, patterns: bench.pattern?.values ?? SweepDefaults.patterns,
+                                  counts: counts ?? ([1, 16, 256, 4096, 65536] + slots).sorted(),
                                   strategies: m.strategies, reps: reps, seed: m.seed)
         let folder = try RunFolder.create(under: m.output)
         let result = try check.run(progress: Progress(quiet: m.quiet))

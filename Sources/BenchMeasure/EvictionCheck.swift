@@ -10,6 +10,7 @@ import ShadowMMU
 /// their medians compared.
 public struct EvictionCheck {
     public var layouts: [VMLayout]
+    public var patterns: [DirtyPattern]
     public var counts: [Int]
     public var strategies: [Strategy]
     public var reps: Int
@@ -18,8 +19,9 @@ public struct EvictionCheck {
     /// sample differs (the run-to-run shift of one strategy here is larger).
     public var tolerance = 0.10
 
-    public init(layouts: [VMLayout], counts: [Int], strategies: [Strategy], reps: Int, seed: UInt64) {
+    public init(layouts: [VMLayout], patterns: [DirtyPattern] = [.even, .random], counts: [Int], strategies: [Strategy], reps: Int, seed: UInt64) {
         self.layouts = layouts
+        self.patterns = patterns
         self.counts = counts
         self.strategies = strategies
         self.reps = reps
@@ -28,6 +30,7 @@ public struct EvictionCheck {
 
     public struct Sample: Sendable {
         public var layout: VMLayout
+        public var pattern: DirtyPattern
         public var dirtyPages: Int
         public var strategy: Strategy
         public var footprint: [Double]
@@ -50,10 +53,10 @@ public struct EvictionCheck {
         public var differing: [Sample] { samples.filter { abs($0.ratio - 1) > tolerance && $0.pValue < 0.01 } }
 
         public var table: CSVTable {
-            var t = CSVTable(columns: ["paging", "sptes_per_gfn", "slot_pages", "dirty_pages", "strategy", "reps",
+            var t = CSVTable(columns: ["paging", "sptes_per_gfn", "slot_pages", "pattern", "dirty_pages", "strategy", "reps",
                                        "footprint_median_ns", "full_median_ns", "ratio", "p_value", "differs"])
             for s in samples {
-                t.append([s.layout.paging.mode.rawValue, "\(s.layout.paging.sptesPerGFN)", "\(s.layout.slotPages)", "\(s.dirtyPages)",
+                t.append([s.layout.paging.mode.rawValue, "\(s.layout.paging.sptesPerGFN)", "\(s.layout.slotPages)", s.pattern.rawValue, "\(s.dirtyPages)",
                           s.strategy.rawValue, "\(s.full.count)", String(format: "%.1f", s.footprintMedian), String(format: "%.1f", s.fullMedian),
                           String(format: "%.3f", s.ratio), String(format: "%.3g", s.pValue),
                           abs(s.ratio - 1) > tolerance && s.pValue < 0.01 ? "true" : "false"])
@@ -65,7 +68,7 @@ public struct EvictionCheck {
         public var summary: String {
             var out = [["series", "dirty", "strategy", "after footprint", "after full read", "ratio", "p"]]
             for s in samples {
-                out.append(["\(s.layout.paging) \(Bytes.pages(s.layout.slotPages))", "\(s.dirtyPages)", s.strategy.rawValue,
+                out.append(["\(s.layout.paging) \(Bytes.pages(s.layout.slotPages)) \(s.pattern.rawValue)", "\(s.dirtyPages)", s.strategy.rawValue,
                             Reports.duration(s.footprintMedian), Reports.duration(s.fullMedian),
                             String(format: "%.2f", s.ratio) + (abs(s.ratio - 1) > tolerance && s.pValue < 0.01 ? " *" : ""),
                             String(format: "%.2g", s.pValue)])
@@ -87,7 +90,7 @@ public struct EvictionCheck {
         let cheap = CacheEviction(forcing: .footprint), full = CacheEviction(forcing: .full)
         var cheapTimer = TimedHarvest(eviction: cheap), fullTimer = TimedHarvest(eviction: full)
         var order = SeededGenerator(seed: seed ^ 0xE71C)
-        progress.plan(layouts.map { ("check-eviction \($0.paging) \(Bytes.pages($0.slotPages))", counts.count, 1) })
+        progress.plan(layouts.map { ("check-eviction \($0.paging) \(Bytes.pages($0.slotPages))", counts.count * patterns.count, 1) })
         for (li, layout) in layouts.enumerated() {
             progress.beginSeries(li)
             progress.point("building the VM")
@@ -95,9 +98,10 @@ public struct EvictionCheck {
             let runnable = strategies.filter { !$0.needsTDP || layout.paging == .tdp }
             try vm.withMMU { mmu in
                 var backend = ModelBackend(vm: vm, mmu: mmu)
-                for d in counts where d <= layout.slotPages {
-                    progress.point("\(d) dirty")
-                    let set = DirtyPattern.even.dirtySet(count: d, slotPages: layout.slotPages, seed: seed)
+                for pattern in patterns {
+                for d in counts where d <= pattern.maxCount(slotPages: layout.slotPages) {
+                    progress.point("\(pattern.rawValue), \(d) dirty")
+                    let set = pattern.dirtySet(count: d, slotPages: layout.slotPages, seed: seed)
                     let round = GuestRound(vm: vm, set: set, sptesPerGFN: layout.paging.sptesPerGFN, seed: seed)
                     var a = [[Double]](repeating: [], count: runnable.count), b = a
                     for rep in 0..<(reps + 1) {
@@ -112,9 +116,10 @@ public struct EvictionCheck {
                         }
                     }
                     for si in runnable.indices {
-                        samples.append(Sample(layout: layout, dirtyPages: d, strategy: runnable[si], footprint: a[si], full: b[si]))
+                        samples.append(Sample(layout: layout, pattern: pattern, dirtyPages: d, strategy: runnable[si], footprint: a[si], full: b[si]))
                     }
                     progress.pointDone()
+                }
                 }
             }
         }
