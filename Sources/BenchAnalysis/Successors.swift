@@ -74,7 +74,8 @@ extension Crossover {
             over { d in
                 guard let r = byPoint[d]![rule], let (_, b) = best(d, among: family), b > 0 else { return nil }
                 var t = r.summary.median
-                if !measured, let c = r.chose, let chosen = byPoint[d]![c] { t = chosen.summary.median }
+                // A migration total's choice differs by round: the rule's own total is its cost.
+                if !measured, r.rounds == 1, let c = r.chose, let chosen = byPoint[d]![c] { t = chosen.summary.median }
                 return regretPct(chosen: t, best: b)
             }
         }

@@ -335,3 +335,19 @@ func modelRow(_ key: SeriesKey, _ s: Strategy, dirty: Int, nUsed: Int, samples: 
         #expect(GuestReport.section(rows().map { var r = $0; r.guest = nil; return r }).isEmpty)
     }
 }
+
+/// A migration total adds rounds whose choices differ: the rule's own total is its cost.
+@Suite struct MigrationRegretTests {
+    @Test func aRulesMigrationTotalIsJudgedByItselfNotByItsMostFrequentChoice() throws {
+        let key = SeriesKey(scenario: .migration, paging: .shadow, sptesPerGFN: 2, slotPages: 1 << 18, vmPages: 1 << 18, pattern: .hotSet)
+        func row(_ s: Strategy, _ ms: Double, choices: [Strategy: Int] = [:]) -> PointRow {
+            var r = PointRow(series: key, strategy: .model(s), nUsedMMUPages: 1030, dirtyPages: 500_000, samples: [ms * 1e6, ms * 1e6], cache: .cold)
+            r.rounds = 10
+            r.choices = choices
+            return r
+        }
+        let rows = [row(.slotWalk, 13.8), row(.masked, 27.7), row(.rmap, 71), row(.adaptive, 12.6, choices: [.masked: 12, .slotWalk: 8])]
+        let s = try #require(Crossover.rows(rows).first?.successors)
+        #expect(try #require(s.adaptive).maxPct < 0, "adaptive's total beat the best single strategy's")
+    }
+}
