@@ -21,8 +21,11 @@ public struct SweepDensity: Hashable, Sendable {
     /// an octave around n_used_mmu_pages (the crossover's bisection adds
     /// points where it lies).
     public static let full = SweepDensity(octavesPerCoarseStep: 1, densePointsPerOctave: 2)
-    /// Larger slots in the default run: every point costs more there.
-    public static let large = SweepDensity(octavesPerCoarseStep: 2, densePointsPerOctave: 1, refinements: 3)
+    /// Larger slots in the default run, where every point costs more and
+    /// the walks cost the same at every count: coarse points every three
+    /// octaves, one an octave around n_used_mmu_pages, two bisections of
+    /// the crossover (to a quarter octave).
+    public static let large = SweepDensity(octavesPerCoarseStep: 3, densePointsPerOctave: 1, refinements: 2)
     /// --quick.
     public static let quick = SweepDensity(octavesPerCoarseStep: 2, densePointsPerOctave: 2, refinements: 2)
 }
