@@ -87,5 +87,6 @@ import Testing
         #expect(try FileManager.default.contentsOfDirectory(atPath: dir) == ["f.csv"])
         #expect(throws: BenchError.self) { try AtomicFile.write("x", to: dir + "/missing/f.csv") }
         #expect(try FileManager.default.contentsOfDirectory(atPath: dir) == ["f.csv"], "no temporary file left")
+        try FileManager.default.removeItem(atPath: dir)
     }
 }

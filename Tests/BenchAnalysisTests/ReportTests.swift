@@ -35,10 +35,14 @@ func modelRow(_ key: SeriesKey, _ s: Strategy, dirty: Int, nUsed: Int, samples: 
     }
 }
 
-@Suite(.serialized) struct ComparisonTests {
+@Suite(.serialized) final class ComparisonTests {
+    /// This test's own folder, removed when the test ends.
+    let scratch = NSTemporaryDirectory() + "compare-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+    deinit { try? FileManager.default.removeItem(atPath: scratch) }
+
     /// Writes a run folder holding only a samples.csv.
     func run(_ name: String, _ rows: [(dirty: Int, strategy: String, ns: [Double])]) throws -> String {
-        let dir = NSTemporaryDirectory() + "compare-\(getpid())-\(name)"
+        let dir = scratch + "/\(name)"
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         var t = CSVTable(columns: Reports.sampleColumns)
         for r in rows {

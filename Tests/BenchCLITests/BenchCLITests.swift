@@ -3,7 +3,11 @@ import Testing
 
 /// The `bench` executable as a user meets it: bad input gets one line on
 /// stderr and exit status 64, help teaches, a tiny run works.
-@Suite(.serialized) struct BenchCLITests {
+@Suite(.serialized) final class BenchCLITests {
+    /// This test's own folder, removed when the test ends.
+    let scratch = NSTemporaryDirectory() + "bench-cli-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+    deinit { try? FileManager.default.removeItem(atPath: scratch) }
+
     /// The `bench` binary SwiftPM built next to this test bundle.
     static let binary: URL = {
         var dir = Bundle.main.bundleURL
@@ -50,13 +54,13 @@ import Testing
         (["--kvm-budget", "0"], "--kvm-budget: 0 is out of range; accepted: 1 to 86400 seconds"),
     ])
     func badInputIsOneLineAndExitStatus64(args: [String], expected: String) throws {
-        let r = try bench(args + ["--output", NSTemporaryDirectory() + "bench-cli-never"])
+        let r = try bench(args + ["--output", scratch + "/never"])
         #expect(r.status == 64)
         #expect(r.stderr.hasPrefix("bench: error: "))
         #expect(r.stderr.contains(expected), "\(r.stderr)")
         #expect(r.stderr.split(separator: "\n").count == 1, "one line: \(r.stderr)")
         #expect(r.stdout.isEmpty)
-        #expect(!FileManager.default.fileExists(atPath: NSTemporaryDirectory() + "bench-cli-never"), "nothing written")
+        #expect(!FileManager.default.fileExists(atPath: scratch + "/never"), "nothing written")
     }
 
     @Test func compareRefusesWhatIsNotARunFolder() throws {
@@ -103,7 +107,7 @@ import Testing
     /// are, and the exit status is 128 + the signal.
     @Test(arguments: [(SIGINT, "SIGINT", Int32(130)), (SIGTERM, "SIGTERM", Int32(143))])
     func aSignalStopsTheRunWithEveryFileWhole(signal: Int32, name: String, status: Int32) throws {
-        let dir = NSTemporaryDirectory() + "bench-cli-signal-\(getpid())-\(name)"
+        let dir = scratch + "/signal-\(name)"
         // The second series starts once the first is done and written.
         let (r, _) = try interrupt(longRun(dir), when: "[2/2]", with: [signal])
         #expect(r.status == status, "\(r.stderr)")
@@ -127,7 +131,7 @@ import Testing
     /// while the run builds a VM (it looks for the first only between
     /// measurements), the two end it at once, with nothing more written.
     @Test func aSecondSigintExitsAtOnce() throws {
-        let dir = NSTemporaryDirectory() + "bench-cli-sigint2-\(getpid())"
+        let dir = scratch + "/sigint2"
         let args = ["--slot-pages", "4GiB", "--paging", "shadow", "--pattern", "even", "--reps", "3", "--backend", "model", "--output", dir]
         let (r, seconds) = try interrupt(args, when: "started", with: [SIGINT, SIGINT])
         #expect(r.status == 130)
@@ -156,7 +160,8 @@ import Testing
     /// either: exit status 73 and one line, before any work (the first
     /// thing a run does after making its folder is say it calibrates).
     @Test func anUnwritableOutputExits73BeforeAnyWork() throws {
-        let file = NSTemporaryDirectory() + "bench-cli-file-\(getpid())"
+        try FileManager.default.createDirectory(atPath: scratch, withIntermediateDirectories: true)
+        let file = scratch + "/file"
         _ = FileManager.default.createFile(atPath: file, contents: Data("x".utf8))
         for output in [file, file + "/runs", "/proc/dirty-log-bench-runs"] {
             let r = try bench(["--slot-pages", "64", "--reps", "1", "--backend", "model", "--output", output])
@@ -171,7 +176,7 @@ import Testing
     /// one spte makes its rows unverified in points.csv, the summary counts
     /// and shows the violations, and the run exits 1.
     @Test func aBrokenStrategyFailsTheRun() throws {
-        let dir = NSTemporaryDirectory() + "bench-cli-bug-\(getpid())"
+        let dir = scratch + "/bug"
         let r = try bench(["--slot-pages", "4096", "--paging", "tdp", "--pattern", "even", "--strategy", "masked,slot-walk",
                            "--dirty", "1,64", "--reps", "2", "--cache", "warm", "--backend", "model", "--quiet", "--output", dir],
                           environment: ["DIRTY_LOG_BENCH_PLANTED_BUG": "skip-one-spte"])
@@ -193,7 +198,7 @@ import Testing
     /// fails it at the series level with --check rmap and a 10% limit, and
     /// passes an unchanged copy.
     @Test func compareFailsARunWithAPlantedRegressionAndPassesAnUnchangedCopy() throws {
-        let base = NSTemporaryDirectory() + "bench-cli-compare-\(getpid())"
+        let base = scratch + "/compare"
         let r = try bench(["--slot-pages", "4096", "--paging", "tdp", "--pattern", "even", "--strategy", "rmap,masked,slot-walk",
                            "--dirty", "1,2,4,8,16,32,64,128", "--reps", "5", "--cache", "warm", "--backend", "model", "--quiet",
                            "--output", base])
@@ -225,7 +230,7 @@ import Testing
     /// The concurrent scenario from the command line: vCPU threads, the
     /// guest's columns filled, every row verified.
     @Test func aTinyConcurrentRunFillsTheGuestsColumns() throws {
-        let dir = NSTemporaryDirectory() + "bench-cli-concurrent-\(getpid())"
+        let dir = scratch + "/concurrent"
         let r = try bench(["--scenario", "concurrent", "--slot-pages", "4096", "--paging", "shadow", "--fault-path", "fast",
                            "--reps", "2", "--guest-wss", "1MiB", "--quiet", "--output", dir])
         #expect(r.status == 0, "\(r.stdout)\(r.stderr)")
@@ -240,7 +245,7 @@ import Testing
     }
 
     @Test func aTinyRunPrintsTheSummaryAndPaths() throws {
-        let dir = NSTemporaryDirectory() + "bench-cli-\(getpid())"
+        let dir = scratch + "/tiny"
         let r = try bench(["--slot-pages", "1024", "--reps", "2", "--cache", "warm", "--quiet", "--output", dir])
         #expect(r.status == 0, "\(r.stderr)")
         #expect(r.stdout.contains("series") && r.stdout.contains("crossover") && r.stdout.contains("seed regret max"))

@@ -7,9 +7,13 @@ import Testing
 @testable import BenchMeasure
 
 /// Whole runs through `BenchRun`, as the bench command makes them.
-@Suite(.serialized) struct RunTests {
+@Suite(.serialized) final class RunTests {
+    /// This test's own folder, removed when the test ends.
+    let scratch = NSTemporaryDirectory() + "benchmeasure-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+    deinit { try? FileManager.default.removeItem(atPath: scratch) }
+
     func tempDir() -> String {
-        let d = NSTemporaryDirectory() + "benchmeasure-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        let d = scratch + "/\(UInt32.random(in: 0...UInt32.max))"
         try? FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true)
         return d
     }
