@@ -152,6 +152,11 @@ struct Bench: ParsableCommand {
     }
 
     /// The sweep's own options that were given, by name: what a preset does not take.
+    /// Every option of the run given a value of its own, the sweep's and
+    /// the measurement's: what a subcommand that takes none or some of them
+    /// refuses rather than ignores.
+    var optionsGiven: [String] { sweepOptionsGiven + measurement.optionsGiven }
+
     var sweepOptionsGiven: [String] {
         var given: [String] = []
         if quick { given.append("--quick") }
@@ -284,7 +289,7 @@ struct DirtyLogPerf: ParsableCommand {
     @ParentCommand var bench: Bench
     var measurement: MeasurementOptions { bench.measurement }
 
-    @Option(name: .customShort("n"), help: ArgumentHelp("The slot, as a page count or a size (dirty-log-perf's -n). (default: 262144)", valueName: "size"))
+    @Option(name: .customShort("n"), help: ArgumentHelp("The slot, as a page count or a size (dirty-log-perf's -n).", valueName: "size"))
     var slotPages = PageCount(1 << 18)
 
     @Option(name: .customShort("m"), help: ArgumentHelp("All guest memory, the rest in a second slot (dirty-log-perf's -m). (default: the slot)", valueName: "size"))

@@ -28,7 +28,13 @@ struct CheckEviction: ParsableCommand {
     /// The run's options: slots, paging modes, counts, strategies, repetitions, seed, output.
     @ParentCommand var bench: Bench
 
+    /// The run's options this check takes; any other is refused, not ignored.
+    static let accepted: Set = ["--slot-pages", "--paging", "--mappings", "--pattern", "--dirty", "--strategy", "--reps", "--seed", "--output", "--quiet"]
+
     func run() throws {
+        if let option = bench.optionsGiven.first(where: { !Self.accepted.contains($0) }) {
+            throw BenchError.usage("\(option): does not apply to check-eviction, which takes \(Self.accepted.sorted().joined(separator: ", "))")
+        }
         let m = bench.measurement
         let slots = try (bench.slotPages?.values ?? [PageCount(1 << 18)]).map { try Check.pages($0, "--slot-pages", SweepLimits.slotPages) }
         let reps = try Check.int(m.reps ?? 11, "--reps", 3...1000)

@@ -11,12 +11,13 @@ struct Compare: ParsableCommand {
         in the same repetition, so a machine that got slower overall does not read as a \
         regression of every strategy. Then two verdicts:
 
-          per point   the two runs' relative repetitions, a two-sided Mann-Whitney U \
-                      test, Benjamini-Hochberg across all points (--fdr)
-          per series  each strategy's per-point changes over the series, a two-sided \
-                      Wilcoxon signed-rank test, Benjamini-Hochberg across all series \
-                      and strategies: a strategy 10% slower at every point is seen \
-                      here though no single point of a few repetitions is
+        Per point: the two runs' relative repetitions, a two-sided Mann-Whitney U \
+        test, Benjamini-Hochberg across all points (--fdr).
+
+        Per series: each strategy's per-point changes over the series, a two-sided \
+        Wilcoxon signed-rank test, Benjamini-Hochberg across all series and \
+        strategies. A strategy 10% slower at every point is seen here though no \
+        single point of a few repetitions is.
 
         Prints per series and strategy the median and range of the change, its points \
         that changed on their own and the series verdict, then the significant points; \
@@ -38,16 +39,22 @@ struct Compare: ParsableCommand {
     @Option(help: ArgumentHelp("Strategies whose regressions fail the comparison. (default: all)", valueName: "names"))
     var check: CommaList<String>?
 
-    @Option(name: .customLong("max-regression"), help: ArgumentHelp("Percent slowdown, significant, that fails the comparison, 0 to 1000. (default: 30; between two quick runs minutes apart this machine showed relative shifts up to 28%)", valueName: "percent"))
+    @Option(name: .customLong("max-regression"), help: ArgumentHelp("Percent slowdown, significant, that fails the comparison, 0 to 1000; between two quick runs minutes apart this machine showed relative shifts up to 28%.", valueName: "percent"))
     var maxRegression: Double = 30
 
-    @Option(help: ArgumentHelp("False-discovery rate for significance, 0.0001 to 0.5. (default: 0.05)", valueName: "q"))
+    @Option(help: ArgumentHelp("False-discovery rate for significance, 0.0001 to 0.5.", valueName: "q"))
     var fdr: Double = 0.05
 
     @Option(help: ArgumentHelp("Where the CSV goes. (default: <run-b>/compare-<run-a name>.csv)", valueName: "file"))
     var csv: String?
 
+    /// The run's options, parsed after `compare` too: refused, not ignored.
+    @ParentCommand var bench: Bench
+
     func run() throws {
+        if let option = bench.optionsGiven.first {
+            throw BenchError.usage("\(option): an option of a run, not of compare, which takes --check, --max-regression, --fdr and --csv")
+        }
         guard maxRegression >= 0, maxRegression <= 1000 else {
             throw BenchError.usage("--max-regression: \(maxRegression) is out of range; accepted: 0 to 1000")
         }

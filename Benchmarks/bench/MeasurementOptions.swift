@@ -16,7 +16,7 @@ struct MeasurementOptions: ParsableArguments {
     @Option(help: ArgumentHelp("cold: evict what each harvest will touch from the caches before timing it (clflushopt of its lines and an L2 sweep, or a read of twice the last-level cache when that is cheaper); full: always that read, the slow way cold is checked against (bench check-eviction); warm: evict nothing. (default: cold)", valueName: "mode"))
     var cache: CacheMode = .cold
 
-    @Option(help: ArgumentHelp("Seed of random patterns, shadow layouts and strategy order. (default: 1)", valueName: "n"))
+    @Option(help: ArgumentHelp("Seed of random patterns, shadow layouts and strategy order.", valueName: "n"))
     var seed: UInt64 = 1
 
     @Option(help: ArgumentHelp("Where run folders go.", valueName: "dir"))
@@ -100,6 +100,28 @@ struct MeasurementOptions: ParsableArguments {
                 ?? Defaults.kvmBudgetSeconds))
         if kvmReps == nil { k.repetitions.warmup = warm }
         return (s, k)
+    }
+
+    /// The options given a value other than their default, by name: for the
+    /// subcommands that take only some of them.
+    var optionsGiven: [String] {
+        var given: [String] = []
+        if reps != nil { given.append("--reps") }
+        if warmup != nil { given.append("--warmup") }
+        if cache != .cold { given.append("--cache") }
+        if seed != 1 { given.append("--seed") }
+        if output != "results" { given.append("--output") }
+        if quiet { given.append("--quiet") }
+        if verbose { given.append("--verbose") }
+        if backend != nil { given.append("--backend") }
+        if kvmReps != nil { given.append("--kvm-reps") }
+        if kvmBudget != nil { given.append("--kvm-budget") }
+        if vcpus != nil { given.append("--vcpus") }
+        if ringEntries != nil { given.append("--ring-entries") }
+        if yieldEvery != nil { given.append("--yield-every") }
+        if clearChunkPages != nil { given.append("--clear-chunk-pages") }
+        if strategy != nil { given.append("--strategy") }
+        return given
     }
 
     /// The strategies asked for; by default all but rmap-fixed, which

@@ -52,6 +52,8 @@ import Testing
         (["--backend", "qemu"], "The value 'qemu' is invalid for '--backend <name>'. Please provide one of 'model', 'kvm' or 'both'"),
         (["dirty-log-perf", "-n", "0"], "-n: 0 pages is out of range"),
         (["--kvm-budget", "0"], "--kvm-budget: 0 is out of range; accepted: 1 to 86400 seconds"),
+        (["compare", "a", "b", "--reps", "3"], "--reps: an option of a run, not of compare"),
+        (["check-eviction", "--cache", "warm"], "--cache: does not apply to check-eviction"),
     ])
     func badInputIsOneLineAndExitStatus64(args: [String], expected: String) throws {
         let r = try bench(args + ["--output", scratch + "/never"])
