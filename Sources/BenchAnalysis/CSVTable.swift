@@ -24,7 +24,8 @@ public struct CSVTable {
         return "\"" + field.replacingOccurrences(of: "\"", with: "\"\"") + "\""
     }
 
-    /// Parses text this type wrote (for `bench compare` and the tests).
+    /// Parses text this type wrote, or the same with CRLF line ends (for
+    /// `bench compare` and the tests).
     public static func parse(_ text: String) -> CSVTable? {
         var records: [[String]] = []
         var field = ""
@@ -45,7 +46,7 @@ public struct CSVTable {
             switch c {
             case "\"": quoted = true
             case ",": record.append(field); field = ""
-            case "\n":
+            case "\n", "\r\n":  // CRLF is one Character: files from Python's csv, spreadsheets
                 record.append(field); field = ""
                 records.append(record); record = []
             case "\r": break

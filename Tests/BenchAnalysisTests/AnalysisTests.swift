@@ -74,6 +74,14 @@ import Testing
         #expect(back.columns == ["a", "b"])
         #expect(back.rows == t.rows)
     }
+
+    /// A table rewritten with CRLF line ends (Python's csv module does so)
+    /// reads the same: in Swift "\r\n" is one Character, not "\r" then "\n".
+    @Test func crlfLineEndsReadTheSame() {
+        let back = CSVTable.parse("a,b\r\n1,\"x\r\ny\"\r\n2,3\r\n")
+        #expect(back?.columns == ["a", "b"])
+        #expect(back?.rows == [["1", "x\r\ny"], ["2", "3"]])
+    }
 }
 
 @Suite struct AtomicFileTests {
