@@ -93,15 +93,18 @@ enum GuestReport {
 
         // Pollution, against a noise floor: the strategies whose work follows
         // the dirty pages touch next to nothing at the fewest, so what they
-        // show there is what the measurement shows with nothing to see.
+        // show there is what the measurement shows with nothing to see; and
+        // a harvest cannot make the guest's re-read faster, so a negative
+        // figure anywhere in the series is noise of that size too.
         var pollution: [String] = []
         for key in keys {
             let counts = Set(rows.filter { $0.series == key }.map(\.dirtyPages)).sorted()
             let lo = counts.first!, hi = counts.last!
             guard let walkLo = row(rows, key, .slotWalk, lo)?.guest, let walkHi = row(rows, key, .slotWalk, hi)?.guest,
                   let rmapHi = row(rows, key, .rmap, hi)?.guest else { continue }
-            let floor = [Strategy.rmap, .rmapFixed, .masked, .tdpMasked].compactMap { row(rows, key, $0, lo)?.guest?.pollutionLines }
-                .map(abs).max() ?? 0
+            let quiet = [Strategy.rmap, .rmapFixed, .masked, .tdpMasked].compactMap { row(rows, key, $0, lo)?.guest?.pollutionLines }
+            let negative = rows.filter { $0.series == key }.compactMap { $0.guest?.pollutionLines }.filter { $0 < 0 }
+            let floor = (quiet + negative).map(abs).max() ?? 0
             let lines = Double(walkHi.workingSetBytes / 64)
             func pct(_ v: Double) -> String { String(format: "%.0f lines (%.0f%%)", v, 100 * v / lines) }
             // Beyond the noise: twice the floor, and at least 1% of the working set.
@@ -126,7 +129,8 @@ enum GuestReport {
             md += "working set re-read from memory after the harvest beyond those after the idle interval, as a share of "
             md += "its lines. The vCPUs run on other cores than the harvest, so only a shared cache can be polluted. The noise "
             md += "floor is the largest such figure, either sign, of rmap, rmap-fixed, masked and tdp-masked at the fewest dirty "
-            md += "pages, harvests that touch a few kilobytes; slot-walk's excess over rmap counts when it is over twice that and 1% "
+            md += "pages, harvests that touch a few kilobytes, and of any negative figure in the series (a harvest cannot make the "
+            md += "re-read faster); slot-walk's excess over rmap counts when it is over twice that and 1% "
             md += "of the working set:\n\n" + pollution.map { "- " + $0 }.joined(separator: "\n") + "\n\n"
         }
 

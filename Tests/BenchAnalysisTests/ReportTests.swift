@@ -338,6 +338,21 @@ func modelRow(_ key: SeriesKey, _ s: Strategy, dirty: Int, nUsed: Int, samples: 
         #expect(md.contains("fault p50 299.0us locked, 40ns fast"))
         #expect(GuestReport.section(rows().map { var r = $0; r.guest = nil; return r }).isEmpty)
     }
+
+    /// A harvest cannot speed up the guest's re-read: rmap at -20000 lines
+    /// says the figures are that noisy, and slot-walk's 20000 is no longer
+    /// beyond the noise although it is far above the small harvests' 100.
+    @Test func aNegativePollutionFigureRaisesTheNoiseFloor() {
+        let r = rows().map { row -> PointRow in
+            var row = row
+            if row.dirtyPages == 8192, row.strategy == .model(.rmap) { row.guest!.pollutionLines = -20_000 }
+            if row.dirtyPages == 8192, row.strategy == .model(.slotWalk) { row.guest!.pollutionLines = 20_000 }
+            return row
+        }
+        let md = GuestReport.section(r)
+        #expect(md.contains("noise floor ±20000 lines"), "\(md)")
+        #expect(!md.contains("**slot-walk more, beyond the noise**"))
+    }
 }
 
 /// A migration total adds rounds whose choices differ: the rule's own total is its cost.
