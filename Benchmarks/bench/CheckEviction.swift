@@ -21,12 +21,19 @@ struct CheckEviction: ParsableCommand {
         new folder under --output. Takes the run's options --slot-pages (default \
         1GiB), --paging, --mappings, --pattern (default even,random), --dirty \
         (default 1,16,256,4096,65536 and the slot), --strategy, --reps (default 11), \
-        --seed, --output and --quiet.
+        --seed, --output and --quiet. --full-read makes the full read larger: against \
+        a read of 256MiB, a read of 2×LLC turns out to leave part of a scattered \
+        harvest's data cached here (see results/README.md).
         """
     )
 
     /// The run's options: slots, paging modes, counts, strategies, repetitions, seed, output.
     @ParentCommand var bench: Bench
+
+    @Option(name: .customLong("full-read"), help: ArgumentHelp(
+        "What the full read reads, as a size or page count, from 2×LLC to 4GiB: a larger one shows whether 2×LLC leaves part of a scattered harvest's data cached. (default: 2×LLC, at least 64MiB)",
+        valueName: "size"))
+    var fullRead: PageCount?
 
     /// The run's options this check takes; any other is refused, not ignored.
     static let accepted: Set = ["--slot-pages", "--paging", "--mappings", "--pattern", "--dirty", "--strategy", "--reps", "--seed", "--output", "--quiet"]
@@ -41,9 +48,12 @@ struct CheckEviction: ParsableCommand {
         let counts = try bench.dirty.map { try $0.values.map { try Check.int($0, "--dirty", 1...slots.max()!, unit: "dirty pages") } }
         let k = try bench.mappings.map { try Check.int($0, "--mappings", SweepLimits.mappings) } ?? SweepDefaults.mappings
         let layouts = slots.flatMap { s in (bench.paging?.values ?? SweepDefaults.pagings).map { VMLayout(paging: $0.paging(mappings: k), slotPages: s) } }
-        let check = EvictionCheck(layouts: layouts, patterns: bench.pattern?.values ?? SweepDefaults.patterns,
+        let least = CacheGeometry.fullEvictionBytes
+        let fullBytes = try fullRead.map { try Check.pages($0, "--full-read", least / 4096...(1 << 20)) * 4096 } ?? least
+        var check = EvictionCheck(layouts: layouts, patterns: bench.pattern?.values ?? SweepDefaults.patterns,
                                   counts: counts ?? ([1, 16, 256, 4096, 65536] + slots).sorted(),
                                   strategies: m.strategies, reps: reps, seed: m.seed)
+        check.fullReadBytes = fullBytes
         let folder = try RunFolder.create(under: m.output)
         let result = try check.run(progress: Progress(quiet: m.quiet))
         try AtomicFile.write(result.table.text, to: folder.path + "/eviction-check.csv")

@@ -162,7 +162,7 @@ public final class CacheEviction {
         case full, footprint
     }
 
-    private let full = FullCacheRead()
+    private let full: FullCacheRead
     private let lastLevel = FullCacheRead(bytes: CacheGeometry.lastLevelCacheBytes)
     /// What one line's flush, a last-level read and a full read cost here, measured at start.
     public let flushNsPerLine: Double
@@ -175,8 +175,12 @@ public final class CacheEviction {
     /// How many evictions of each mode.
     public private(set) var counts: [Mode: Int] = [:]
 
-    public init(forcing mode: Mode? = nil) {
+    /// `fullReadBytes`: what the full read reads (twice the last-level
+    /// cache, at least 64 MiB, unless `bench check-eviction --full-read`
+    /// asks for more).
+    public init(forcing mode: Mode? = nil, fullReadBytes: Int = CacheGeometry.fullEvictionBytes) {
         forced = mode
+        full = FullCacheRead(bytes: fullReadBytes)
         func median(_ reps: Int, _ body: () -> Void) -> Double {
             body()
             var t: [Double] = []

@@ -18,6 +18,9 @@ public struct EvictionCheck {
     /// Beyond this relative difference of the medians, and significant, a
     /// sample differs (the run-to-run shift of one strategy here is larger).
     public var tolerance = 0.10
+    /// What the full read reads: twice the last-level cache by default; more
+    /// shows whether that read leaves part of a harvest's data cached.
+    public var fullReadBytes = CacheGeometry.fullEvictionBytes
 
     public init(layouts: [VMLayout], patterns: [DirtyPattern] = [.even, .random], counts: [Int], strategies: [Strategy], reps: Int, seed: UInt64) {
         self.layouts = layouts
@@ -47,6 +50,8 @@ public struct EvictionCheck {
         /// The evictions' cost per harvest, each mode's median.
         public var footprintEvictionNs: Double
         public var fullEvictionNs: Double
+        /// What the full read read.
+        public var fullReadBytes: Int
         public var violations: Int
 
         /// Samples whose medians differ by more than the tolerance with p < 0.01.
@@ -54,11 +59,11 @@ public struct EvictionCheck {
 
         public var table: CSVTable {
             var t = CSVTable(columns: ["paging", "sptes_per_gfn", "slot_pages", "pattern", "dirty_pages", "strategy", "reps",
-                                       "footprint_median_ns", "full_median_ns", "ratio", "p_value", "differs"])
+                                       "footprint_median_ns", "full_median_ns", "full_read_bytes", "ratio", "p_value", "differs"])
             for s in samples {
                 t.append([s.layout.paging.mode.rawValue, "\(s.layout.paging.sptesPerGFN)", "\(s.layout.slotPages)", s.pattern.rawValue, "\(s.dirtyPages)",
                           s.strategy.rawValue, "\(s.full.count)", String(format: "%.1f", s.footprintMedian), String(format: "%.1f", s.fullMedian),
-                          String(format: "%.3f", s.ratio), String(format: "%.3g", s.pValue),
+                          "\(fullReadBytes)", String(format: "%.3f", s.ratio), String(format: "%.3g", s.pValue),
                           abs(s.ratio - 1) > tolerance && s.pValue < 0.01 ? "true" : "false"])
             }
             return t
@@ -78,8 +83,8 @@ public struct EvictionCheck {
             return Reports.layout(out) + "\n\n" + String(format: "%d samples: median ratio %.3f (range %.2f to %.2f); %d differ by more than %.0f%% with p < 0.01.\n",
                                                          samples.count, Statistics.quantile(sorted: ratios, 0.5), ratios.first ?? 0, ratios.last ?? 0,
                                                          d, tolerance * 100)
-                + String(format: "Eviction per harvest: %@ for the footprint, %@ for the full read.",
-                         Reports.duration(footprintEvictionNs), Reports.duration(fullEvictionNs))
+                + String(format: "Eviction per harvest: %@ for the footprint, %@ for the full read of %@.",
+                         Reports.duration(footprintEvictionNs), Reports.duration(fullEvictionNs), Bytes.format(fullReadBytes) as NSString)
         }
     }
 
@@ -87,7 +92,7 @@ public struct EvictionCheck {
     public func run(progress: Progress) throws -> Result {
         var samples: [Sample] = []
         var violations = 0
-        let cheap = CacheEviction(forcing: .footprint), full = CacheEviction(forcing: .full)
+        let cheap = CacheEviction(forcing: .footprint), full = CacheEviction(forcing: .full, fullReadBytes: fullReadBytes)
         var cheapTimer = TimedHarvest(eviction: cheap), fullTimer = TimedHarvest(eviction: full)
         var order = SeededGenerator(seed: seed ^ 0xE71C)
         progress.plan(layouts.map { ("check-eviction \($0.paging) \(Bytes.pages($0.slotPages))", counts.count * patterns.count, 1) })
@@ -126,6 +131,6 @@ public struct EvictionCheck {
         progress.finish()
         let perEviction = { (t: TimedHarvest) in t.phases[.eviction] * 1e9 / Double(max(1, samples.count * (reps + 1))) }
         return Result(samples: samples, tolerance: tolerance, footprintEvictionNs: perEviction(cheapTimer),
-                      fullEvictionNs: perEviction(fullTimer), violations: violations)
+                      fullEvictionNs: perEviction(fullTimer), fullReadBytes: fullReadBytes, violations: violations)
     }
 }
