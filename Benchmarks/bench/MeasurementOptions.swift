@@ -13,14 +13,14 @@ struct MeasurementOptions: ParsableArguments {
     @Option(help: ArgumentHelp("Untimed repetitions before them, 0 to 100; with adaptive repetitions only for harvests under 2 ms. (default: 1)", valueName: "n"))
     var warmup: Int?
 
-    @Option(help: ArgumentHelp("cold: evict what each harvest will touch from the caches before timing it (clflushopt of its lines and an L2 sweep, or a read of twice the last-level cache when that is cheaper); full: always that read, the slow way cold is checked against (bench check-eviction); warm: evict nothing. (default: cold)", valueName: "mode"))
-    var cache: CacheMode = .cold
+    @Option(help: ArgumentHelp("cold: evict what each harvest will touch from the caches before timing it (clflushopt of its lines, then a read of a buffer the size of the last-level cache; or a read of twice the last-level cache when that is cheaper); full: always that read, the slow way cold is checked against (bench check-eviction); warm: evict nothing.", valueName: "mode"))
+    var cache = Defaults.cache
 
     @Option(help: ArgumentHelp("Seed of random patterns, shadow layouts and strategy order.", valueName: "n"))
-    var seed: UInt64 = 1
+    var seed = Defaults.seed
 
     @Option(help: ArgumentHelp("Where run folders go.", valueName: "dir"))
-    var output = "results"
+    var output = Defaults.output
 
     @Flag(help: "No progress on stderr.")
     var quiet = false
@@ -54,6 +54,9 @@ struct MeasurementOptions: ParsableArguments {
 
     /// The defaults these options fall back to.
     enum Defaults {
+        static let cache = CacheMode.cold
+        static let seed: UInt64 = 1
+        static let output = "results"
         static let kvmBudgetSeconds = 2
     }
 
@@ -108,9 +111,9 @@ struct MeasurementOptions: ParsableArguments {
         var given: [String] = []
         if reps != nil { given.append("--reps") }
         if warmup != nil { given.append("--warmup") }
-        if cache != .cold { given.append("--cache") }
-        if seed != 1 { given.append("--seed") }
-        if output != "results" { given.append("--output") }
+        if cache != Defaults.cache { given.append("--cache") }
+        if seed != Defaults.seed { given.append("--seed") }
+        if output != Defaults.output { given.append("--output") }
         if quiet { given.append("--quiet") }
         if verbose { given.append("--verbose") }
         if backend != nil { given.append("--backend") }

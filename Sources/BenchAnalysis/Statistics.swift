@@ -122,6 +122,43 @@ public enum MannWhitney {
     }
 }
 
+/// The Wilcoxon signed-rank test: is the median of paired differences zero?
+public enum SignedRank {
+    /// Two-sided p-value, exact (over the ranks' sign patterns, ties given
+    /// their average rank), zeros dropped. 1 with no nonzero difference.
+    public static func pValue(_ d: [Double]) -> Double {
+        let x = d.filter { $0 != 0 && $0.isFinite }
+        let n = x.count
+        guard n > 0 else { return 1 }
+        let order = x.indices.sorted { abs(x[$0]) < abs(x[$1]) }
+        // Doubled average ranks, whole numbers even for ties.
+        var rank2 = [Int](repeating: 0, count: n)
+        var i = 0
+        while i < n {
+            var j = i
+            while j + 1 < n && abs(x[order[j + 1]]) == abs(x[order[i]]) { j += 1 }
+            for k in i...j { rank2[order[k]] = i + j + 2 }
+            i = j + 1
+        }
+        let total = rank2.reduce(0, +)
+        let wPlus = x.indices.filter { x[$0] > 0 }.reduce(0) { $0 + rank2[$1] }
+        // Ways to reach each doubled rank sum with a subset of the ranks (as Doubles: 2^n overflows).
+        var ways = [Double](repeating: 0, count: total + 1)
+        ways[0] = 1
+        for r in rank2 {
+            var s = total
+            while s >= r {
+                ways[s] += ways[s - r]
+                s -= 1
+            }
+        }
+        let all = pow(2.0, Double(n))
+        let extreme = min(wPlus, total - wPlus)
+        let tail = ways[0...extreme].reduce(0, +) / all
+        return min(1, 2 * tail)
+    }
+}
+
 /// Benjamini-Hochberg: which of many p-values stay significant when the
 /// expected share of false discoveries is held at `q`.
 public enum FalseDiscovery {

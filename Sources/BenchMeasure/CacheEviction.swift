@@ -212,7 +212,7 @@ public final class CacheEviction {
         for _ in 0..<3 {
             for i in 0..<lines { probe[i * 8] = UInt64(i) }
             let t0 = MonotonicClock.now()
-            for i in 0..<lines { ca_flush_line(probe + i * 8) }
+            Self.flushLines(probe, lines * 64)
             ca_flush_fence()
             flushes.append(Double(MonotonicClock.now() &- t0) / Double(lines))
         }
@@ -259,7 +259,7 @@ public final class CacheEviction {
     /// Before a look at a bitmap.
     func evict(bitmap: UnsafeRawBufferPointer) {
         guard mode(lines: bitmap.count / 64 + 1) == .footprint else { full.flush(); return }
-        flushLines(bitmap.baseAddress!, bitmap.count)
+        Self.flushLines(bitmap.baseAddress!, bitmap.count)
         ca_flush_fence()
         lastLevel.flush()
     }
@@ -296,8 +296,9 @@ public final class CacheEviction {
 
     deinit { lineBuffer.deallocate() }
 
+    /// `clflushopt` of every line of [start, start + bytes); the caller fences.
     @inline(__always)
-    private func flushLines(_ start: UnsafeRawPointer, _ bytes: Int) {
+    static func flushLines(_ start: UnsafeRawPointer, _ bytes: Int) {
         var line = UInt(bitPattern: start) & ~63
         let end = UInt(bitPattern: start) + UInt(bytes)
         while line < end {

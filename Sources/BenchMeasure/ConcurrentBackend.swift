@@ -7,7 +7,7 @@ import ShadowMMU
 /// What one repetition of the concurrent scenario cost the guest.
 struct GuestCost {
     /// The timed harvest's holds of mmu_lock, in an HdrHistogram (ns).
-    var holds = Histogram<UInt64>(lowestDiscernibleValue: 1, highestTrackableValue: 600_000_000_000, numberOfSignificantValueDigits: .three)
+    var holds = Histogram<UInt64>.nanoseconds()
     var holdCount = 0
     var holdTotalNs = 0.0
     var holdMaxNs = 0.0
@@ -19,6 +19,14 @@ struct GuestCost {
     /// Re-read after the harvest minus after an idle interval as long (the latter).
     var pollutionNs = 0.0
     var idleRereadNs = 0.0
+}
+
+extension Histogram where Count == UInt64 {
+    /// The concurrent scenario's latencies and holds: 1 ns to 10 minutes,
+    /// three significant digits.
+    static func nanoseconds() -> Histogram<UInt64> {
+        Histogram(lowestDiscernibleValue: 1, highestTrackableValue: 600_000_000_000, numberOfSignificantValueDigits: .three)
+    }
 }
 
 /// The model with vCPU threads running through the harvest (the
@@ -95,6 +103,11 @@ struct ConcurrentBackend: ModelHarvestBackend {
         doneState = vm.harvestState &+ 2
         guests.command(.run, doneState: doneState, wait: false)
         guests.waitForFirstPass()
+        // The harvest's holds start from nothing, set here, not in the timed region.
+        lockStats.pointee.n = 0
+        lockStats.pointee.count = 0
+        lockStats.pointee.hold_ticks_total = 0
+        lockStats.pointee.hold_ticks_max = 0
         return true
     }
 
@@ -104,10 +117,6 @@ struct ConcurrentBackend: ModelHarvestBackend {
 
     @inline(__always)
     mutating func harvest(_ strategy: Strategy, phases: inout HarvestPhaseMarks) -> HarvestOutcome {
-        lockStats.pointee.n = 0
-        lockStats.pointee.count = 0
-        lockStats.pointee.hold_ticks_total = 0
-        lockStats.pointee.hold_ticks_max = 0
         mmu.openHarvestWindow()
         ca_lock_stats_set(lockStats)
         let h = mmu.harvest(slot: slot, strategy: strategy, phases: &phases)

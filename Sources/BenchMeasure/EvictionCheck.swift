@@ -100,31 +100,31 @@ public struct EvictionCheck {
             progress.beginSeries(li)
             progress.point("building the VM")
             let vm = VirtualMachine(layout: layout, vcpus: 2, ringEntries: 65536)
-            let runnable = strategies.filter { !$0.needsTDP || layout.paging == .tdp }
+            let runnable = strategies.filter(layout.runs)
             try vm.withMMU { mmu in
                 var backend = ModelBackend(vm: vm, mmu: mmu)
                 for pattern in patterns {
-                for d in counts where d <= pattern.maxCount(slotPages: layout.slotPages) {
-                    progress.point("\(pattern.rawValue), \(d) dirty")
-                    let set = pattern.dirtySet(count: d, slotPages: layout.slotPages, seed: seed)
-                    let round = GuestRound(vm: vm, set: set, sptesPerGFN: layout.paging.sptesPerGFN, seed: seed)
-                    var a = [[Double]](repeating: [], count: runnable.count), b = a
-                    for rep in 0..<(reps + 1) {
-                        for si in runnable.indices.shuffled(using: &order) {
-                            let firstCheap = (rep + si) % 2 == 0
-                            for useCheap in [firstCheap, !firstCheap] {
-                                let m = useCheap ? try cheapTimer.measure(&backend, runnable[si], round)
-                                    : try fullTimer.measure(&backend, runnable[si], round)
-                                violations += m.verdict.count
-                                if rep > 0 { if useCheap { a[si].append(Double(m.ns)) } else { b[si].append(Double(m.ns)) } }
+                    for d in counts where d <= pattern.maxCount(slotPages: layout.slotPages) {
+                        progress.point("\(pattern.rawValue), \(d) dirty")
+                        let set = pattern.dirtySet(count: d, slotPages: layout.slotPages, seed: seed)
+                        let round = GuestRound(vm: vm, set: set, sptesPerGFN: layout.paging.sptesPerGFN, seed: seed)
+                        var a = [[Double]](repeating: [], count: runnable.count), b = a
+                        for rep in 0..<(reps + 1) {
+                            for si in runnable.indices.shuffled(using: &order) {
+                                let firstCheap = (rep + si) % 2 == 0
+                                for useCheap in [firstCheap, !firstCheap] {
+                                    let m = useCheap ? try cheapTimer.measure(&backend, runnable[si], round)
+                                        : try fullTimer.measure(&backend, runnable[si], round)
+                                    violations += m.verdict.count
+                                    if rep > 0 { if useCheap { a[si].append(Double(m.ns)) } else { b[si].append(Double(m.ns)) } }
+                                }
                             }
                         }
+                        for si in runnable.indices {
+                            samples.append(Sample(layout: layout, pattern: pattern, dirtyPages: d, strategy: runnable[si], footprint: a[si], full: b[si]))
+                        }
+                        progress.pointDone()
                     }
-                    for si in runnable.indices {
-                        samples.append(Sample(layout: layout, pattern: pattern, dirtyPages: d, strategy: runnable[si], footprint: a[si], full: b[si]))
-                    }
-                    progress.pointDone()
-                }
                 }
             }
         }

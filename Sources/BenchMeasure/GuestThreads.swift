@@ -163,12 +163,7 @@ final class GuestThreads {
     func waitAll() {
         for b in boxes {
             let want = ca_load32(&b.pointee.sequence)
-            var spins = 0
-            while ca_load32(&b.pointee.acknowledged) != want {
-                ca_cpu_relax()
-                spins += 1
-                if spins & 4095 == 0 { sched_yield() }
-            }
+            Self.spin { ca_load32(&b.pointee.acknowledged) == want }
         }
     }
 
@@ -176,12 +171,7 @@ final class GuestThreads {
     /// in its steady state (translations cached) when the harvest begins.
     func waitForFirstPass() {
         for b in boxes {
-            var spins = 0
-            while ca_load32(&b.pointee.passes) == 0 && ca_load32(&b.pointee.acknowledged) != ca_load32(&b.pointee.sequence) {
-                ca_cpu_relax()
-                spins += 1
-                if spins & 4095 == 0 { sched_yield() }
-            }
+            Self.spin { ca_load32(&b.pointee.passes) != 0 || ca_load32(&b.pointee.acknowledged) == ca_load32(&b.pointee.sequence) }
         }
     }
 
@@ -221,6 +211,18 @@ final class GuestThreads {
     /// Cache lines of the working set per vCPU.
     var linesPerVCPU: Int { boxes[0].pointee.memoryWords / 8 }
 
+    /// Spins until `done`, yielding the CPU now and then: with more threads
+    /// than CPUs the one spun for may need this one's.
+    @inline(__always)
+    private static func spin(until done: () -> Bool) {
+        var spins = 0
+        while !done() {
+            ca_cpu_relax()
+            spins &+= 1
+            if spins & 4095 == 0 { sched_yield() }
+        }
+    }
+
     // MARK: The threads
 
     private static func body(_ box: UnsafeMutablePointer<GuestMailbox>, mmu: MMU, vcpu: Int, cpu: Int, faultPath: FaultPath, shadowing: Bool) {
@@ -229,12 +231,7 @@ final class GuestThreads {
         mmu.resetGuest(vcpu: vcpu)
         var seen: UInt32 = 0
         while true {
-            var spins = 0
-            while ca_load32(&box.pointee.sequence) == seen {
-                ca_cpu_relax()
-                spins += 1
-                if spins & 4095 == 0 { sched_yield() }
-            }
+            spin { ca_load32(&box.pointee.sequence) != seen }
             seen = ca_load32(&box.pointee.sequence)
             let command = GuestCommand(rawValue: box.pointee.command) ?? .none
             if command == .exit {
@@ -290,12 +287,7 @@ final class GuestThreads {
             box.pointee.sink &+= read(box)
             box.pointee.readNs = MonotonicClock.now() &- t0
         case .calibrate:
-            let m = box.pointee.memory
-            var w = 0
-            while w < box.pointee.memoryWords {
-                ca_flush_line(m + w)
-                w += 8
-            }
+            CacheEviction.flushLines(box.pointee.memory, box.pointee.memoryWords * 8)
             ca_flush_fence()
             let t0 = MonotonicClock.now()
             box.pointee.sink &+= read(box)
@@ -310,17 +302,7 @@ final class GuestThreads {
     }
 
     /// One load per 64-byte line of the thread's share, in order.
-    @inline(never)
     private static func read(_ box: UnsafeMutablePointer<GuestMailbox>) -> UInt64 {
-        let m = box.pointee.memory
-        let n = box.pointee.memoryWords
-        var sum: UInt64 = 0
-        var w = 0
-        while w < n {
-            sum &+= m[w]
-            w &+= 8
-        }
-        ca_compiler_barrier()
-        return sum
+        FullCacheRead.readLines(box.pointee.memory, words: box.pointee.memoryWords)
     }
 }

@@ -47,10 +47,8 @@ extension RepetitionPolicy {
 
     /// The concurrent scenario's default, whose repetitions each run two
     /// harvests and the vCPUs' passes, and whose figures are medians of
-    /// per-repetition values: from 3 to 7, until the median's 75% interval
-    /// is within 20% of it.
-    public static let concurrent = RepetitionPolicy(fixed: nil, minimum: 3, maximum: 7, relativeWidth: 0.20, confidence: 0.75,
-                                                    longNs: 10e6, longMinimum: 2, longMaximum: 3, warmup: 1, warmupBelowNs: 2e6)
+    /// per-repetition values: `--quick`'s.
+    public static let concurrent = quick
 
     /// The kernel's default, whose guest writes are slow: from 3 to 5, until
     /// the median's 75% interval is within 20% of it.

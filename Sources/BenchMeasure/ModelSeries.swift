@@ -32,7 +32,7 @@ public struct ModelSeriesSpec: Sendable, Hashable {
     /// two-dimensional paging structure; vCPUs run through the
     /// write-protecting ones only.
     public var runnable: [Strategy] {
-        strategies.filter { (!$0.needsTDP || layout.paging == .tdp) && (scenario != .concurrent || $0.runsConcurrently) }
+        strategies.filter { layout.runs($0) && (scenario != .concurrent || $0.runsConcurrently) }
     }
 
     /// The dirty counts the pattern allows.
@@ -114,7 +114,7 @@ public final class ModelSeries {
     public func run() throws -> ModelOutcome {
         var out = ModelOutcome()
         let layout = spec.layout
-        let noTree = spec.strategies.filter { $0.needsTDP && layout.paging != .tdp }
+        let noTree = spec.strategies.filter { !layout.runs($0) }
         if !noTree.isEmpty {
             out.skipped.append(SkipNote(series: spec.key.label, backend: .model, strategy: noTree.map(\.rawValue).joined(separator: " "),
                                         reason: "shadow paging has no two-dimensional paging structure to walk"))

@@ -101,7 +101,7 @@ struct GuestRecord {
     var pollutionNs: [Double] = []
     var idleRereadNs: [Double] = []
     /// The window's fault latencies, every timed repetition's (ns).
-    var faults = Histogram<UInt64>(lowestDiscernibleValue: 1, highestTrackableValue: 600_000_000_000, numberOfSignificantValueDigits: .three)
+    var faults = Histogram<UInt64>.nanoseconds()
     /// Over every repetition, warm-up included: a race is a race.
     var raceViolations = 0
     var shadowings = 0

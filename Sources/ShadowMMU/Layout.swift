@@ -70,6 +70,10 @@ public struct VMLayout: Hashable, Sendable {
         return total + 1
     }
 
+    /// Whether `strategy` can run on this layout: the tdp ones walk the
+    /// two-dimensional paging structure, which shadow paging has not.
+    public func runs(_ strategy: Strategy) -> Bool { !strategy.needsTDP || paging == .tdp }
+
     /// n_used_mmu_pages once every page is mapped.
     public var expectedShadowPages: Int {
         paging.sptesPerGFN * Self.shadowPagesPerAddressSpace(pages: vmPages)

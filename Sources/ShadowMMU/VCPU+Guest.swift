@@ -231,9 +231,11 @@ extension MMU {
                 return .fastPath
             }
         }
+        // The read side: the TDP MMU's rwlock shared with other faults and
+        // tdp-walk, the whole lock in the eras before it.
         let shared = vm.pointee.era == .tdpMMU
-        if shared { readLock() } else { spinLock() }
-        defer { if shared { readUnlock() } else { spinUnlock() } }
+        readLock()
+        defer { readUnlock() }
         while true {
             let spte = ca_read_once64(sptep)
             if isWritableSPTE(spte) { return .alreadyWritable }

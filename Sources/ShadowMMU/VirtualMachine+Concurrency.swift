@@ -126,11 +126,6 @@ extension MMU {
     /// It has returned: writes from now on must reach the next log.
     @inline(__always) public func closeHarvestWindow() { _ = ca_fetch_add64(vm.harvestStatePointer, 1) }
 
-    /// The vCPU threads' shared states (empty without them).
-    @inline(__always) var guests: UnsafeMutableBufferPointer<VCPURun> {
-        UnsafeMutableBufferPointer(start: vm.pointee.guests, count: vm.pointee.guestCount)
-    }
-
     /// kvm_flush_remote_tlbs() with vCPU threads running: a new flush
     /// generation, then wait until every vCPU in guest mode has caught up
     /// with it (kvm_make_all_cpus_request() with KVM_REQUEST_WAIT). A vCPU
@@ -139,7 +134,7 @@ extension MMU {
     func flushRemoteTLBsAndWait() {
         let generation = withUnsafeMutablePointer(to: &vm.pointee.flushGeneration) { ca_fetch_add64($0, 1) } &+ 1
         for i in 0..<vm.pointee.guestCount {
-            let r = vm.pointee.guests.unsafelyUnwrapped + i
+            let r = run(i)
             while ca_load32(&r.pointee.mode) == VCPURun.inGuest && ca_load64(&r.pointee.ackedFlush) < generation {
                 ca_cpu_relax()
             }
@@ -152,7 +147,7 @@ extension MMU {
     @inline(never)
     func synchronizeSRCU() {
         for i in 0..<vm.pointee.guestCount {
-            let r = vm.pointee.guests.unsafelyUnwrapped + i
+            let r = run(i)
             while ca_load32(&r.pointee.inSRCU) != 0 { ca_cpu_relax() }
         }
     }
@@ -164,7 +159,7 @@ extension MMU {
         let tag = gfn.rawValue &+ 1
         var i = 0
         while i < vm.pointee.guestCount {
-            if ca_load64(&vm.pointee.guests.unsafelyUnwrapped[i].guardGFN) == tag { return true }
+            if ca_load64(&run(i).pointee.guardGFN) == tag { return true }
             i &+= 1
         }
         return false

@@ -81,6 +81,7 @@ public final class VirtualMachine {
         self.arena = arena
         table = ShadowPageTable(arena: arena, capacity: expectedShadowPages)
         descPool = PteListDescPool(arena: arena)
+        precondition(MemoryLayout<VMState>.offset(of: \VMState.mmuLock) == 0, "MMU.lockWord needs mmu_lock first in VMState")
         state = arena.allocate(VMState.self, count: 1, alignment: 64)
         state.initialize(to: VMState())
         memslots = arena.allocate(SlotView.self, count: Self.maxSlots)
@@ -171,7 +172,8 @@ public struct MMU {
     public let vcpus: UnsafeMutableBufferPointer<VCPUState>
     let descPool: Unmanaged<PteListDescPool>
 
-    /// The lock, by address (it is a C struct the lock functions mutate).
+    /// The lock, by address (it is a C struct the lock functions mutate):
+    /// `VMState`'s first field, as `VirtualMachine.init` checks.
     @inline(__always) var lockWord: UnsafeMutablePointer<ca_mmu_lock> {
         UnsafeMutableRawPointer(vm).assumingMemoryBound(to: ca_mmu_lock.self)
     }

@@ -85,8 +85,9 @@ struct TDPWalker {
         self.mmu = mmu
     }
 
-    @inline(__always) func lock() { if shared { mmu.readLock() } else { mmu.spinLock() } }
-    @inline(__always) func unlock() { if shared { mmu.readUnlock() } else { mmu.spinUnlock() } }
+    /// The read side, which is the whole lock but for the TDP MMU's rwlock.
+    @inline(__always) func lock() { mmu.readLock() }
+    @inline(__always) func unlock() { mmu.readUnlock() }
 
     /// Clears the writable bit of a leaf that has it.
     @inline(__always)
