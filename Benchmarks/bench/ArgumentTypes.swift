@@ -78,3 +78,4 @@ extension Strategy: ExpressibleByArgument {}
 extension FaultPath: ExpressibleByArgument {}
 extension DirtyPattern: ExpressibleByArgument {}
 extension CacheMode: ExpressibleByArgument {}
+extension GuestCPU: ExpressibleByArgument {}

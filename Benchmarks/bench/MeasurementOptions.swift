@@ -43,9 +43,6 @@ struct MeasurementOptions: ParsableArguments {
     @Option(name: .customLong("ring-entries"), help: ArgumentHelp("Entries of each vCPU's dirty ring for ring, a power of two from 128 to 1048576. (default: 65536)", valueName: "n"))
     var ringEntries: Int?
 
-    @Option(name: .customLong("yield-every"), help: ArgumentHelp("rmap-walk and tdp-walk release and retake mmu_lock every this many gfns. (default: 4096)", valueName: "gfns"))
-    var yieldEvery: Int?
-
     @Option(name: .customLong("clear-chunk-pages"), help: ArgumentHelp("clear-chunked's KVM_CLEAR_DIRTY_LOG size, a multiple of 64 pages. (default: 262144, QEMU's 1 GiB)", valueName: "size"))
     var clearChunkPages: PageCount?
 
@@ -67,7 +64,6 @@ struct MeasurementOptions: ParsableArguments {
         static let kvmBudgetSeconds = 1...86400
         static let vcpus = 1...64
         static let ringEntries = 128...(1 << 20)
-        static let yieldEvery = 1...(1 << 30)
         static let clearChunkPages = 64...(1 << 28)
     }
 
@@ -90,7 +86,6 @@ struct MeasurementOptions: ParsableArguments {
             guard v & (v - 1) == 0 else { throw BenchError.usage("--ring-entries: \(v) is not a power of two; accepted: 128 to 1048576 entries, a power of two") }
             return v
         } ?? s.ringEntries
-        s.yieldEveryGFNs = try yieldEvery.map { try Check.int($0, "--yield-every", Limits.yieldEvery, unit: "gfns") } ?? s.yieldEveryGFNs
         s.clearChunkPages = try clearChunkPages.map {
             let v = try Check.int($0.pages, "--clear-chunk-pages", Limits.clearChunkPages, unit: "pages")
             guard v % 64 == 0 else { throw BenchError.usage("--clear-chunk-pages: \(v) pages is not a multiple of 64; accepted: 64 to 268435456 pages, a multiple of 64") }
@@ -121,7 +116,6 @@ struct MeasurementOptions: ParsableArguments {
         if kvmBudget != nil { given.append("--kvm-budget") }
         if vcpus != nil { given.append("--vcpus") }
         if ringEntries != nil { given.append("--ring-entries") }
-        if yieldEvery != nil { given.append("--yield-every") }
         if clearChunkPages != nil { given.append("--clear-chunk-pages") }
         if strategy != nil { given.append("--strategy") }
         return given
@@ -137,6 +131,14 @@ enum Check {
     static func int(_ v: Int, _ option: String, _ range: ClosedRange<Int>, unit: String = "") throws -> Int {
         guard range.contains(v) else {
             throw BenchError.usage("\(option): \(v) is out of range; accepted: \(range.lowerBound) to \(range.upperBound)" + (unit.isEmpty ? "" : " \(unit)"))
+        }
+        return v
+    }
+
+    /// A cost in ns: 0 to a millisecond.
+    static func nanoseconds(_ v: Double, _ option: String) throws -> Double {
+        guard v.isFinite, v >= 0, v <= 1e6 else {
+            throw BenchError.usage("\(option): \(v) is out of range; accepted: 0 to 1000000 ns")
         }
         return v
     }

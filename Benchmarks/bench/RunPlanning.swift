@@ -70,11 +70,12 @@ enum Planner {
             s.layout.seed = settings.seed
             return s
         }
-        let plan = try RunPlan(modelSeries: backend.includesModel ? series : [],
+        var plan = try RunPlan(modelSeries: backend.includesModel ? series : [],
                                kernelSeries: backend.includesKernel ? kernelSeries(beside: series, counts: counts) : [],
                                settings: settings, kernelSettings: kernelSettings,
                                kernelRequired: m.backend != nil && backend.includesKernel,
                                outputDirectory: m.output, quiet: m.quiet, verbose: m.verbose).plantingBugFromEnvironment()
+        plan.measuresHostExits = backend.includesKernel && series.contains { $0.scenario == .concurrent }
         try checkMemory(plan, available: memoryAvailable)
         return plan
     }

@@ -4,41 +4,59 @@ import Foundation
 /// report.md's "What the guest pays": the concurrent scenario's series
 /// read against the questions the seed's argument raised, with numbers.
 enum GuestReport {
-    static func section(_ rows: [PointRow]) -> String {
-        let concurrent = rows.filter { $0.series.scenario == .concurrent && $0.guest != nil }
-        guard !concurrent.isEmpty else { return "" }
-        let keys = Array(Set(concurrent.map(\.series))).sorted()
+    static func section(_ results: RunResults) -> String {
+        let rows = results.rows.filter { $0.series.scenario == .concurrent && $0.guest != nil }
+        guard !rows.isEmpty else { return "" }
+        let keys = Array(Set(rows.map(\.series))).sorted()
+        let g0 = rows[0].guest!
         var md = "\n## What the guest pays\n\n"
-        md += "vCPU threads (\(concurrent[0].guest!.vcpus), pinned beside the harvesting thread) write their share of the round's pages "
-        md += "again and again while the harvest runs; a write through a cached writable translation goes through, one to a "
-        md += "write-protected spte faults. mmu_lock is the lock of each strategy's era (a ticket lock for the seed's strategies, "
-        md += "a queued lock for masked, the TDP MMU's rwlock for tdp-walk and tdp-masked). Per strategy at the fewest and the "
-        md += "most dirty pages: the harvest's time with them running; its holds of mmu_lock (how many, the longest); the "
-        md += "vCPUs' write faults begun during it (how many, p50 / p99 / max latency) and their wait for the lock; the dirty "
-        md += "memory time (their pass over their pages after it, each faulting again); the cache pollution (re-reading "
-        md += "\(Bytes.format(concurrent[0].guest!.workingSetBytes)) of guest memory after the harvest minus after an idle interval as long, "
-        md += "in lines missed); the seed's race (writes to a guest page table its shadower had returned believing write-protected).\n\n"
+        md += "\(g0.vcpus) vCPU thread\(g0.vcpus == 1 ? "" : "s") (\(g0.pinned ? "each pinned to a CPU of its own, the harvest on CPU 0" : "not pinned: the OS refused")) "
+        md += "write their share of the round's pages again and again while the harvest runs. A write through a cached writable "
+        md += "translation goes through; one to a write-protected spte faults. "
+        if let c = results.exitCosts {
+            md += "A fault is timed from the VM exit to the re-entry and includes both: "
+            md += "\(Reports.duration(c.exitNs)) for the exit and entry together (\(c.exitSource)); a TLB flush sends each vCPU in guest "
+            md += "mode an IPI that reaches it \(Reports.duration(c.ipiNs)) later (\(c.ipiSource)) and waits for its exit. "
+            if let host = c.hostExitNs {
+                md += "This host's KVM, measured: \(Reports.duration(host)) per exit (\(c.hostExitNote ?? "")). "
+            } else if let note = c.hostExitNote {
+                md += "This host's KVM could not be measured (\(note)). "
+            }
+        }
+        md += "Each strategy runs in its kernel's era: \(KernelEra.linux3_3.label) for slot-walk, rmap and rmap-fixed (mmu_lock a "
+        md += "ticket spinlock, every fault under it, no fast path); \(KernelEra.linux4_2.label) for masked (a queued spinlock, "
+        md += "c7ba5b48's fast path, the flush after unlocking as 198c74f4 placed it); \(KernelEra.linux5_14.label) for the TDP MMU's "
+        md += "tdp-walk and tdp-masked (an rwlock: faults and tdp-walk, which is the enable-logging path, under its read side, "
+        md += "tdp-masked under its write side). The fast path runs only where the era had it and only on direct sptes (two-dimensional "
+        md += "paging). The timed repetitions run with no lock statistics; each is followed by an instrumented one, whose holds of "
+        md += "mmu_lock and the vCPUs' waits for it are the lock columns, its harvest time kept apart. Counts are totals over the "
+        md += "repetitions they come from; percentiles are pooled over exactly those. The dirty memory time runs from the harvest's "
+        md += "start until every vCPU has written every page of its share once after the harvest protected it.\n\n"
         for key in keys {
-            let these = concurrent.filter { $0.series == key }
+            let these = rows.filter { $0.series == key }
             let counts = Set(these.map(\.dirtyPages)).sorted()
             guard let lo = counts.first, let hi = counts.last else { continue }
             md += "### \(key.label)\n\n"
-            md += "| strategy | dirty | harvest | holds | longest hold | faults | fault p50 | p99 | max | lock wait | dirty memory | pollution | race |\n"
-            md += "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
+            md += "| strategy | era | dirty | reps | harvest | instrumented | holds | longest | read holds | longest read | faults | fault p50 | p99 | max | wait p99 | dirty memory | race |\n"
+            md += "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
             for d in Set([lo, hi]).sorted() {
                 for r in these.filter({ $0.dirtyPages == d }).sorted(by: { $0.strategy < $1.strategy }) {
                     let g = r.guest!
-                    func t(_ v: Double?) -> String { v.map { Reports.duration($0) } ?? "-" }
-                    md += "| \(r.strategy.name) | \(d) | \(t(r.summary.median)) | \(Int(g.lockHolds)) | \(t(g.lockHoldMaxNs)) | "
-                    md += "\(Int(g.windowFaults)) | \(t(g.faultP50Ns)) | \(t(g.faultP99Ns)) | \(t(g.faultMaxNs)) | \(t(g.lockWaitNs)) | "
-                    md += "\(t(g.dirtyMemoryNs)) | \(String(format: "%.0f", g.pollutionLines)) | \(g.raceViolations) |\n"
+                    md += "| \(r.strategy.name) | \(r.strategy.model?.era.rawValue ?? "") | \(d) | \(r.samples.count) | \(t(r.summary.median)) | "
+                    md += "\(t(g.instrumentedHarvestNs)) | \(g.exclusiveHolds.count) | \(t(g.exclusiveHolds.maxNs)) | \(g.sharedHolds.count) | "
+                    md += "\(t(g.sharedHolds.maxNs)) | \(g.faultCount) | \(t(g.faultP50Ns)) | \(t(g.faultP99Ns)) | \(t(g.faultMaxNs)) | "
+                    md += "\(t(g.lockWaitP99Ns)) | \(t(g.dirtyMemoryNs)) | \(g.raceViolations) |\n"
                 }
             }
             md += "\n"
         }
-        md += answers(concurrent, keys: keys)
+        md += answers(rows, keys: keys)
+        md += pollution(results.pollution)
         return md
     }
+
+    /// "12.3us", or "-" where there is no figure (no fault, no hold).
+    static func t(_ v: Double?) -> String { v.map { Reports.duration($0) } ?? "-" }
 
     /// The row of `strategy` at `dirty` in `key`.
     static func row(_ rows: [PointRow], _ key: SeriesKey, _ s: Strategy, _ dirty: Int) -> PointRow? {
@@ -47,8 +65,7 @@ enum GuestReport {
 
     static func answers(_ rows: [PointRow], keys: [SeriesKey]) -> String {
         var md = ""
-        func t(_ v: Double?) -> String { v.map { Reports.duration($0) } ?? "-" }
-        func ratio(_ a: Double, _ b: Double) -> String { String(format: "%.1fx", a / max(b, 1e-9)) }
+        func ratio(_ a: Double, _ b: Double) -> String { String(format: "%.2fx", a / max(b, 1e-9)) }
 
         // The seed's lock: per-gfn holds against slot-walk's one, and the fix.
         var lock: [String] = []
@@ -56,11 +73,13 @@ enum GuestReport {
             let counts = Set(rows.filter { $0.series == key }.map(\.dirtyPages)).sorted()
             for d in [counts.first!, counts.last!] {
                 guard let rm = row(rows, key, .rmap, d), let walk = row(rows, key, .slotWalk, d) else { continue }
-                var line = "\(key.label), \(d) dirty pages: rmap's longest hold \(t(rm.guest!.lockHoldMaxNs)) against slot-walk's "
-                line += "\(t(walk.guest!.lockHoldMaxNs)); the vCPUs' fault p99 \(t(rm.guest!.faultP99Ns)) against \(t(walk.guest!.faultP99Ns)), "
+                let a = rm.guest!, b = walk.guest!
+                var line = "\(key.label), \(d) dirty pages: rmap held mmu_lock \(a.exclusiveHolds.count / max(1, a.instrumentedReps)) times a "
+                line += "harvest, the longest \(t(a.exclusiveHolds.maxNs)), against slot-walk's one hold of \(t(b.exclusiveHolds.maxNs)); "
+                line += "the vCPUs' fault p99 \(t(a.faultP99Ns)) (\(a.faultCount) faults) against \(t(b.faultP99Ns)) (\(b.faultCount)), "
                 line += "while rmap's harvest took \(t(rm.summary.median)) against \(t(walk.summary.median))"
-                if let fixed = row(rows, key, .rmapFixed, d) {
-                    line += "; 6dbf79e7's one hold: longest \(t(fixed.guest!.lockHoldMaxNs)), fault p99 \(t(fixed.guest!.faultP99Ns)), "
+                if let fixed = row(rows, key, .rmapFixed, d), let f = fixed.guest {
+                    line += "; 6dbf79e7's one hold: longest \(t(f.exclusiveHolds.maxNs)), fault p99 \(t(f.faultP99Ns)), "
                     line += "harvest \(t(fixed.summary.median)) (\(ratio(fixed.summary.median, rm.summary.median)) rmap's)"
                 }
                 lock.append(line + ".")
@@ -75,11 +94,11 @@ enum GuestReport {
         let racy = rows.filter { ($0.guest?.raceViolations ?? 0) > 0 }
         let shadowed = rows.filter { ($0.guest?.shadowings ?? 0) > 0 }
         if !shadowed.isEmpty {
-            md += "**The seed's race.** Under shadow paging each vCPU shadows one of its pages as a guest page table per pass "
-            md += "(\(shadowed.reduce(0) { $0 + $1.guest!.shadowings }) times in all). "
+            md += "**The seed's race.** Under shadow paging each vCPU takes a fault per pass that shadows one of its pages as a "
+            md += "guest page table (\(shadowed.reduce(0) { $0 + $1.guest!.shadowings }) times in all), timed with the other faults. "
             if racy.isEmpty {
                 md += "No write went through a translation its shadower believed write-protected in this run: the window is "
-                md += "narrow; the test suite widens it and catches rmap every time, rmap-fixed never.\n\n"
+                md += "narrow; the test suite widens it before every flush and catches rmap every time, the others never.\n\n"
             } else {
                 let groups = Dictionary(grouping: racy, by: \.strategy.name)
                 md += groups.keys.sorted().map { name in
@@ -91,47 +110,17 @@ enum GuestReport {
             }
         }
 
-        // Pollution, against a noise floor: the strategies whose work follows
-        // the dirty pages touch next to nothing at the fewest, so what they
-        // show there is what the measurement shows with nothing to see; and
-        // a harvest cannot make the guest's re-read faster, so a negative
-        // figure anywhere in the series is noise of that size too.
-        var pollution: [String] = []
-        for key in keys {
+        // What the lock statistics cost the harvest that records them.
+        var instrumentation: [String] = []
+        for key in keys where key.faultPath == .locked {
             let counts = Set(rows.filter { $0.series == key }.map(\.dirtyPages)).sorted()
-            let lo = counts.first!, hi = counts.last!
-            guard let walkLo = row(rows, key, .slotWalk, lo)?.guest, let walkHi = row(rows, key, .slotWalk, hi)?.guest,
-                  let rmapHi = row(rows, key, .rmap, hi)?.guest else { continue }
-            let quiet = [Strategy.rmap, .rmapFixed, .masked, .tdpMasked].compactMap { row(rows, key, $0, lo)?.guest?.pollutionLines }
-            let negative = rows.filter { $0.series == key }.compactMap { $0.guest?.pollutionLines }.filter { $0 < 0 }
-            let floor = (quiet + negative).map(abs).max() ?? 0
-            let lines = Double(walkHi.workingSetBytes / 64)
-            func pct(_ v: Double) -> String { String(format: "%.0f lines (%.0f%%)", v, 100 * v / lines) }
-            // Beyond the noise: twice the floor, and at least 1% of the working set.
-            let beyond = walkHi.pollutionLines - rmapHi.pollutionLines > max(2 * floor, lines / 100)
-            pollution.append("\(key.label): slot-walk \(pct(walkLo.pollutionLines)) at \(lo) dirty pages and \(pct(walkHi.pollutionLines)) at \(hi), "
-                + "rmap \(pct(rmapHi.pollutionLines)) at \(hi); noise floor ±\(pct(floor)): "
-                + (beyond ? "**slot-walk more, beyond the noise**" : "no difference beyond the noise"))
+            guard let hi = counts.last, let rm = row(rows, key, .rmap, hi), let inst = rm.guest?.instrumentedHarvestNs else { continue }
+            instrumentation.append("\(key.label), rmap at \(hi) dirty pages: \(t(rm.summary.median)) plain, \(t(inst)) with its "
+                + "\(rm.guest!.exclusiveHolds.count / max(1, rm.guest!.instrumentedReps)) holds recorded (\(ratio(inst, rm.summary.median)))")
         }
-        if !pollution.isEmpty {
-            // How much of the working set the cache keeps across an idle
-            // interval at all: pollution can only take away what is kept.
-            let g = rows.map { $0.guest! }
-            let cold = Statistics.median(g.map(\.coldReadNs)), warm = Statistics.median(g.map(\.warmReadNs))
-            let idle = Statistics.median(g.map(\.idleRereadNs))
-            let kept = cold > warm ? max(0, min(1, (cold - idle) / (cold - warm))) : 0
-            md += String(format: "**Does slot-walk pollute the guest's cache more than rmap?** First, what there is to pollute: the vCPUs "
-                + "read their working set in %@ from memory and %@ from cache, and in %@ after an idle interval as long as a harvest "
-                + "(medians over the run): the cache keeps about %.0f%% of it across the interval%@. ",
-                Reports.duration(cold) as NSString, Reports.duration(warm) as NSString, Reports.duration(idle) as NSString, 100 * kept,
-                kept < 0.25 ? " on this machine, so no harvest can take much away and the figures below are mostly noise" : "")
-            md += "Lines of the guest's \(Bytes.format(rows[0].guest!.workingSetBytes)) "
-            md += "working set re-read from memory after the harvest beyond those after the idle interval, as a share of "
-            md += "its lines. The vCPUs run on other cores than the harvest, so only a shared cache can be polluted. The noise "
-            md += "floor is the largest such figure, either sign, of rmap, rmap-fixed, masked and tdp-masked at the fewest dirty "
-            md += "pages, harvests that touch a few kilobytes, and of any negative figure in the series (a harvest cannot make the "
-            md += "re-read faster); slot-walk's excess over rmap counts when it is over twice that and 1% "
-            md += "of the working set:\n\n" + pollution.map { "- " + $0 }.joined(separator: "\n") + "\n\n"
+        if !instrumentation.isEmpty {
+            md += "**What recording the lock costs.** The instrumented repetitions read the time-stamp counter at every acquire and "
+            md += "release; their harvest times are not the reported ones:\n\n" + instrumentation.map { "- " + $0 }.joined(separator: "\n") + "\n\n"
         }
 
         // The fast path.
@@ -140,19 +129,59 @@ enum GuestReport {
             var locked = key
             locked.faultPath = .locked
             let counts = Set(rows.filter { $0.series == key }.map(\.dirtyPages)).sorted()
-            let d = counts.last!
-            for s in [Strategy.slotWalk, .masked] {
-                guard let f = row(rows, key, s, d), let l = row(rows, locked, s, d) else { continue }
+            guard let d = counts.last else { continue }
+            for s in [Strategy.masked, .tdpMasked, .tdpWalk] {
+                guard let f = row(rows, key, s, d)?.guest, let l = row(rows, locked, s, d)?.guest else { continue }
                 fast.append("\(key.label.replacingOccurrences(of: " fast faults", with: "")), \(s.rawValue) at \(d) dirty pages: fault p50 "
-                    + "\(t(l.guest!.faultP50Ns)) locked, \(t(f.guest!.faultP50Ns)) fast; p99 \(t(l.guest!.faultP99Ns)) and \(t(f.guest!.faultP99Ns)); "
-                    + "dirty memory time \(t(l.guest!.dirtyMemoryNs)) and \(t(f.guest!.dirtyMemoryNs))")
+                    + "\(t(l.faultP50Ns)) locked, \(t(f.faultP50Ns)) fast (\(f.fastFaults) of \(f.faultCount) faults fixed without "
+                    + "the lock); p99 \(t(l.faultP99Ns)) and \(t(f.faultP99Ns)); dirty memory time \(t(l.dirtyMemoryNs)) and \(t(f.dirtyMemoryNs))")
             }
         }
         if !fast.isEmpty {
-            md += "**What does the fast fault path change?** c7ba5b48 fixes a fault on an spte write-protected only for dirty "
-            md += "logging by cmpxchg, without mmu_lock, so a vCPU no longer waits for a harvest's hold:\n\n"
+            md += "**What does the fast fault path change?** c7ba5b48 fixes a fault on a direct spte write-protected only for dirty "
+            md += "logging by cmpxchg, without mmu_lock. Where its era had it (not 3.3, so not for the seed's strategies; under "
+            md += "shadow paging never, its sptes being indirect):\n\n"
             md += fast.map { "- " + $0 }.joined(separator: "\n") + "\n\n"
         }
         return md
     }
+
+    /// The cache pollution, from pollution.csv.
+    static func pollution(_ rows: [PollutionRow]) -> String {
+        guard !rows.isEmpty else { return "" }
+        var md = "**Does slot-walk pollute the guest's cache more than rmap?** At the fewest dirty pages of each series, "
+        md += "\(rows[0].pairs) pairs per strategy, working set and CPU: the guest's working set read warm, then the harvest (or an "
+        md += "idle interval as long), then re-read, timed; the excess is the re-read after the harvest less the one after the "
+        md += "idle interval, in ns and in lines re-read from memory (the excess over what a line costs from memory rather than "
+        md += "from cache, measured on that CPU), median and 95% interval. `same`: the re-read on the harvesting CPU, as a vCPU "
+        md += "scheduled after the migration thread; `other`: on the vCPU thread's CPU, where only the shared last-level cache is "
+        md += "at stake. slot-walk against rmap is the difference of their excesses, pair by pair.\n\n"
+        md += "| series | CPU | working set | slot-walk excess | rmap excess | slot-walk over rmap | verdict |\n|---|---|---:|---:|---:|---:|---|\n"
+        let walks = rows.filter { $0.strategy == .slotWalk }
+        for w in walks {
+            let rmap = rows.first { $0.series == w.series && $0.guestCPU == w.guestCPU && $0.workingSetBytes == w.workingSetBytes && $0.strategy == .rmap }
+            func cell(_ r: PollutionRow?, _ i: MedianInterval?) -> String {
+                guard let r, let i else { return "-" }
+                let l = r.asLines(i)
+                return "\(ns(i)) (\(l.map { String(format: "%.0f lines [%.0f, %.0f]", $0.median, $0.low, $0.high) } ?? "-"))"
+            }
+            let verdict: String
+            switch w.overRmap?.sign {
+            case .some(1): verdict = "**more, beyond the interval**"
+            case .some(-1): verdict = "less, beyond the interval"
+            case .some(0): verdict = "no difference beyond the interval"
+            default: verdict = "-"
+            }
+            md += "| \(w.series.label.replacingOccurrences(of: " locked faults", with: "")) | \(w.guestCPU.rawValue) | \(Bytes.format(w.workingSetBytes)) | "
+            md += "\(cell(w, w.excess)) | \(cell(rmap, rmap?.excess)) | \(cell(w, w.overRmap)) | \(verdict) |\n"
+        }
+        return md + "\n"
+    }
+
+    /// "3.2us [1.1us, 4.0us]"
+    static func ns(_ i: MedianInterval) -> String {
+        "\(signed(i.median)) [\(signed(i.low)), \(signed(i.high))]"
+    }
+
+    static func signed(_ v: Double) -> String { (v < 0 ? "-" : "") + Reports.duration(abs(v)) }
 }

@@ -164,7 +164,7 @@ public enum RunReport {
             }
         }
 
-        md += GuestReport.section(outcome.rows)
+        md += GuestReport.section(outcome)
 
         md += "\n## Series\n"
         for key in outcome.seriesKeys {

@@ -102,52 +102,78 @@ public struct KernelExtras: Sendable {
     public init(guestMode: String) { self.guestMode = guestMode }
 }
 
+/// One side of mmu_lock as the harvest held it over the instrumented
+/// repetitions: the holds in all, the median and 99th percentile of them
+/// pooled, the longest, their sum (nil without holds).
+public struct LockHoldFigures: Sendable {
+    public var count = 0
+    public var p50Ns: Double?
+    public var p99Ns: Double?
+    public var maxNs: Double?
+    public var totalNs: Double?
+
+    public init() {}
+}
+
 /// What vCPUs running through the harvest paid, per point and strategy
-/// (the concurrent scenario): medians over the timed repetitions of each
-/// repetition's figure, the fault latencies pooled over them.
+/// (the concurrent scenario). Every count is a total over the repetitions
+/// it comes from; every percentile is pooled over exactly the items that
+/// count counts (an HdrHistogram, three significant digits).
+///
+/// The timed repetitions (the row's `reps`) run the harvest without lock
+/// statistics: the vCPUs' faults. The instrumented repetitions, one after
+/// each, run it with them: the harvest's holds of mmu_lock and the vCPUs'
+/// waits for it; their harvest time is kept apart.
 public struct GuestExtras: Sendable {
     public var vcpus: Int
-    /// The harvest's holds of mmu_lock: how many, their median, 99th
-    /// percentile, longest and sum.
-    public var lockHolds: Double = 0
-    public var lockHoldP50Ns: Double = 0
-    public var lockHoldP99Ns: Double = 0
-    public var lockHoldMaxNs: Double = 0
-    public var lockHoldTotalNs: Double = 0
-    /// Writes the vCPUs began while the harvest ran, and how many faulted.
-    public var windowWrites: Double = 0
-    public var windowFaults: Double = 0
-    /// Their faults' latency (pooled in an HdrHistogram, 3 significant
-    /// digits); nil when none faulted during the harvest.
+    /// Whether the harvesting thread and every vCPU thread got a CPU of its own.
+    public var pinned: Bool
+    /// Write faults the vCPUs began while the timed harvests ran, from the
+    /// VM exit to the re-entry (a shadowing fault included), and their
+    /// latency; nil percentiles when there were none.
+    public var faultCount = 0
     public var faultP50Ns: Double?
     public var faultP99Ns: Double?
     public var faultP999Ns: Double?
     public var faultMaxNs: Double?
-    /// Time the vCPUs' faults during the harvest waited for mmu_lock.
-    public var lockWaitNs: Double = 0
-    /// dirty_log_perf_test's "dirty memory time": the vCPUs' pass over their
-    /// pages begun when the harvest returned (every one faults again).
-    public var dirtyMemoryNs: Double = 0
-    /// Re-reading the guest's working set after a harvest minus after an
-    /// idle interval as long, and that as cache lines missed.
-    public var pollutionNs: Double = 0
-    public var pollutionLines: Double = 0
-    /// Bytes of the working set re-read.
-    public var workingSetBytes: Int = 0
-    /// Its re-read after the idle interval; and, measured once per series,
-    /// a read of it from memory (after flushing it) and from cache (right
-    /// after another read). Pollution can show only as far as the idle
-    /// re-read stays below the read from memory.
-    public var idleRereadNs: Double = 0
-    public var coldReadNs: Double = 0
-    public var warmReadNs: Double = 0
+    /// Of those faults: fixed by the fast path, emulated writes to a
+    /// shadowed guest page table, faults that shadowed one; and the exits
+    /// the harvest's flush IPIs cost them.
+    public var fastFaults = 0
+    public var emulatedWrites = 0
+    public var shadowingFaults = 0
+    public var ipiExits = 0
+    /// Writes the vCPUs began while the timed harvests ran.
+    public var windowWrites = 0
+    /// dirty_log_perf_test's "dirty memory time", made comparable: from the
+    /// harvest's start until every vCPU had written every page of its
+    /// share once after the harvest protected it (logged it anew); median
+    /// over the timed repetitions.
+    public var dirtyMemoryNs: Double?
+    /// The instrumented repetitions, and their harvests' median time.
+    public var instrumentedReps = 0
+    public var instrumentedHarvestNs: Double?
+    /// The harvest's holds of mmu_lock's exclusive side (the whole spinlock,
+    /// or the rwlock's write side) and of its read side (the TDP MMU).
+    public var exclusiveHolds = LockHoldFigures()
+    public var sharedHolds = LockHoldFigures()
+    /// The vCPUs' faults in the instrumented repetitions' windows: how
+    /// many, their total wait for mmu_lock, and the wait per fault.
+    public var lockWaitFaults = 0
+    public var lockWaitTotalNs: Double?
+    public var lockWaitP50Ns: Double?
+    public var lockWaitP99Ns: Double?
+    public var lockWaitMaxNs: Double?
     /// The seed's race: writes through a stale writable translation of a
-    /// page a shadowing thread had returned believing write-protected,
-    /// over every repetition.
+    /// page a shadowing fault had returned believing write-protected, over
+    /// every repetition.
     public var raceViolations = 0
     /// Guest page tables shadowed meanwhile, and how many of those flushed.
     public var shadowings = 0
     public var shadowFlushes = 0
 
-    public init(vcpus: Int) { self.vcpus = vcpus }
+    public init(vcpus: Int, pinned: Bool) {
+        self.vcpus = vcpus
+        self.pinned = pinned
+    }
 }

@@ -54,6 +54,11 @@ public struct RunFolder: Sendable {
         try AtomicFile.write(Reports.samplesTable(results.rows).text, to: path + "/samples.csv")
         try AtomicFile.write(Reports.crossoverTable(results.crossover).text, to: path + "/crossover.csv")
         try AtomicFile.write(Reports.skippedTable(results.skipped).text, to: path + "/skipped.csv")
+        var written = Self.files
+        if !results.pollution.isEmpty {
+            try AtomicFile.write(Reports.pollutionTable(results.pollution).text, to: path + "/pollution.csv")
+            written.insert("pollution.csv", at: 4)
+        }
         var plots: [SeriesKey: String] = [:]
         for key in results.seriesKeys {
             let svg = SVGPlot.render(series: key, rows: results.rows, crossover: results.crossover.first { $0.series == key })
@@ -63,7 +68,7 @@ public struct RunFolder: Sendable {
             plots[key] = file
         }
         var meta = meta
-        meta.files = Self.files + plots.values.sorted()
+        meta.files = written + plots.values.sorted()
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
         try AtomicFile.write(String(decoding: try encoder.encode(meta), as: UTF8.self) + "\n", to: path + "/meta.json")

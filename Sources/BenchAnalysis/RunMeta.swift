@@ -46,6 +46,10 @@ public struct MachineCalibration: Sendable, Codable {
     /// Two back-to-back clock reads, nanoseconds: inside every measurement.
     public var timerOverheadNs: Double
     public var bufferBytes: Int
+    /// The last-level cache the run found the machine keeps (measured when
+    /// the concurrent scenario runs; see BenchMeasure's
+    /// `MachineProbe.effectiveLastLevelCacheBytes`).
+    public var effectiveLastLevelCacheBytes: Int?
 
     public init(readBandwidthGBps: Double, missLatencyNs: Double, timerOverheadNs: Double, bufferBytes: Int) {
         self.readBandwidthGBps = readBandwidthGBps
@@ -149,11 +153,38 @@ public enum RunPhase: String, CaseIterable, Codable, Sendable {
     case eviction = "eviction"
     case timedHarvests = "timed-harvests"
     case checks = "checks"                    // the invariant after every harvest and point
+    case pollution = "pollution"              // the concurrent scenario's harvest/idle pairs
     case kernelSetup = "kernel-setup"         // kernel VMs, populating
     case kernelWrites = "kernel-writes"
     case kernelHarvests = "kernel-harvests"
     case output = "output"                    // writing the run folder
     case other = "other"
+}
+
+/// What the concurrent scenario charged a vCPU for the kernel's
+/// transitions, and where the figures come from.
+public struct ExitCosts: Codable, Sendable, Equatable {
+    /// A VM exit and the entry after it, together (`--exit-cost`).
+    public var exitNs: Double
+    /// A flush IPI, from its sending to its target's exit, per vCPU in
+    /// guest mode (`--ipi-cost`).
+    public var ipiNs: Double
+    /// Where each figure comes from: a published measurement, or the option.
+    public var exitSource: String
+    public var ipiSource: String
+    /// This host's KVM, measured: a guest looping over an exiting
+    /// instruction, per exit, and how (nil where /dev/kvm runs no guest).
+    public var hostExitNs: Double?
+    public var hostExitNote: String?
+
+    public init(exitNs: Double, ipiNs: Double, exitSource: String, ipiSource: String, hostExitNs: Double? = nil, hostExitNote: String? = nil) {
+        self.exitNs = exitNs
+        self.ipiNs = ipiNs
+        self.exitSource = exitSource
+        self.ipiSource = ipiSource
+        self.hostExitNs = hostExitNs
+        self.hostExitNote = hostExitNote
+    }
 }
 
 /// Why and where a run stopped early.
@@ -190,12 +221,14 @@ public struct RunMeta: Codable, Sendable {
     public var phases: PhaseTimes
     /// Set when a signal stopped the run before the end.
     public var interrupted: Interruption?
+    /// The concurrent scenario's VM exit and IPI costs, when it ran.
+    public var exitCosts: ExitCosts?
     public var files: [String]
 
     public init(runID: String, startedUTC: String, wallSeconds: Double, environment: Environment, calibration: MachineCalibration,
                 repetitions: RepetitionPolicy, cache: CacheMode, seed: UInt64, kvmReps: Int, kvmBudgetSeconds: Double,
                 rows: Int, rowsVerified: Int, violations: Int, rowsNoisy: Int, noisyMADFraction: Double,
-                phases: PhaseTimes, interrupted: Interruption?, files: [String]) {
+                phases: PhaseTimes, interrupted: Interruption?, exitCosts: ExitCosts? = nil, files: [String]) {
         self.runID = runID
         self.startedUTC = startedUTC
         self.wallSeconds = wallSeconds
@@ -213,6 +246,7 @@ public struct RunMeta: Codable, Sendable {
         self.noisyMADFraction = noisyMADFraction
         self.phases = phases
         self.interrupted = interrupted
+        self.exitCosts = exitCosts
         self.files = files
     }
 }

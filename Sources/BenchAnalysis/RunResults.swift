@@ -10,14 +10,20 @@ public struct RunResults: Sendable {
     public var calibration: MachineCalibration
     /// The adaptive rule's constants, per series that measured them.
     public var adaptiveFits: [AdaptiveFitReport] = []
+    /// The concurrent scenario's cache pollution (pollution.csv).
+    public var pollution: [PollutionRow] = []
+    /// What the concurrent scenario charged for VM exits and IPIs, when it ran.
+    public var exitCosts: ExitCosts?
     /// One row per model series, from `rows`.
     public private(set) var crossover: [CrossoverRow] = []
 
     public init(calibration: MachineCalibration) { self.calibration = calibration }
 
     /// Adds a finished series (or the finished points of an interrupted one).
-    public mutating func add(rows new: [PointRow], skipped: [SkipNote] = [], notes: [String] = [], fit: AdaptiveFitReport? = nil) {
+    public mutating func add(rows new: [PointRow], skipped: [SkipNote] = [], notes: [String] = [], fit: AdaptiveFitReport? = nil,
+                             pollution: [PollutionRow] = []) {
         rows += new
+        self.pollution += pollution
         self.skipped += skipped
         for n in notes where !self.notes.contains(n) { self.notes.append(n) }
         if let fit { adaptiveFits.append(fit) }
@@ -31,8 +37,11 @@ public struct RunResults: Sendable {
         return keys
     }
 
-    public var violations: Int { rows.reduce(0) { $0 + $1.violationCount } }
+    public var violations: Int { rows.reduce(0) { $0 + $1.violationCount } + pollution.reduce(0) { $0 + $1.violationCount } }
     public var unverifiedRows: [PointRow] { rows.filter { !$0.verified } }
+    public var unverifiedPollution: [PollutionRow] { pollution.filter { !$0.verified } }
+    /// Every row of every file verified.
+    public var allVerified: Bool { unverifiedRows.isEmpty && unverifiedPollution.isEmpty }
 }
 
 /// The adaptive rule's constants for one series as report.md shows them.

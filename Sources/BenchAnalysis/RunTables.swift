@@ -15,10 +15,12 @@ public enum Reports {
         "allocs_in_timed_region", "verified", "violation_count", "violations",
         "guest_mode", "get_ns", "clear_ns", "ring_full_exits", "ring_harvests_during_writes", "ring_ns_during_writes",
         "kernel_sptes_4k", "kernel_emulated_insns_per_write",
-        "fault_path", "vcpus", "lock_holds", "lock_hold_p50_ns", "lock_hold_p99_ns", "lock_hold_max_ns", "lock_hold_total_ns",
-        "vcpu_writes", "vcpu_faults", "vcpu_fault_p50_ns", "vcpu_fault_p99_ns", "vcpu_fault_p999_ns", "vcpu_fault_max_ns",
-        "vcpu_lock_wait_ns", "dirty_memory_ns", "guest_wss_bytes", "wss_read_cold_ns", "wss_read_warm_ns", "wss_reread_idle_ns",
-        "pollution_ns", "pollution_lines",
+        "fault_path", "era", "vcpus", "vcpus_pinned", "vcpu_writes", "fault_count", "fault_p50_ns", "fault_p99_ns", "fault_p999_ns",
+        "fault_max_ns", "fast_faults", "emulated_writes", "shadowing_faults", "ipi_exits", "dirty_memory_ns",
+        "instrumented_reps", "instrumented_harvest_ns",
+        "lock_holds", "lock_hold_p50_ns", "lock_hold_p99_ns", "lock_hold_max_ns", "lock_hold_total_ns",
+        "read_lock_holds", "read_lock_hold_p50_ns", "read_lock_hold_p99_ns", "read_lock_hold_max_ns", "read_lock_hold_total_ns",
+        "lock_wait_faults", "lock_wait_total_ns", "lock_wait_p50_ns", "lock_wait_p99_ns", "lock_wait_max_ns",
         "race_violations", "shadowings", "shadow_flushes",
     ]
 
@@ -43,7 +45,6 @@ public enum Reports {
             let ph = r.phases
             let g = r.guest
             func count(_ f: (ProtectCounters) -> Int) -> String { c.map { "\(f($0))" } ?? "" }
-            func guest(_ f: (GuestExtras) -> Double?, _ decimals: Int = 1) -> String { g.flatMap(f).map { fmt($0, decimals) } ?? "" }
             t.append([
                 r.series.scenario.rawValue, r.backend.rawValue, r.series.paging.rawValue, "\(r.series.sptesPerGFN)", "\(r.series.slotPages)",
                 "\(r.series.vmPages)", "\(r.nUsedMMUPages)", r.series.pattern.rawValue, r.cache.rawValue, "\(r.dirtyPages)",
@@ -67,17 +68,26 @@ public enum Reports {
                 ph.flatMap { $0.ringNsDuringWrites.isEmpty ? nil : "\($0.ringHarvestsDuringWrites)" } ?? "",
                 ph.flatMap { $0.ringNsDuringWrites.isEmpty ? nil : fmt(Statistics.median($0.ringNsDuringWrites), 1) } ?? "",
                 k.map { "\($0.sptes4k)" } ?? "", k.map { fmt($0.emulatedInstructionsPerWrite, 2) } ?? "",
-                r.series.faultPath?.rawValue ?? "", g.map { "\($0.vcpus)" } ?? "",
-                guest({ $0.lockHolds }, 0), guest { $0.lockHoldP50Ns }, guest { $0.lockHoldP99Ns }, guest { $0.lockHoldMaxNs },
-                guest { $0.lockHoldTotalNs }, guest({ $0.windowWrites }, 0), guest({ $0.windowFaults }, 0),
-                guest { $0.faultP50Ns }, guest { $0.faultP99Ns }, guest { $0.faultP999Ns }, guest { $0.faultMaxNs },
-                guest { $0.lockWaitNs }, guest { $0.dirtyMemoryNs }, g.map { "\($0.workingSetBytes)" } ?? "",
-                guest { $0.coldReadNs }, guest { $0.warmReadNs }, guest { $0.idleRereadNs },
-                guest { $0.pollutionNs }, guest { $0.pollutionLines },
-                g.map { "\($0.raceViolations)" } ?? "", g.map { "\($0.shadowings)" } ?? "", g.map { "\($0.shadowFlushes)" } ?? "",
-            ])
+            ] + guestCells(r))
         }
         return t
+    }
+
+    /// The concurrent scenario's columns: the last of points.csv, from fault_path on.
+    static let guestColumnCount = pointColumns.count - pointColumns.firstIndex(of: "fault_path")!
+
+    /// The concurrent scenario's columns of a row (empty cells elsewhere).
+    static func guestCells(_ r: PointRow) -> [String] {
+        guard let g = r.guest else { return [String](repeating: "", count: guestColumnCount) }
+        func n(_ v: Double?) -> String { v.map { fmt($0, 1) } ?? "" }
+        func holds(_ h: LockHoldFigures) -> [String] { ["\(h.count)", n(h.p50Ns), n(h.p99Ns), n(h.maxNs), n(h.totalNs)] }
+        return [r.series.faultPath?.rawValue ?? "", r.strategy.model?.era.rawValue ?? "", "\(g.vcpus)", g.pinned ? "true" : "false",
+                "\(g.windowWrites)", "\(g.faultCount)", n(g.faultP50Ns), n(g.faultP99Ns), n(g.faultP999Ns), n(g.faultMaxNs),
+                "\(g.fastFaults)", "\(g.emulatedWrites)", "\(g.shadowingFaults)", "\(g.ipiExits)", n(g.dirtyMemoryNs),
+                "\(g.instrumentedReps)", n(g.instrumentedHarvestNs)]
+            + holds(g.exclusiveHolds) + holds(g.sharedHolds)
+            + ["\(g.lockWaitFaults)", n(g.lockWaitTotalNs), n(g.lockWaitP50Ns), n(g.lockWaitP99Ns), n(g.lockWaitMaxNs),
+               "\(g.raceViolations)", "\(g.shadowings)", "\(g.shadowFlushes)"]
     }
 
     public static let sampleColumns = [

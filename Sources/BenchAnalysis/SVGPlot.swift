@@ -152,13 +152,14 @@ public enum SVGPlot {
 
     /// The concurrent scenario's plot: three log-log panels against dirty
     /// pages, a line per strategy: the harvest's time with the vCPUs
-    /// running, its longest hold of mmu_lock, and the 99th percentile of
-    /// the vCPUs' write-fault latency during it. A strategy whose vCPUs did
-    /// not fault at a point has no marker there in the last panel.
+    /// running, its longest hold of mmu_lock (either side, from the
+    /// instrumented repetitions), and the 99th percentile of the vCPUs'
+    /// write-fault latency during it. A strategy whose vCPUs did not fault
+    /// at a point has no marker there in the last panel.
     static func guestPanels(series key: SeriesKey, rows: [PointRow]) -> String {
         let panels: [(title: String, value: (PointRow) -> Double?)] = [
             ("harvest time, vCPUs running", { $0.summary.median }),
-            ("longest mmu_lock hold", { $0.guest?.lockHoldMaxNs }),
+            ("longest mmu_lock hold", { r in r.guest.flatMap { g in [g.exclusiveHolds.maxNs, g.sharedHolds.maxNs].compactMap { $0 }.max() } }),
             ("vCPU write-fault p99", { $0.guest?.faultP99Ns }),
         ]
         let panelWidth = 232.0, gap = 28.0, left = 70.0, ph = height - top - bottom

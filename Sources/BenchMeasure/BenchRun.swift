@@ -17,6 +17,11 @@ public struct RunPlan: Sendable {
     public var outputDirectory: String
     public var quiet: Bool
     public var verbose: Bool
+    /// Lines for the terminal and report.md about what the plan left out.
+    public var notes: [String] = []
+    /// Whether to measure a VM exit on this host's KVM beside the
+    /// concurrent scenario's charged cost (the kernel backend is asked for).
+    public var measuresHostExits = false
     #if DEBUG
     /// See `PlantedBug`.
     public var plantedBug: PlantedBug?
@@ -98,6 +103,20 @@ public final class BenchRun {
         progress = Progress(quiet: plan.quiet, verbose: plan.verbose)
     }
 
+    /// A VM exit on this host's KVM (`KVMGuest.measureExitRoundTrip`), or
+    /// why there is none, beside the cost the concurrent scenario charges.
+    static func measureHostExit(device: KVMDevice?, into costs: inout ExitCosts) {
+        do {
+            let guest = try KVMGuest(device: try device ?? KVMDevice(), slotPages: 512)
+            let r = try guest.measureExitRoundTrip()
+            costs.hostExitNs = r.ns
+            costs.hostExitNote = String(format: "a cpuid loop less the loop alone, %.2f exits and %.2f emulated instructions an iteration", r.exitsPerIteration, r.emulatedPerIteration)
+                + (r.emulatedPerIteration >= 1 ? ": this kernel emulates the guest's instructions, so the figure is its emulator's per instruction, not a hardware world switch" : "")
+        } catch {
+            costs.hostExitNote = "\(error)"
+        }
+    }
+
     public func run() throws -> RunOutcome {
         Termination.watch()
         let began = MonotonicClock.now()
@@ -105,7 +124,7 @@ public final class BenchRun {
         let folder = try RunFolder.create(under: plan.outputDirectory)
         let startedUTC = ISO8601DateFormatter().string(from: Date())
         let environment = Environment.capture()
-        var notes: [String] = []
+        var notes: [String] = plan.notes
         var skipped: [SkipNote] = []
         var device: KVMDevice? = nil
         if !plan.kernelSeries.isEmpty {
@@ -121,7 +140,17 @@ public final class BenchRun {
         for n in notes { progress.note(n) }
         let jobs = plan.jobs.filter { if case .kernel = $0 { return device != nil } else { return true } }
         progress.note("calibrating: sequential read bandwidth and cache-miss latency ...")
-        let calibration = MachineProbe.measure()
+        var calibration = MachineProbe.measure()
+        var settings = plan.settings
+        if plan.modelSeries.contains(where: { $0.scenario == .concurrent }) {
+            let kept = MachineProbe.effectiveLastLevelCacheBytes(missLatencyNs: calibration.missLatencyNs)
+            calibration.effectiveLastLevelCacheBytes = kept
+            if settings.pollutionWorkingSets == nil {
+                settings.pollutionWorkingSets = MeasureSettings.defaultWorkingSets(effectiveLastLevelCacheBytes: kept)
+            }
+            progress.note("last-level cache kept here: \(Bytes.format(kept)) (sysfs: \(Bytes.format(CacheGeometry.lastLevelCacheBytes))); "
+                + "pollution working sets: " + settings.pollutionWorkingSets!.map(Bytes.format).joined(separator: ", "))
+        }
         progress.note(String(format: "calibration: %.1f GB/s sequential read, %.0f ns per dependent cache miss, %.0f ns timer",
                              calibration.readBandwidthGBps, calibration.missLatencyNs, calibration.timerOverheadNs))
         let eviction = plan.settings.cache.evicts ? CacheEviction(forcing: plan.settings.cache == .full ? .full : nil) : nil
@@ -131,6 +160,11 @@ public final class BenchRun {
         }
         var results = RunResults(calibration: calibration)
         results.add(rows: [], skipped: skipped, notes: notes)
+        if plan.modelSeries.contains(where: { $0.scenario == .concurrent }) {
+            var costs = plan.settings.exitCosts
+            if plan.measuresHostExits { Self.measureHostExit(device: device, into: &costs) }
+            results.exitCosts = costs
+        }
         progress.plan(jobs.map { job in
             switch job {
             case .model(let s):
@@ -160,7 +194,7 @@ public final class BenchRun {
                            kvmBudgetSeconds: plan.kernelSettings.budgetSeconds,
                            rows: results.rows.count, rowsVerified: results.rows.filter(\.verified).count, violations: results.violations,
                            rowsNoisy: results.rows.filter { $0.summary.noisy }.count, noisyMADFraction: SampleSummary.noisyMADFraction,
-                           phases: p, interrupted: interruption, files: [])
+                           phases: p, interrupted: interruption, exitCosts: results.exitCosts, files: [])
         }
         func write() throws {
             let t = MonotonicClock.now()
@@ -180,7 +214,7 @@ public final class BenchRun {
             var stoppedAt: String?
             switch job {
             case .model(let spec):
-                let series = ModelSeries(spec: spec, settings: plan.settings, eviction: eviction, progress: progress)
+                let series = ModelSeries(spec: spec, settings: settings, eviction: eviction, progress: progress)
                 #if DEBUG
                 series.plantedBug = plan.plantedBug
                 #endif
@@ -196,7 +230,7 @@ public final class BenchRun {
                 new = outcome.rows
                 seriesPhases = outcome.phases
                 stoppedAt = outcome.interruptedAt
-                results.add(rows: new, skipped: outcome.skipped, fit: outcome.adaptiveFit)
+                results.add(rows: new, skipped: outcome.skipped, fit: outcome.adaptiveFit, pollution: outcome.pollution)
             case .kernel(let spec):
                 let series = KernelSeries(spec: spec, settings: plan.kernelSettings, measure: plan.settings, eviction: eviction, progress: progress)
                 do {

@@ -109,6 +109,16 @@ public enum CacheGeometry {
     public static let lastLevelCacheShared: Bool = detect().shared
     /// What a full eviction reads: twice the last-level cache, at least 64 MiB.
     public static let fullEvictionBytes = max(64 << 20, 2 * lastLevelCacheBytes)
+    /// Size of cpu0's level-2 cache (its own), from sysfs; 512 KiB when
+    /// sysfs does not say.
+    public static let levelTwoCacheBytes: Int = {
+        for index in 0..<8 {
+            guard readSmallFile("/sys/devices/system/cpu/cpu0/cache/index\(index)/level")?
+                .trimmingCharacters(in: .whitespacesAndNewlines) == "2", let size = cacheSize(index: index) else { continue }
+            return size
+        }
+        return 512 << 10
+    }()
 
     /// The size of cpu0's cache `index` in sysfs, bytes.
     static func cacheSize(index: Int) -> Int? {

@@ -4,21 +4,42 @@ import DirtyLogCore
 import Histogram
 import ShadowMMU
 
+/// One thread's holds of one side of mmu_lock during a harvest, as
+/// `ca_hold_stats` recorded them (ticks).
+struct HoldSample {
+    var kept: [UInt64] = []
+    var count = 0
+    var totalTicks: UInt64 = 0
+    var maxTicks: UInt64 = 0
+
+    init() {}
+
+    init(_ h: ca_hold_stats) {
+        kept = Array(UnsafeBufferPointer(start: h.holds, count: Int(h.n)))
+        count = Int(h.count)
+        totalTicks = h.ticks_total
+        maxTicks = h.ticks_max
+    }
+}
+
 /// What one repetition of the concurrent scenario cost the guest.
 struct GuestCost {
-    /// The timed harvest's holds of mmu_lock, in an HdrHistogram (ns).
-    var holds = Histogram<UInt64>.nanoseconds()
-    var holdCount = 0
-    var holdTotalNs = 0.0
-    var holdMaxNs = 0.0
-    /// The vCPUs' passes: through the harvest, then the timed one after it.
-    var stats = VCPUPassStats()
-    /// Latencies (ns) of their faults begun while the harvest ran.
-    var faultLatenciesNs: [UInt64] = []
-    var dirtyMemoryNs = 0.0
-    /// Re-read after the harvest minus after an idle interval as long (the latter).
-    var pollutionNs = 0.0
-    var idleRereadNs = 0.0
+    /// The vCPUs through the timed harvest: their window's faults.
+    var plain = GuestRunResult()
+    /// From the timed harvest's start until the last vCPU had logged its
+    /// whole share anew, ns (nil when one had not).
+    var dirtyMemoryNs: Double?
+    /// The instrumented repetition's harvest time (not the reported one)
+    /// and what its lock statistics saw: the harvesting thread's holds of
+    /// each side, the vCPUs' waits per fault in its window.
+    var instrumentedNs = 0.0
+    var exclusiveHolds = HoldSample()
+    var sharedHolds = HoldSample()
+    var lockWaitTicks: [UInt64] = []
+    /// Over both runs.
+    var raceViolations = 0
+    var shadowings = 0
+    var shadowFlushes = 0
 }
 
 extension Histogram where Count == UInt64 {
@@ -34,34 +55,28 @@ extension Histogram where Count == UInt64 {
 ///
 /// 1. `write`: the vCPUs write their pages (each faults: the round's dirty
 ///    set), unless the last repetition left them dirty; then they start
-///    passing over them again, and the harvest waits until each has
-///    finished one pass, its translations cached;
-/// 2. `harvest`, timed: the strategy's harvest while they write, their
-///    faults and mmu_lock waits measured in its window and its own holds
-///    of the lock recorded;
-/// 3. `verify`: the vCPUs, on seeing the harvest return, time one pass
-///    over their pages (the dirty memory time) and stop. The log handed
-///    out must be the round's pages; then, the vCPUs idle and the guest's
-///    working set warm, the same strategy harvests again (what they wrote
-///    since), which must hold every page written after the first harvest
-///    returned and leave every page protected; the working set is re-read
-///    after it and after an idle interval as long (the cache pollution).
+///    running through the harvest, which waits until each has finished one
+///    pass, its translations cached;
+/// 2. `harvest`, timed, with nothing in it that a harvest without vCPUs
+///    lacks but what the vCPUs make it wait for: their faults, measured in
+///    its window, and their flush IPIs. No lock statistics.
+/// 3. `verify`: the vCPUs run on until each has logged its whole share
+///    anew (the dirty memory time); the log handed out must be the round's
+///    pages. Then the same harvest again with the vCPUs running and the
+///    lock statistics on (the instrumented repetition: its holds of
+///    mmu_lock and the vCPUs' waits for it, its time kept apart); its log
+///    must again be every page. Last, with the vCPUs idle, the harvest of
+///    what they wrote since: every page, every one protected after it.
 ///
-/// No cache eviction: the guest's caches are what is measured.
+/// No cache eviction: the guest's caches are part of what is measured.
 struct ConcurrentBackend: ModelHarvestBackend {
     let vm: VirtualMachine
     let mmu: MMU
     let slot: SlotView
     let guests: GuestThreads
-    /// Reading the working set from memory and from cache (`GuestThreads.readCosts`).
-    let coldReadNs: Double
-    let warmReadNs: Double
-    /// Per line missed on re-reading it.
-    var missNsPerLine: Double { max(0, coldReadNs - warmReadNs) / Double(max(1, guests.linesPerVCPU)) }
     private var assigned: UnsafePointer<GFN>?
     /// The round's pages are dirty, not yet harvested.
     private var dirty = false
-    private var doneState: UInt64 = 0
     private var handedOut: UnsafeMutablePointer<UInt64>?
     /// The harvesting thread's lock statistics, holds kept.
     private let lockStats: UnsafeMutablePointer<ca_lock_stats>
@@ -76,14 +91,13 @@ struct ConcurrentBackend: ModelHarvestBackend {
         slot = mmu.slot(id: VMLayout.measuredSlotID)
         lockStats = .allocate(capacity: 1)
         lockStats.initialize(to: ca_lock_stats())
-        lockStats.pointee.holds = .allocate(capacity: Self.holdCapacity)
-        lockStats.pointee.cap = UInt64(Self.holdCapacity)
-        guests.command(.warm)
-        (coldReadNs, warmReadNs) = guests.readCosts()
+        lockStats.pointee.exclusive.holds = .allocate(capacity: Self.holdCapacity)
+        lockStats.pointee.shared.holds = .allocate(capacity: Self.holdCapacity)
     }
 
     func release() {
-        lockStats.pointee.holds.deallocate()
+        lockStats.pointee.exclusive.holds.deallocate()
+        lockStats.pointee.shared.holds.deallocate()
         lockStats.deallocate()
     }
 
@@ -97,17 +111,10 @@ struct ConcurrentBackend: ModelHarvestBackend {
         }
     }
 
-    mutating func write(_ strategy: Strategy, _ round: GuestRound) -> Bool {
-        if !dirty { guests.command(.dirty) }
+    mutating func write(_ strategy: Strategy, _ round: GuestRound) throws -> Bool {
+        if !dirty { try guests.command(.dirty) }
         dirty = true
-        doneState = vm.harvestState &+ 2
-        guests.command(.run, doneState: doneState, wait: false)
-        guests.waitForFirstPass()
-        // The harvest's holds start from nothing, set here, not in the timed region.
-        lockStats.pointee.n = 0
-        lockStats.pointee.count = 0
-        lockStats.pointee.hold_ticks_total = 0
-        lockStats.pointee.hold_ticks_max = 0
+        try guests.startRun(doneState: vm.harvestState &+ 2, instrumented: false)
         return true
     }
 
@@ -115,62 +122,103 @@ struct ConcurrentBackend: ModelHarvestBackend {
 
     func evict(_ strategy: Strategy, _ round: GuestRound, with eviction: CacheEviction) {}
 
+    func harvestWillBegin() {
+        guests.markHarvestStart()
+        mmu.openHarvestWindow()
+    }
+
+    func harvestDidEnd() { mmu.closeHarvestWindow() }
+
     @inline(__always)
     mutating func harvest(_ strategy: Strategy, phases: inout HarvestPhaseMarks) -> HarvestOutcome {
-        mmu.openHarvestWindow()
-        ca_lock_stats_set(lockStats)
         let h = mmu.harvest(slot: slot, strategy: strategy, phases: &phases)
-        ca_lock_stats_set(nil)
-        mmu.closeHarvestWindow()
         handedOut = h.bitmap
         return HarvestOutcome(choice: h.choice, counters: h.counters)
     }
 
-    mutating func verify(_ strategy: Strategy, _ round: GuestRound, _ outcome: HarvestOutcome) -> Verdict {
-        guests.waitAll()
+    mutating func verify(_ strategy: Strategy, _ round: GuestRound, _ outcome: HarvestOutcome) throws -> Verdict {
         var cost = GuestCost()
-        let run = guests.runResults(slot: slot)
-        cost.stats = run.stats
-        cost.faultLatenciesNs = run.latencies.map { UInt64(TickClock.ns($0)) }
-        cost.dirtyMemoryNs = run.dirtyMemoryNs
-        let ls = lockStats.pointee
-        for i in 0..<Int(ls.n) { cost.holds.record(UInt64(TickClock.ns(ls.holds[i]))) }
-        cost.holdCount = Int(ls.count)
-        cost.holdTotalNs = TickClock.ns(ls.hold_ticks_total)
-        cost.holdMaxNs = TickClock.ns(ls.hold_ticks_max)
-
         var verdict = Verdict()
+        let racy = strategy.racesWithShadowing(choice: outcome.choice)
         round.expected.bitmap.withUnsafeBufferPointer { expected in
             verdict.merge(Verdict(vm.checkHandedOut(slotID: slot.id, harvested: handedOut!, expected: expected.baseAddress!)))
         }
-        if run.stats.staleWrites > 0 {
-            verdict.fail("\(run.stats.staleWrites) writes through a cached writable translation after the harvest returned with the spte protected")
+        cost.plain = try guests.finishRun()
+        if cost.plain.complete {
+            cost.dirtyMemoryNs = TickClock.ns(cost.plain.stats.reloggedAt &- guests.harvestStartTicks)
         }
-        if run.stats.raceViolations > 0 && !strategy.racesWithShadowing {
-            verdict.fail("\(run.stats.raceViolations) writes to a guest page table its shadower had returned believing write-protected")
-        }
+        check(cost.plain, racy: racy, "", into: &verdict)
 
-        // What the vCPUs wrote since, harvested with them idle and the
-        // working set warm: the next log, and the cache pollution.
-        guests.command(.warm)
+        // The instrumented repetition: the same harvest of the pages the
+        // vCPUs logged anew, its lock statistics on.
+        reset(&lockStats.pointee.exclusive)
+        reset(&lockStats.pointee.shared)
+        lockStats.pointee.wait_ticks = 0
+        try guests.startRun(doneState: vm.harvestState &+ 2, instrumented: true)
+        var marks = HarvestPhaseMarks()
+        harvestWillBegin()
+        ca_lock_stats_set(lockStats)
         let t0 = MonotonicClock.now()
-        let next = mmu.harvest(slot: slot, strategy: strategy)
-        let harvestNs = MonotonicClock.now() &- t0
-        guests.command(.reread)
-        let afterHarvest = guests.readNs
+        let instrumented = mmu.harvest(slot: slot, strategy: strategy, phases: &marks)
         let t1 = MonotonicClock.now()
-        while MonotonicClock.now() &- t1 < harvestNs { ca_cpu_relax() }
-        guests.command(.reread)
-        cost.idleRereadNs = guests.readNs
-        cost.pollutionNs = afterHarvest - guests.readNs
-        dirty = false
+        ca_lock_stats_set(nil)
+        harvestDidEnd()
+        cost.instrumentedNs = Double(t1 &- t0)
+        cost.exclusiveHolds = HoldSample(lockStats.pointee.exclusive)
+        cost.sharedHolds = HoldSample(lockStats.pointee.shared)
+        let run = try guests.finishRun()
+        cost.lockWaitTicks = run.lockWaitTicks
+        round.expected.bitmap.withUnsafeBufferPointer { expected in
+            verdict.merge(Verdict(vm.checkHandedOut(slotID: slot.id, harvested: instrumented.bitmap, expected: expected.baseAddress!))
+                .prefixed("instrumented repetition: "))
+        }
+        check(run, racy: racy, "instrumented repetition: ", into: &verdict)
 
+        // With the vCPUs idle: what they wrote since, every page protected after it.
+        let next = mmu.harvest(slot: slot, strategy: strategy)
         round.expected.pages.withUnsafeBufferPointer { pages in
-            run.writtenAfter.withUnsafeBufferPointer { after in
-                verdict.merge(Verdict(vm.checkNextHarvest(slotID: slot.id, written: pages, next: next.bitmap, writtenAfterFirst: after)))
+            round.expected.bitmap.withUnsafeBufferPointer { expected in
+                verdict.merge(Verdict(vm.checkProtected(slotID: slot.id, written: pages, harvested: next.bitmap,
+                                                        expected: expected.baseAddress!)).prefixed("after the vCPUs stopped: "))
             }
         }
+        dirty = false
+        cost.raceViolations = cost.plain.stats.raceViolations + run.stats.raceViolations
+        cost.shadowings = cost.plain.stats.shadowings + run.stats.shadowings
+        cost.shadowFlushes = cost.plain.stats.shadowFlushes + run.stats.shadowFlushes
         guestCost = cost
         return verdict
+    }
+
+    /// What a run through a harvest must show: no write through a stale
+    /// translation after the harvest returned, every page logged anew, no
+    /// race but the seed's own.
+    private func check(_ run: GuestRunResult, racy: Bool, _ prefix: String, into verdict: inout Verdict) {
+        if run.stats.staleWrites > 0 {
+            verdict.fail(prefix + "\(run.stats.staleWrites) writes through a cached writable translation after the harvest returned with the spte protected")
+        }
+        if !run.complete {
+            verdict.fail(prefix + "the vCPUs logged \(run.stats.relogged) of their \(run.stats.pages) pages anew within two passes after the harvest returned")
+        }
+        if run.stats.raceViolations > 0 && !racy {
+            verdict.fail(prefix + "\(run.stats.raceViolations) writes to a guest page table its shadower had returned believing write-protected")
+        }
+    }
+
+    private func reset(_ h: inout ca_hold_stats) {
+        h.n = 0
+        h.count = 0
+        h.ticks_total = 0
+        h.ticks_max = 0
+        h.cap = UInt64(Self.holdCapacity)
+    }
+}
+
+extension Verdict {
+    /// The same violations, each message prefixed.
+    func prefixed(_ prefix: String) -> Verdict {
+        var v = self
+        v.messages = messages.map { prefix + $0 }
+        return v
     }
 }

@@ -13,19 +13,69 @@ struct UnsafeTransfer<T>: @unchecked Sendable {
 /// What the harness asks a vCPU thread to do.
 enum GuestCommand: UInt32 {
     case none = 0
-    /// Write every page of its working set once (they fault: the round's writes).
+    /// Write every page of its share once (they fault: the round's writes).
     case dirty
-    /// Pass over its pages again and again, shadowing a guest page table per
-    /// pass under shadow paging, until the harvest being run through
-    /// returns; then time one pass from its first page (the dirty memory time).
+    /// Run through a harvest (`GuestThreads.run`).
     case run
-    /// Read its share of the guest's working set (warm it).
-    case warm
-    /// Read it again, timed.
-    case reread
-    /// Time a read of its share from memory (after flushing it) and from cache.
+    /// Read a buffer, one load per line (warm it, or re-read it, timed).
+    case read
+    /// Time a read of a buffer from memory (after flushing it) and from cache.
     case calibrate
     case exit
+}
+
+/// What one vCPU thread's `run` through a harvest did. The window is the
+/// harvest's: from just before it begins to just after it returns.
+struct GuestRunStats {
+    var writes = 0
+    /// Writes begun in the window, and the faults among them: those whose
+    /// latency (and, instrumented, lock wait) is recorded.
+    var windowWrites = 0
+    var windowFaults = 0
+    /// Of the window's faults: fixed by the fast path, emulated writes to a
+    /// shadowed guest page table, faults that shadowed one.
+    var windowFastFaults = 0
+    var windowEmulated = 0
+    var windowShadowingFaults = 0
+    /// Exits the window's flush IPIs cost the vCPU.
+    var windowIPIExits = 0
+    /// The seed's race: writes through a cached writable translation of a
+    /// guest page table its shadowing had returned believing write-protected.
+    var raceViolations = 0
+    /// Writes through a cached writable translation after the harvest had
+    /// returned, although the spte was protected: a flush that did not happen.
+    var staleWrites = 0
+    var shadowings = 0
+    var shadowFlushes = 0
+    /// Pages of its share logged anew since the harvest began, and when
+    /// (`ca_ticks`) the last of them was (0 until then).
+    var relogged = 0
+    var reloggedAt: UInt64 = 0
+    /// Its share's size.
+    var pages = 0
+
+    mutating func add(_ o: GuestRunStats) {
+        writes += o.writes; windowWrites += o.windowWrites; windowFaults += o.windowFaults
+        windowFastFaults += o.windowFastFaults; windowEmulated += o.windowEmulated
+        windowShadowingFaults += o.windowShadowingFaults; windowIPIExits += o.windowIPIExits
+        raceViolations += o.raceViolations; staleWrites += o.staleWrites
+        shadowings += o.shadowings; shadowFlushes += o.shadowFlushes
+        relogged += o.relogged; reloggedAt = max(reloggedAt, o.reloggedAt); pages += o.pages
+    }
+}
+
+/// What the vCPU threads' `run` through one harvest gathered.
+struct GuestRunResult {
+    /// Summed over the vCPUs (`reloggedAt`: the last vCPU's).
+    var stats = GuestRunStats()
+    /// The window's faults, from the VM exit to the re-entry, in ticks.
+    var faultTicks: [UInt64] = []
+    /// Instrumented runs: each window fault's wait for mmu_lock, in ticks.
+    var lockWaitTicks: [UInt64] = []
+    /// Pages written after the harvest returned.
+    var writtenAfter: [SlotOffset] = []
+    /// Every vCPU logged its whole share anew.
+    var complete: Bool { stats.relogged == stats.pages }
 }
 
 /// What the harness and one vCPU thread exchange, on lines of their own.
@@ -37,98 +87,120 @@ struct GuestMailbox {
     var acknowledged: UInt32 = 0
     /// Passes finished in the current `run`, published as they end.
     var passes: UInt32 = 0
+    /// The run records its lock waits (`ca_lock_stats`).
+    var instrumented: UInt32 = 0
+    /// Whether the thread runs on a CPU of its own (pinning succeeded), and
+    /// whether it has started (set once it knows).
+    var pinned: UInt32 = 0
+    var started: UInt32 = 0
     // The work.
     var gfns: UnsafePointer<GFN>?
     var sptes: UnsafePointer<UnsafeMutablePointer<UInt64>>?
     var count = 0
+    /// The `harvestState` at which the harvest run through has returned.
     var doneState: UInt64 = 0
+    var readBuffer: UnsafePointer<UInt64>?
+    var readWords = 0
     // Results.
-    var stats = VCPUPassStats()
-    var dirtyMemoryNs: UInt64 = 0
+    var stats = GuestRunStats()
+    var latencyCount = 0
     var readNs: UInt64 = 0
     var coldReadNs: UInt64 = 0
     var sink: UInt64 = 0
     /// Its lock operations: waits counted, holds not kept.
     var lockStats = ca_lock_stats()
-    /// Fault latencies in ticks, of the `run`'s faults begun during the harvest.
+    /// Per fault in the window: latency and lock wait, ticks.
     var latencies: UnsafeMutablePointer<UInt64>
+    var lockWaits: UnsafeMutablePointer<UInt64>
     var latencyCapacity: Int
-    /// Per page of its working set: written after the harvest returned.
+    /// Per page of its share: written after the harvest returned.
     var afterDone: UnsafeMutablePointer<UInt8>
     var afterDoneCapacity: Int
-    /// Its share of the guest's working set.
-    var memory: UnsafeMutablePointer<UInt64>
-    var memoryWords: Int
 }
 
 /// The vCPU threads of the concurrent scenario: each pinned to a CPU of
 /// its own where the OS allows (the harvesting thread on CPU 0, vCPU i on
-/// CPU 1 + i, wrapping), each writing its share of the round's pages
-/// through `MMU.vcpuPass` and reading its share of the guest's working set.
-/// They spin, outside guest mode, between commands.
+/// CPU 1 + i, wrapping), each running its share of the round's pages
+/// through the model's guest side (`MMU.vcpuWrite` and the faults), timing
+/// what the guest pays. They spin, outside guest mode, between commands.
 final class GuestThreads {
     let mmu: MMU
     let count: Int
     let faultPath: FaultPath
     let shadowing: Bool
-    let workingSetBytes: Int
+    private let slot: SlotView
     private let boxes: [UnsafeMutablePointer<GuestMailbox>]
     private var threads: [Thread] = []
     private var running = 0
     /// Whether the harvesting thread was pinned (and must be let go).
-    private let pinnedHarvester: Bool
+    let pinnedHarvester: Bool
     /// The round whose pages the threads write, kept alive while they do.
     private var round: GuestRound?
+    /// When the harvest being run through began (`ca_ticks`): the start of
+    /// the dirty memory time.
+    private let harvestStart: UnsafeMutablePointer<UInt64>
 
+    /// Faults a vCPU can record in one window before the run fails.
     static let latencyCapacity = 1 << 20
+    /// How long the harness waits for a vCPU thread to answer a command.
+    static let answerDeadlineNs: UInt64 = 60_000_000_000
 
-    init(vm: VirtualMachine, mmu: MMU, count: Int, faultPath: FaultPath, shadowing: Bool, workingSetBytes: Int, maxPages: Int) {
+    init(vm: VirtualMachine, mmu: MMU, count: Int, faultPath: FaultPath, shadowing: Bool, maxPages: Int) {
         self.mmu = mmu
         self.count = count
         self.faultPath = faultPath
         self.shadowing = shadowing
-        self.workingSetBytes = workingSetBytes
-        let share = max(64, workingSetBytes / count / 64 * 64)
+        slot = mmu.slot(id: VMLayout.measuredSlotID)
+        harvestStart = .allocate(capacity: 1)
+        harvestStart.initialize(to: 0)
         let perThread = maxPages / count + 1
         boxes = (0..<count).map { _ in
             let raw = UnsafeMutableRawPointer.allocate(byteCount: MemoryLayout<GuestMailbox>.stride, alignment: 128)
-            let memory = UnsafeMutableRawPointer.allocate(byteCount: share, alignment: 4096).bindMemory(to: UInt64.self, capacity: share / 8)
-            memory.initialize(repeating: 1, count: share / 8)
-            let latencies = UnsafeMutablePointer<UInt64>.allocate(capacity: Self.latencyCapacity)
-            let after = UnsafeMutablePointer<UInt8>.allocate(capacity: perThread)
             let box = raw.bindMemory(to: GuestMailbox.self, capacity: 1)
-            box.initialize(to: GuestMailbox(latencies: latencies, latencyCapacity: Self.latencyCapacity, afterDone: after,
-                                            afterDoneCapacity: perThread, memory: memory, memoryWords: share / 8))
+            box.initialize(to: GuestMailbox(latencies: .allocate(capacity: Self.latencyCapacity),
+                                            lockWaits: .allocate(capacity: Self.latencyCapacity),
+                                            latencyCapacity: Self.latencyCapacity,
+                                            afterDone: .allocate(capacity: perThread), afterDoneCapacity: perThread))
             return box
         }
         let cpus = ProcessInfo.processInfo.activeProcessorCount
         pinnedHarvester = cpus > 1 && ca_pin_thread(0) == 0
         vm.startGuests(count: count)
         for i in 0..<count {
-            let box = UnsafeTransfer(boxes[i]), handle = UnsafeTransfer(mmu)
+            let box = UnsafeTransfer(boxes[i]), handle = UnsafeTransfer(mmu), start = UnsafeTransfer(harvestStart)
             let cpu = cpus > 1 ? (1 + i) % cpus : 0
-            let t = Thread { GuestThreads.body(box.value, mmu: handle.value, vcpu: i, cpu: cpu, faultPath: faultPath, shadowing: shadowing) }
+            let t = Thread {
+                GuestThreads.body(box.value, mmu: handle.value, vcpu: i, cpu: cpu, faultPath: faultPath, shadowing: shadowing,
+                                  harvestStart: start.value)
+            }
             t.name = "vcpu\(i)"
             t.start()
             threads.append(t)
         }
         running = count
+        for b in boxes { while ca_load32(&b.pointee.started) == 0 { sched_yield() } }
+    }
+
+    /// Whether the harvesting thread and every vCPU thread got a CPU of its own.
+    var pinned: Bool {
+        pinnedHarvester && boxes.allSatisfy { ca_load32(&$0.pointee.pinned) == 1 }
     }
 
     /// Stops the threads and lets the harvesting thread run anywhere again.
     func shutdown(vm: VirtualMachine) {
         if running > 0 {
-            command(.exit)
+            try? command(.exit)
             running = 0
         }
         vm.stopGuests()
         if pinnedHarvester { _ = ca_unpin_thread() }
         for b in boxes {
             b.pointee.latencies.deallocate()
+            b.pointee.lockWaits.deallocate()
             b.pointee.afterDone.deallocate()
-            UnsafeMutableRawPointer(b.pointee.memory).deallocate()
             UnsafeMutableRawPointer(b).deallocate()
         }
+        harvestStart.deallocate()
     }
 
     /// The round's pages, dealt in contiguous shares (dirty_log_perf_test
@@ -148,161 +220,282 @@ final class GuestThreads {
         }
     }
 
-    /// Sends `c` to every thread; waits for them all unless `wait` is false.
-    func command(_ c: GuestCommand, doneState: UInt64 = 0, wait: Bool = true) {
-        for b in boxes {
+    /// Sends `c` to every thread (or only vCPU 0's, `first`); waits for
+    /// them unless `wait` is false.
+    func command(_ c: GuestCommand, doneState: UInt64 = 0, instrumented: Bool = false, first: Bool = false, wait: Bool = true) throws {
+        for b in first ? [boxes[0]] : boxes {
             b.pointee.command = c.rawValue
             b.pointee.doneState = doneState
+            b.pointee.instrumented = instrumented ? 1 : 0
             b.pointee.passes = 0
             withUnsafeMutablePointer(to: &b.pointee.sequence) { ca_store32($0, $0.pointee &+ 1) }
         }
-        if wait { waitAll() }
+        if wait { try waitAll() }
     }
 
     /// Until every thread has acknowledged its last command.
-    func waitAll() {
-        for b in boxes {
+    func waitAll() throws {
+        for (i, b) in boxes.enumerated() {
             let want = ca_load32(&b.pointee.sequence)
-            Self.spin { ca_load32(&b.pointee.acknowledged) == want }
+            try Self.spin("vCPU thread \(i) did not finish its command") { ca_load32(&b.pointee.acknowledged) == want }
         }
     }
 
-    /// Until every thread running `run` has finished a pass: the guest is
-    /// in its steady state (translations cached) when the harvest begins.
-    func waitForFirstPass() {
-        for b in boxes {
-            Self.spin { ca_load32(&b.pointee.passes) != 0 || ca_load32(&b.pointee.acknowledged) == ca_load32(&b.pointee.sequence) }
+    /// The vCPUs start running through the harvest that will end at
+    /// `doneState`, and have each finished one pass over their share (the
+    /// guest in its steady state, translations cached) when this returns.
+    func startRun(doneState: UInt64, instrumented: Bool) throws {
+        try command(.run, doneState: doneState, instrumented: instrumented, wait: false)
+        for (i, b) in boxes.enumerated() {
+            try Self.spin("vCPU thread \(i) did not finish a pass") {
+                ca_load32(&b.pointee.passes) != 0 || ca_load32(&b.pointee.acknowledged) == ca_load32(&b.pointee.sequence)
+            }
         }
     }
 
-    /// What the threads' last `run` measured: their passes summed, the
-    /// fault latencies of the harvest window (ticks), the longest dirty
-    /// memory time, and the offsets of the pages written after the harvest returned.
-    func runResults(slot s: SlotView) -> (stats: VCPUPassStats, latencies: [UInt64], dirtyMemoryNs: Double, writtenAfter: [SlotOffset]) {
-        var stats = VCPUPassStats()
-        var latencies: [UInt64] = []
-        var dirtyNs: UInt64 = 0
-        var after: [SlotOffset] = []
+    /// Passes vCPU 0 has finished in the current run (for tests).
+    func passesDone() throws -> Int { Int(ca_load32(&boxes[0].pointee.passes)) }
+
+    /// The harvest the vCPUs run through begins now.
+    @inline(__always)
+    func markHarvestStart() { ca_store64(harvestStart, ca_ticks()) }
+
+    /// Waits for the run to end and gathers it.
+    func finishRun() throws -> GuestRunResult {
+        try waitAll()
+        var out = GuestRunResult()
         for b in boxes {
             let st = b.pointee.stats
-            stats.add(st)
-            latencies.append(contentsOf: UnsafeBufferPointer(start: b.pointee.latencies, count: st.latenciesRecorded))
-            dirtyNs = max(dirtyNs, b.pointee.dirtyMemoryNs)
-            for i in 0..<b.pointee.count where b.pointee.afterDone[i] != 0 { after.append(s.offset(of: b.pointee.gfns![i])) }
+            out.stats.add(st)
+            out.faultTicks.append(contentsOf: UnsafeBufferPointer(start: b.pointee.latencies, count: b.pointee.latencyCount))
+            if b.pointee.instrumented != 0 {
+                out.lockWaitTicks.append(contentsOf: UnsafeBufferPointer(start: b.pointee.lockWaits, count: b.pointee.latencyCount))
+            }
+            for i in 0..<b.pointee.count where b.pointee.afterDone[i] != 0 { out.writtenAfter.append(slot.offset(of: b.pointee.gfns![i])) }
         }
-        return (stats, latencies, Double(dirtyNs), after)
+        if out.stats.windowFaults > out.faultTicks.count {
+            throw BenchError.failed("a vCPU faulted more than \(Self.latencyCapacity) times during one harvest: too many to record")
+        }
+        return out
     }
 
-    /// The longest of the threads' timed reads.
-    var readNs: Double { Double(boxes.map(\.pointee.readNs).max() ?? 0) }
+    /// When the run's harvest began (`ca_ticks`).
+    var harvestStartTicks: UInt64 { ca_load64(harvestStart) }
 
-    /// Reading the working set from memory (after flushing it) and from
-    /// cache (right after), each the median of three.
-    func readCosts() -> (coldNs: Double, warmNs: Double) {
-        var cold: [Double] = [], warm: [Double] = []
-        for _ in 0..<3 {
-            command(.calibrate)
-            cold.append(Double(boxes.map(\.pointee.coldReadNs).max() ?? 0))
-            warm.append(readNs)
-        }
-        return (Statistics.median(cold), Statistics.median(warm))
+    /// Reads the working set at `buffer` on vCPU 0's CPU, every line once
+    /// (`WorkingSet.chase`); returns the read's time.
+    func read(_ buffer: UnsafePointer<UInt64>, words: Int) throws -> Double {
+        boxes[0].pointee.readBuffer = buffer
+        boxes[0].pointee.readWords = words
+        try command(.read, first: true)
+        return Double(boxes[0].pointee.readNs)
     }
 
-    /// Cache lines of the working set per vCPU.
-    var linesPerVCPU: Int { boxes[0].pointee.memoryWords / 8 }
+    /// On vCPU 0's CPU: a read of the buffer from memory (after flushing
+    /// it) and one from cache right after.
+    func calibrateRead(_ buffer: UnsafePointer<UInt64>, words: Int) throws -> (coldNs: Double, warmNs: Double) {
+        boxes[0].pointee.readBuffer = buffer
+        boxes[0].pointee.readWords = words
+        try command(.calibrate, first: true)
+        return (Double(boxes[0].pointee.coldReadNs), Double(boxes[0].pointee.readNs))
+    }
 
-    /// Spins until `done`, yielding the CPU now and then: with more threads
-    /// than CPUs the one spun for may need this one's.
-    @inline(__always)
-    private static func spin(until done: () -> Bool) {
+    /// Spins until `done`, yielding the CPU now and then (with more threads
+    /// than CPUs the one spun for may need this one's); past the deadline,
+    /// an error: a vCPU thread stuck in the model must fail the run, not
+    /// hang it.
+    private static func spin(_ what: @autoclosure () -> String, until done: () -> Bool) throws {
         var spins = 0
+        var start: UInt64 = 0
         while !done() {
             ca_cpu_relax()
             spins &+= 1
-            if spins & 4095 == 0 { sched_yield() }
+            if spins & 4095 == 0 {
+                sched_yield()
+                if start == 0 { start = MonotonicClock.now() }
+                if MonotonicClock.now() &- start > answerDeadlineNs {
+                    throw BenchError.failed("\(what()) within \(answerDeadlineNs / 1_000_000_000) s")
+                }
+            }
         }
     }
 
     // MARK: The threads
 
-    private static func body(_ box: UnsafeMutablePointer<GuestMailbox>, mmu: MMU, vcpu: Int, cpu: Int, faultPath: FaultPath, shadowing: Bool) {
-        _ = ca_pin_thread(Int32(cpu))
-        withUnsafeMutablePointer(to: &box.pointee.lockStats) { ca_lock_stats_set($0) }
-        mmu.resetGuest(vcpu: vcpu)
+    private static func body(_ box: UnsafeMutablePointer<GuestMailbox>, mmu: MMU, vcpu: Int, cpu: Int, faultPath: FaultPath,
+                             shadowing: Bool, harvestStart: UnsafeMutablePointer<UInt64>) {
+        ca_store32(&box.pointee.pinned, ca_pin_thread(Int32(cpu)) == 0 && ProcessInfo.processInfo.activeProcessorCount > 1 ? 1 : 0)
+        mmu.vcpuReset(vcpu)
+        ca_store32(&box.pointee.started, 1)
         var seen: UInt32 = 0
         while true {
-            spin { ca_load32(&box.pointee.sequence) != seen }
+            var spins = 0
+            while ca_load32(&box.pointee.sequence) == seen {
+                ca_cpu_relax()
+                spins &+= 1
+                if spins & 4095 == 0 { sched_yield() }
+            }
             seen = ca_load32(&box.pointee.sequence)
             let command = GuestCommand(rawValue: box.pointee.command) ?? .none
             if command == .exit {
-                mmu.resetGuest(vcpu: vcpu)
-                ca_lock_stats_set(nil)
+                mmu.vcpuReset(vcpu)
                 ca_store32(&box.pointee.acknowledged, seen)
                 return
             }
-            perform(command, box, mmu: mmu, vcpu: vcpu, faultPath: faultPath, shadowing: shadowing)
+            perform(command, box, mmu: mmu, vcpu: vcpu, fastPath: faultPath == .fast, shadowing: shadowing)
             ca_store32(&box.pointee.acknowledged, seen)
         }
     }
 
     private static func perform(_ command: GuestCommand, _ box: UnsafeMutablePointer<GuestMailbox>, mmu: MMU, vcpu: Int,
-                                faultPath: FaultPath, shadowing: Bool) {
+                                fastPath: Bool, shadowing: Bool) {
         switch command {
-        case .dirty, .run:
-            guard let g = box.pointee.gfns, let s = box.pointee.sptes, box.pointee.count > 0 else { return }
-            var pass = VCPUPass(gfns: g, sptes: s, count: box.pointee.count, vcpu: vcpu, faultPath: faultPath)
-            guard command == .run else {
-                box.pointee.stats = mmu.vcpuPass(pass)
-                return
+        case .dirty:
+            guard let g = box.pointee.gfns, let s = box.pointee.sptes else { return }
+            let slot = mmu.slot(id: VMLayout.measuredSlotID)
+            mmu.vcpuEnterGuest(vcpu)
+            for i in 0..<box.pointee.count where mmu.vcpuWrite(vcpu, gfn: g[i], sptep: s[i]) == .mustFault {
+                _ = mmu.vcpuWriteFault(vcpu, slot: slot, gfn: g[i], sptep: s[i], fastPath: fastPath)
             }
-            box.pointee.afterDone.update(repeating: 0, count: pass.count)
-            pass.doneState = box.pointee.doneState
-            pass.abandonOnDone = true
-            pass.latencies = box.pointee.latencies
-            var total = VCPUPassStats()
-            var n: UInt32 = 0
-            while true {
-                pass.shadowAt = shadowing ? Int(n) % pass.count : -1
-                pass.latencyCapacity = box.pointee.latencyCapacity - total.latenciesRecorded
-                pass.latencies = box.pointee.latencies + total.latenciesRecorded
-                let st = mmu.vcpuPass(pass)
-                total.add(st)
-                n &+= 1
-                ca_store32(&box.pointee.passes, n)
-                if st.abandoned { break }
-            }
-            // The harvest has returned: its pages fault again.
-            pass.shadowAt = -1
-            pass.abandonOnDone = false
-            pass.writtenAfterDone = box.pointee.afterDone
-            pass.latencyCapacity = 0
+            mmu.vcpuLeaveGuest(vcpu)
+        case .run:
+            run(box, mmu: mmu, vcpu: vcpu, fastPath: fastPath, shadowing: shadowing)
+        case .read:
             let t0 = MonotonicClock.now()
-            total.add(mmu.vcpuPass(pass))
-            box.pointee.dirtyMemoryNs = MonotonicClock.now() &- t0
-            box.pointee.stats = total
-        case .warm:
-            box.pointee.sink &+= read(box)
-        case .reread:
-            let t0 = MonotonicClock.now()
-            box.pointee.sink &+= read(box)
+            box.pointee.sink &+= WorkingSet.chase(box.pointee.readBuffer!, lines: box.pointee.readWords / 8)
             box.pointee.readNs = MonotonicClock.now() &- t0
         case .calibrate:
-            CacheEviction.flushLines(box.pointee.memory, box.pointee.memoryWords * 8)
-            ca_flush_fence()
-            let t0 = MonotonicClock.now()
-            box.pointee.sink &+= read(box)
-            let t1 = MonotonicClock.now()
-            box.pointee.sink &+= read(box)
-            let t2 = MonotonicClock.now()
-            box.pointee.coldReadNs = t1 &- t0
-            box.pointee.readNs = t2 &- t1
+            let (cold, warm) = ReadCost.measure(box.pointee.readBuffer!, words: box.pointee.readWords, sink: &box.pointee.sink)
+            box.pointee.coldReadNs = cold
+            box.pointee.readNs = warm
         case .none, .exit:
             break
         }
     }
 
-    /// One load per 64-byte line of the thread's share, in order.
-    private static func read(_ box: UnsafeMutablePointer<GuestMailbox>) -> UInt64 {
-        FullCacheRead.readLines(box.pointee.memory, words: box.pointee.memoryWords)
+    /// One vCPU's run through a harvest: passes over its share, as
+    /// dirty_log_perf_test's vCPUs write theirs, until the harvest has
+    /// returned and every page of the share has been logged anew since it
+    /// began (the dirty memory time's end), or two passes after the harvest
+    /// returned could not log them all (a flush that did not happen leaves
+    /// writes going through stale translations, which never fault).
+    ///
+    /// Before every write the vCPU takes the flush IPI that has reached it;
+    /// under shadow paging, one write per pass is first a fault that
+    /// shadows the page as a guest page table (each pass another page). A
+    /// fault is timed from the exit to the re-entry; the window's faults
+    /// are recorded, with their lock wait when the run is instrumented.
+    private static func run(_ box: UnsafeMutablePointer<GuestMailbox>, mmu: MMU, vcpu: Int, fastPath: Bool, shadowing: Bool) {
+        guard let gfns = box.pointee.gfns, let sptes = box.pointee.sptes, box.pointee.count > 0 else {
+            box.pointee.stats = GuestRunStats()
+            box.pointee.latencyCount = 0
+            return
+        }
+        let slot = mmu.slot(id: VMLayout.measuredSlotID)
+        let n = box.pointee.count
+        let done = box.pointee.doneState
+        let windowState = done &- 1
+        let instrumented = box.pointee.instrumented != 0
+        let latencies = box.pointee.latencies, lockWaits = box.pointee.lockWaits, capacity = box.pointee.latencyCapacity
+        let afterDone = box.pointee.afterDone
+        afterDone.update(repeating: 0, count: n)
+        let lockStats = withUnsafeMutablePointer(to: &box.pointee.lockStats) { $0 }
+        lockStats.pointee = ca_lock_stats()
+        if instrumented { ca_lock_stats_set(lockStats) }
+        var st = GuestRunStats()
+        st.pages = n
+        var recorded = 0
+        var passesAfterDone = 0
+        var pass = 0
+
+        /// A fault begun in the window: its latency and lock wait.
+        @inline(__always) func record(_ t0: UInt64, _ t1: UInt64, waited: UInt64) {
+            st.windowFaults &+= 1
+            guard recorded < capacity else { return }
+            latencies[recorded] = t1 &- t0
+            lockWaits[recorded] = waited
+            recorded &+= 1
+        }
+        /// A page logged anew: its bit was clear, which it is only once the
+        /// harvest has taken it, so the window was open by the time the
+        /// fault returned (read then: the write may have begun before it).
+        @inline(__always) func relogged(_ f: VCPUFault, at t: UInt64) {
+            guard f.newlyLogged, mmu.harvestState >= windowState else { return }
+            st.relogged &+= 1
+            if st.relogged == n { st.reloggedAt = t }
+        }
+
+        mmu.vcpuEnterGuest(vcpu)
+        while true {
+            let shadowAt = shadowing ? pass % n : -1
+            var i = 0
+            while i < n {
+                let gfn = gfns[i], sptep = sptes[i]
+                let state = mmu.harvestState
+                let inWindow = state == windowState
+                let returned = state >= done
+                if mmu.vcpuTakeInterrupts(vcpu), inWindow { st.windowIPIExits &+= 1 }
+                if returned { afterDone[i] = 1 }
+                st.writes &+= 1
+                if inWindow { st.windowWrites &+= 1 }
+                if i == shadowAt {
+                    let w0 = lockStats.pointee.wait_ticks, t0 = ca_ticks()
+                    let f = mmu.vcpuShadowingFault(vcpu, slot: slot, gfn: gfn)
+                    let t1 = ca_ticks()
+                    st.shadowings &+= 1
+                    if f.kind == .shadowed(flushed: true) { st.shadowFlushes &+= 1 }
+                    if inWindow {
+                        st.windowShadowingFaults &+= 1
+                        record(t0, t1, waited: lockStats.pointee.wait_ticks &- w0)
+                    }
+                }
+                switch mmu.vcpuWrite(vcpu, gfn: gfn, sptep: sptep) {
+                case .cached, .walked:
+                    break
+                case .cachedStale:
+                    if returned { st.staleWrites &+= 1 }
+                case .cachedRace:
+                    st.raceViolations &+= 1
+                case .mustFault:
+                    let w0 = lockStats.pointee.wait_ticks, t0 = ca_ticks()
+                    let f = mmu.vcpuWriteFault(vcpu, slot: slot, gfn: gfn, sptep: sptep, fastPath: fastPath)
+                    let t1 = ca_ticks()
+                    relogged(f, at: t1)
+                    if inWindow {
+                        if f.kind == .fastPath { st.windowFastFaults &+= 1 }
+                        if f.kind == .emulated { st.windowEmulated &+= 1 }
+                        record(t0, t1, waited: lockStats.pointee.wait_ticks &- w0)
+                    }
+                }
+                i &+= 1
+            }
+            pass &+= 1
+            ca_store32(&box.pointee.passes, UInt32(truncatingIfNeeded: pass))
+            if mmu.harvestState >= done {
+                passesAfterDone &+= 1
+                if st.relogged >= n || passesAfterDone >= 2 { break }
+            }
+        }
+        mmu.vcpuLeaveGuest(vcpu)
+        ca_lock_stats_set(nil)
+        box.pointee.stats = st
+        box.pointee.latencyCount = recorded
+    }
+}
+
+/// What reading a working set costs from memory and from cache, every
+/// line once (`WorkingSet.chase`).
+enum ReadCost {
+    /// A read after flushing the buffer from every cache, and one right
+    /// after it, ns.
+    static func measure(_ buffer: UnsafePointer<UInt64>, words: Int, sink: inout UInt64) -> (cold: UInt64, warm: UInt64) {
+        CacheEviction.flushLines(buffer, words * 8)
+        ca_flush_fence()
+        let t0 = MonotonicClock.now()
+        sink &+= WorkingSet.chase(buffer, lines: words / 8)
+        let t1 = MonotonicClock.now()
+        sink &+= WorkingSet.chase(buffer, lines: words / 8)
+        let t2 = MonotonicClock.now()
+        return (t1 &- t0, t2 &- t1)
     }
 }

@@ -1,7 +1,6 @@
 import BenchAnalysis
 import DirtyLogCore
 import Foundation
-import ShadowMMU
 
 /// Measures the machine's limits the way the strategies use memory, at
 /// the start of every run: how fast a long sequential read streams (the
@@ -24,27 +23,15 @@ public enum MachineProbe {
             bandwidth.append(Double(bufferBytes) / Double(MonotonicClock.now() - t0))
         }
 
-        // Pointer chase: one 8-byte pointer per 64-byte line, lines linked in
-        // a random cyclic order (Sattolo's shuffle gives a single cycle).
-        let lines = bufferBytes / 64
-        var order = Array(0..<lines)
-        var rng = SeededGenerator(seed: 0xCA1B)
-        var i = lines - 1
-        while i > 0 {
-            let j = rng.below(i)
-            order.swapAt(i, j)
-            i -= 1
-        }
-        for k in 0..<lines { buffer[order[k] * 8] = UInt64(order[(k + 1) % lines] * 8) }
-        let loads = min(lines, 400_000)
+        // Pointer chase: lines linked in one random cycle (`WorkingSet`).
+        let set = WorkingSet(bytes: bufferBytes, seed: 0xCA1B)
+        let loads = min(set.lines, 400_000)
         var latency: [Double] = []
-        var at = 0
         for _ in 0..<trials {
             let t0 = MonotonicClock.now()
-            at = chase(buffer, from: at, loads: loads)
+            sink &+= WorkingSet.chase(set.base, lines: loads)
             latency.append(Double(MonotonicClock.now() - t0) / Double(loads))
         }
-        sink &+= UInt64(at)
         withExtendedLifetime(sink) {}
         return MachineCalibration(readBandwidthGBps: Statistics.median(bandwidth), missLatencyNs: Statistics.median(latency),
                            timerOverheadNs: MonotonicClock.overheadNanoseconds(), bufferBytes: bufferBytes)
@@ -61,10 +48,32 @@ public enum MachineProbe {
         return a ^ b ^ c ^ d
     }
 
-    @inline(never)
-    static func chase(_ p: UnsafeMutablePointer<UInt64>, from start: Int, loads: Int) -> Int {
-        var at = start
-        for _ in 0..<loads { at = Int(p[at]) }
-        return at
+    /// The last-level cache this machine actually keeps for the process
+    /// (a virtual machine's share of a cache shared with other tenants can
+    /// be far less than sysfs says): the largest working set, in steps of
+    /// half an octave from 1 MiB up to the cache sysfs reports, whose
+    /// dependent chase (`WorkingSet`) still runs under half the latency of
+    /// a load that misses every cache (`missLatencyNs`). Best of two passes
+    /// after a warm one; the series stops at the first size past it.
+    public static func effectiveLastLevelCacheBytes(missLatencyNs: Double) -> Int {
+        var kept = 1 << 20
+        var size = 1 << 20
+        var step = 0
+        while size <= CacheGeometry.lastLevelCacheBytes {
+            let set = WorkingSet(bytes: size)
+            var sink = WorkingSet.chase(set.base, lines: set.lines)
+            var best = Double.infinity
+            for _ in 0..<2 {
+                let t0 = MonotonicClock.now()
+                sink &+= WorkingSet.chase(set.base, lines: set.lines)
+                best = min(best, Double(MonotonicClock.now() - t0) / Double(set.lines))
+            }
+            withExtendedLifetime(sink) {}
+            guard best < missLatencyNs / 2 else { break }
+            kept = size
+            size = step % 2 == 0 ? size / 2 * 3 : size / 3 * 4
+            step += 1
+        }
+        return kept
     }
 }

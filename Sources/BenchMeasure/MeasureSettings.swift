@@ -12,23 +12,63 @@ public struct MeasureSettings: Sendable {
     public var vcpus = 2
     /// Entries of each vCPU's dirty ring (a power of two).
     public var ringEntries = 65536
-    /// rmap-walk and tdp-walk yield mmu_lock every this many gfns.
-    public var yieldEveryGFNs = 4096
     /// clear-chunked's KVM_CLEAR_DIRTY_LOG size in pages (a multiple of 64).
     public var clearChunkPages = 1 << 18
     public var patterns = PatternParameters()
     /// Rounds of the migration scenario.
     public var migrationRounds = 10
-    /// The concurrent scenario: vCPU threads running through each harvest,
-    /// and the bytes of guest memory they keep warm and re-read (a quarter
-    /// of the last-level cache).
+    /// The concurrent scenario: vCPU threads running through each harvest.
     public var guestThreads = 1
-    public var guestWorkingSetBytes = max(1 << 20, CacheGeometry.lastLevelCacheBytes / 4)
-    /// Pauses after each of rmap's per-gfn unlocks (`VMState.raceWindowSpins`):
-    /// the race test's injection point, 0 in every run.
-    var raceWindowSpins = 0
+    /// What a VM exit and entry cost a vCPU together, and a flush IPI per
+    /// vCPU in guest mode, ns; nil: the published figures (`PublishedExitCosts`).
+    public var exitCostNs: Double?
+    public var ipiCostNs: Double?
+    /// Cache pollution: where the guest's working set is re-read after a
+    /// harvest, and its sizes; nil: the level-2 cache and half the
+    /// last-level cache the machine keeps (`defaultWorkingSets`).
+    public var guestCPUs: [GuestCPU] = GuestCPU.allCases.sorted()
+    public var pollutionWorkingSets: [Int]?
+
+    /// The pollution's working sets by default: the level-2 cache, and half
+    /// the last-level cache the machine keeps (`effectiveLastLevelCacheBytes`),
+    /// in whole 4 KiB pages.
+    public static func defaultWorkingSets(effectiveLastLevelCacheBytes: Int) -> [Int] {
+        [CacheGeometry.levelTwoCacheBytes, effectiveLastLevelCacheBytes / 2 / 4096 * 4096]
+    }
+    /// Pauses before each TLB flush with vCPUs running (`VMState.flushWindowSpins`):
+    /// the flush-placement tests' injection point, 0 in every run.
+    var flushWindowSpins = 0
+
+    /// The VM exit and IPI costs the concurrent scenario charges, with
+    /// their sources.
+    public var exitCosts: ExitCosts {
+        ExitCosts(exitNs: exitCostNs ?? PublishedExitCosts.exitNs, ipiNs: ipiCostNs ?? PublishedExitCosts.ipiNs,
+                  exitSource: exitCostNs == nil ? PublishedExitCosts.exitSource : "--exit-cost",
+                  ipiSource: ipiCostNs == nil ? PublishedExitCosts.ipiSource : "--ipi-cost")
+    }
 
     public init() {}
+}
+
+/// The published measurements the concurrent scenario charges a VM exit
+/// and a flush IPI by, unless `--exit-cost` and `--ipi-cost` say otherwise.
+public enum PublishedExitCosts {
+    /// A VM exit and the entry after it: 1,344 to 1,376 time-stamp cycles
+    /// on an AMD EPYC host from VMRUN to the #VMEXIT of a guest that exits
+    /// at once (M. Roth, "[PATCH v2] KVM: SVM: use vmsave/vmload for
+    /// saving/restoring additional host state", LKML, December 2020), taken
+    /// as 1,360 and converted at this host's time-stamp rate. The hardware
+    /// world switch alone: KVM's exit dispatch adds to it.
+    public static let exitCycles = 1360.0
+    public static var exitNs: Double { (exitCycles * TickClock.nsPerTick).rounded() }
+    public static let exitSource = "1360 TSC cycles, VMRUN to #VMEXIT on AMD EPYC (M. Roth, LKML, 2020-12, \"KVM: SVM: use vmsave/vmload for saving/restoring additional host state\")"
+    /// A flush IPI, per vCPU in guest mode: 35ef80eb's dirty_log_perf_test
+    /// (64 vCPUs × 4 GiB, disabling logging with the vCPUs running) took
+    /// 14.33 s with 131072 TLB flushes and 4.79 s with 76: (14.33 − 4.79) s
+    /// over 130996 flushes is 72.8 µs a flush to 64 running vCPUs, 1.14 µs
+    /// per vCPU.
+    public static let ipiNs = 1140.0
+    public static let ipiSource = "1.14 us per running vCPU: 35ef80eb's dirty_log_perf_test, (14.33 s - 4.79 s) / (131072 - 76) flushes to 64 vCPUs"
 }
 
 extension RepetitionPolicy {

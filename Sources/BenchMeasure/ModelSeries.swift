@@ -12,15 +12,21 @@ public struct ModelSeriesSpec: Sendable, Hashable {
     public var strategies: [Strategy]
     /// The concurrent scenario: how the vCPUs' write faults are handled.
     public var faultPath: FaultPath?
+    /// The concurrent scenario: whether the series also measures the cache
+    /// pollution of slot-walk and rmap at its fewest dirty pages
+    /// (`PollutionProbe`; once per layout, since it does not depend on the
+    /// fault path).
+    public var measuresPollution = false
 
     public init(scenario: Scenario, layout: VMLayout, pattern: DirtyPattern, counts: CountPlan, strategies: [Strategy],
-                faultPath: FaultPath? = nil) {
+                faultPath: FaultPath? = nil, measuresPollution: Bool = false) {
         self.scenario = scenario
         self.layout = layout
         self.pattern = pattern
         self.counts = counts
         self.strategies = strategies
         self.faultPath = faultPath
+        self.measuresPollution = measuresPollution
     }
 
     public var key: SeriesKey {
@@ -30,9 +36,20 @@ public struct ModelSeriesSpec: Sendable, Hashable {
 
     /// The strategies this layout can run: the tdp ones need the
     /// two-dimensional paging structure; vCPUs run through the
-    /// write-protecting ones only.
+    /// write-protecting ones only; with fast faults, only those of an era
+    /// that had the fast path.
     public var runnable: [Strategy] {
-        strategies.filter { layout.runs($0) && (scenario != .concurrent || $0.runsConcurrently) }
+        strategies.filter { layout.runs($0) && skipReason($0) == nil }
+    }
+
+    /// Why the concurrent scenario does not run `s` in this series, or nil.
+    func skipReason(_ s: Strategy) -> String? {
+        guard scenario == .concurrent else { return nil }
+        if !s.runsConcurrently { return "vCPUs run through the write-protecting KVM_GET_DIRTY_LOG strategies only" }
+        if faultPath == .fast && !s.era.hasFastPageFault {
+            return "\(s.era.label), \(s.rawValue)'s kernel, had no fast page fault (c7ba5b48, 3.6): its faults are the locked series'"
+        }
+        return nil
     }
 
     /// The dirty counts the pattern allows.
@@ -68,6 +85,8 @@ public struct ModelOutcome {
     public var interruptedAt: String?
     /// The series' VM, as the next series of its layout may start from it.
     var vm: ParkedVM?
+    /// The concurrent scenario's cache pollution, when the series measured it.
+    public var pollution: [PollutionRow] = []
 }
 
 /// A VM a finished series left for the next one of the same layout: building
@@ -119,10 +138,10 @@ public final class ModelSeries {
             out.skipped.append(SkipNote(series: spec.key.label, backend: .model, strategy: noTree.map(\.rawValue).joined(separator: " "),
                                         reason: "shadow paging has no two-dimensional paging structure to walk"))
         }
-        let alone = spec.strategies.filter { spec.scenario == .concurrent && !$0.runsConcurrently }
-        if !alone.isEmpty {
-            out.skipped.append(SkipNote(series: spec.key.label, backend: .model, strategy: alone.map(\.rawValue).joined(separator: " "),
-                                        reason: "vCPUs run through the write-protecting KVM_GET_DIRTY_LOG strategies only"))
+        for s in spec.strategies where layout.runs(s) {
+            if let reason = spec.skipReason(s) {
+                out.skipped.append(SkipNote(series: spec.key.label, backend: .model, strategy: s.rawValue, reason: reason))
+            }
         }
         let vm: VirtualMachine
         if let parked = reusable, parked.layout == layout {
@@ -144,9 +163,11 @@ public final class ModelSeries {
                 throw BenchError.failed("\(spec.key.label): the freshly built VM breaks the invariant: \(initial)")
             }
         }
-        vm.state.pointee.yieldEveryGFNs = settings.yieldEveryGFNs
         vm.state.pointee.clearChunkPages = settings.clearChunkPages
-        vm.state.pointee.raceWindowSpins = settings.raceWindowSpins
+        vm.state.pointee.flushWindowSpins = settings.flushWindowSpins
+        #if DEBUG
+        vm.state.pointee.skipFlushes = plantedBug == .skipFlush
+        #endif
         let nUsed = vm.nUsedMMUPages
         // Everything measured runs on one handle, hoisted here.
         if spec.scenario == .concurrent {
@@ -160,20 +181,35 @@ public final class ModelSeries {
     }
 
     /// The concurrent scenario: vCPU threads started on the VM, every point
-    /// measured with them running through each harvest, no cache eviction.
+    /// measured with them running through each harvest, no cache eviction;
+    /// then, if the series asks, the cache pollution at its fewest dirty
+    /// pages.
     private func measureConcurrent(vm: VirtualMachine, mmu: MMU, nUsed: Int, out: inout ModelOutcome) throws {
         progress.point("starting \(settings.guestThreads) vCPU thread\(settings.guestThreads == 1 ? "" : "s")")
+        let costs = settings.exitCosts
+        vm.setExitCosts(exitTicks: TickClock.ticks(costs.exitNs), ipiTicks: TickClock.ticks(costs.ipiNs))
         let guests = GuestThreads(vm: vm, mmu: mmu, count: settings.guestThreads, faultPath: spec.faultPath ?? .locked,
-                                  shadowing: spec.layout.paging != .tdp, workingSetBytes: settings.guestWorkingSetBytes,
-                                  maxPages: spec.layout.slotPages)
+                                  shadowing: spec.layout.paging != .tdp, maxPages: spec.layout.slotPages)
         var backend = ConcurrentBackend(vm: vm, mmu: mmu, guests: guests)
         defer {
             backend.release()
             guests.shutdown(vm: vm)
+            vm.setExitCosts(exitTicks: 0, ipiTicks: 0)
         }
-        guestSetting = GuestSetting(vcpus: settings.guestThreads, workingSetBytes: settings.guestWorkingSetBytes,
-                                    missNsPerLine: backend.missNsPerLine, coldReadNs: backend.coldReadNs, warmReadNs: backend.warmReadNs)
+        guestSetting = GuestSetting(vcpus: settings.guestThreads, pinned: guests.pinned)
         out.rows = try sweep(&backend, nUsed: nUsed, out: &out)
+        guard spec.measuresPollution, out.interruptedAt == nil, let fewest = spec.plannedCounts(nUsed: nUsed).first else { return }
+        let subjects = [Strategy.slotWalk, .rmap].filter { spec.runnable.contains($0) }
+        guard !subjects.isEmpty else { return }
+        progress.point("cache pollution at \(fewest) dirty")
+        let began = MonotonicClock.now()
+        let set = spec.pattern.dirtySet(count: fewest, slotPages: spec.layout.slotPages, seed: settings.seed, parameters: settings.patterns)
+        let round = GuestRound(vm: vm, set: set, sptesPerGFN: spec.layout.paging.sptesPerGFN, seed: settings.seed)
+        var probe = PollutionProbe(vm: vm, mmu: mmu, guests: guests)
+        out.pollution = try probe.measure(series: spec.key, strategies: subjects, round: round,
+                                          workingSets: settings.pollutionWorkingSets ?? [CacheGeometry.levelTwoCacheBytes],
+                                          cpus: settings.guestCPUs)
+        out.phases.add(.pollution, MonotonicClock.seconds(since: began))
     }
 
     private func measure(vm: VirtualMachine, mmu: MMU, nUsed: Int, out: inout ModelOutcome) throws {

@@ -11,6 +11,10 @@ public enum PlantedBug: String, CaseIterable, Sendable {
     /// The harvest skips one spte: the first page of the log it handed out
     /// keeps its writable (under PML, dirty) bit.
     case skipOneSPTE = "skip-one-spte"
+    /// kvm_flush_remote_tlbs() with vCPUs running is counted but sends
+    /// nothing: their TLBs keep writable translations of the sptes the
+    /// harvest protected (the concurrent scenario).
+    case skipFlush = "skip-flush"
 
     public static let environmentVariable = "DIRTY_LOG_BENCH_PLANTED_BUG"
 
@@ -18,6 +22,8 @@ public enum PlantedBug: String, CaseIterable, Sendable {
     /// inside the timed region, right after the harvest.
     func strike(_ vm: VirtualMachine, handedOut: UnsafeMutablePointer<UInt64>) {
         switch self {
+        case .skipFlush:
+            return
         case .skipOneSPTE:
             vm.withMMU { mmu in
                 let s = mmu.slot(id: VMLayout.measuredSlotID)

@@ -80,76 +80,99 @@ struct PointRecord {
 /// How the concurrent scenario's guest ran: for the rows' figures.
 struct GuestSetting {
     var vcpus: Int
-    var workingSetBytes: Int
-    var missNsPerLine: Double
-    /// Reading the working set from memory and from cache.
-    var coldReadNs: Double
-    var warmReadNs: Double
+    /// Whether the harvesting thread and every vCPU thread got a CPU of its own.
+    var pinned: Bool
 }
 
-/// The concurrent scenario's repetitions of one strategy at one point.
+/// One side's holds of mmu_lock over the instrumented repetitions.
+struct HoldRecord {
+    var histogram = Histogram<UInt64>.nanoseconds()
+    var count = 0
+    var totalNs = 0.0
+    var maxNs = 0.0
+
+    mutating func add(_ h: HoldSample) {
+        for t in h.kept { histogram.record(UInt64(TickClock.ns(t).rounded())) }
+        count += h.count
+        totalNs += TickClock.ns(h.totalTicks)
+        maxNs = max(maxNs, TickClock.ns(h.maxTicks))
+    }
+
+    func fill(_ f: inout LockHoldFigures) {
+        f.count = count
+        guard count > 0 else { return }
+        f.totalNs = totalNs
+        f.maxNs = maxNs
+        if histogram.totalCount > 0 {
+            f.p50Ns = Double(histogram.valueAtPercentile(50))
+            f.p99Ns = Double(histogram.valueAtPercentile(99))
+        }
+    }
+}
+
+/// The concurrent scenario's repetitions of one strategy at one point:
+/// every count a total over the repetitions it comes from, every
+/// percentile pooled over exactly those items.
 struct GuestRecord {
-    var holdCounts: [Double] = []
-    var holdP50: [Double] = []
-    var holdP99: [Double] = []
-    var holdMax: [Double] = []
-    var holdTotal: [Double] = []
-    var windowWrites: [Double] = []
-    var windowFaults: [Double] = []
-    var lockWaitNs: [Double] = []
-    var dirtyMemoryNs: [Double] = []
-    var pollutionNs: [Double] = []
-    var idleRereadNs: [Double] = []
-    /// The window's fault latencies, every timed repetition's (ns).
+    /// The timed repetitions: the vCPUs' faults begun during the harvest.
     var faults = Histogram<UInt64>.nanoseconds()
+    var window = GuestRunStats()
+    var dirtyMemoryNs: [Double] = []
+    /// The instrumented repetitions.
+    var instrumentedNs: [Double] = []
+    var exclusive = HoldRecord()
+    var shared = HoldRecord()
+    var lockWaits = Histogram<UInt64>.nanoseconds()
+    var lockWaitTotalNs = 0.0
     /// Over every repetition, warm-up included: a race is a race.
     var raceViolations = 0
     var shadowings = 0
     var shadowFlushes = 0
 
     mutating func add(_ g: GuestCost, timed: Bool) {
-        raceViolations += g.stats.raceViolations
-        shadowings += g.stats.shadowings
-        shadowFlushes += g.stats.shadowFlushes
+        raceViolations += g.raceViolations
+        shadowings += g.shadowings
+        shadowFlushes += g.shadowFlushes
         guard timed else { return }
-        holdCounts.append(Double(g.holdCount))
-        holdP50.append(g.holds.totalCount > 0 ? Double(g.holds.valueAtPercentile(50)) : 0)
-        holdP99.append(g.holds.totalCount > 0 ? Double(g.holds.valueAtPercentile(99)) : 0)
-        holdMax.append(g.holdMaxNs)
-        holdTotal.append(g.holdTotalNs)
-        windowWrites.append(Double(g.stats.windowWrites))
-        windowFaults.append(Double(g.stats.windowFaults))
-        lockWaitNs.append(TickClock.ns(g.stats.windowLockWaitTicks))
-        dirtyMemoryNs.append(g.dirtyMemoryNs)
-        pollutionNs.append(g.pollutionNs)
-        idleRereadNs.append(g.idleRereadNs)
-        for ns in g.faultLatenciesNs { faults.record(ns) }
+        for t in g.plain.faultTicks { faults.record(UInt64(TickClock.ns(t).rounded())) }
+        window.add(g.plain.stats)
+        if let d = g.dirtyMemoryNs { dirtyMemoryNs.append(d) }
+        instrumentedNs.append(g.instrumentedNs)
+        exclusive.add(g.exclusiveHolds)
+        shared.add(g.sharedHolds)
+        for t in g.lockWaitTicks {
+            let ns = TickClock.ns(t)
+            lockWaits.record(UInt64(ns.rounded()))
+            lockWaitTotalNs += ns
+        }
     }
 
     func extras(_ setting: GuestSetting) -> GuestExtras {
-        var e = GuestExtras(vcpus: setting.vcpus)
-        func med(_ v: [Double]) -> Double { v.isEmpty ? 0 : Statistics.median(v) }
-        e.lockHolds = med(holdCounts)
-        e.lockHoldP50Ns = med(holdP50)
-        e.lockHoldP99Ns = med(holdP99)
-        e.lockHoldMaxNs = med(holdMax)
-        e.lockHoldTotalNs = med(holdTotal)
-        e.windowWrites = med(windowWrites)
-        e.windowFaults = med(windowFaults)
+        var e = GuestExtras(vcpus: setting.vcpus, pinned: setting.pinned)
+        e.faultCount = Int(faults.totalCount)
         if faults.totalCount > 0 {
             e.faultP50Ns = Double(faults.valueAtPercentile(50))
             e.faultP99Ns = Double(faults.valueAtPercentile(99))
             e.faultP999Ns = Double(faults.valueAtPercentile(99.9))
             e.faultMaxNs = Double(faults.max)
         }
-        e.lockWaitNs = med(lockWaitNs)
-        e.dirtyMemoryNs = med(dirtyMemoryNs)
-        e.pollutionNs = med(pollutionNs)
-        e.pollutionLines = setting.missNsPerLine > 0 ? e.pollutionNs / setting.missNsPerLine : 0
-        e.workingSetBytes = setting.workingSetBytes
-        e.idleRereadNs = med(idleRereadNs)
-        e.coldReadNs = setting.coldReadNs
-        e.warmReadNs = setting.warmReadNs
+        e.fastFaults = window.windowFastFaults
+        e.emulatedWrites = window.windowEmulated
+        e.shadowingFaults = window.windowShadowingFaults
+        e.ipiExits = window.windowIPIExits
+        e.windowWrites = window.windowWrites
+        e.dirtyMemoryNs = dirtyMemoryNs.isEmpty ? nil : Statistics.median(dirtyMemoryNs)
+        e.instrumentedReps = instrumentedNs.count
+        e.instrumentedHarvestNs = instrumentedNs.isEmpty ? nil : Statistics.median(instrumentedNs)
+        exclusive.fill(&e.exclusiveHolds)
+        shared.fill(&e.sharedHolds)
+        e.lockWaitFaults = Int(lockWaits.totalCount)
+        if lockWaits.totalCount > 0 {
+            e.lockWaitTotalNs = lockWaitTotalNs
+            e.lockWaitP50Ns = Double(lockWaits.valueAtPercentile(50))
+            e.lockWaitP99Ns = Double(lockWaits.valueAtPercentile(99))
+            e.lockWaitMaxNs = Double(lockWaits.max)
+        }
         e.raceViolations = raceViolations
         e.shadowings = shadowings
         e.shadowFlushes = shadowFlushes

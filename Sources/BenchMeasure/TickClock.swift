@@ -17,4 +17,7 @@ enum TickClock {
     }()
 
     static func ns(_ ticks: UInt64) -> Double { Double(ticks) * nsPerTick }
+
+    /// The ticks `ns` nanoseconds take.
+    static func ticks(_ ns: Double) -> UInt64 { UInt64(max(0, ns / nsPerTick).rounded()) }
 }

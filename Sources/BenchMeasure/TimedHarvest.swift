@@ -22,6 +22,11 @@ protocol HarvestBackend {
     mutating func harvestFullRing() throws
     /// Empties the caches of what the harvest will touch.
     func evict(_ method: Method, _ round: Round, with eviction: CacheEviction)
+    /// Just before and just after the timed region: what must happen at
+    /// the harvest's edges without being inside it (the concurrent
+    /// scenario's window markers).
+    func harvestWillBegin()
+    func harvestDidEnd()
     /// The harvest, inside the timed region; a two-phase one marks its phases.
     mutating func harvest(_ method: Method, phases: inout HarvestPhaseMarks) throws -> HarvestOutcome
     /// Checks what the harvest left and handed out against the round.
@@ -32,6 +37,8 @@ protocol HarvestBackend {
 
 extension HarvestBackend {
     var guestCost: GuestCost? { nil }
+    func harvestWillBegin() {}
+    func harvestDidEnd() {}
 }
 
 /// A backend measuring the model's strategies on rounds of guest writes:
@@ -151,7 +158,9 @@ struct TimedHarvest {
         let evicted = MonotonicClock.now()
 
         var marks = HarvestPhaseMarks()
+        backend.harvestWillBegin()
         let (outcome, start, ns, allocated) = try TimedRegion.time(allocations) { try backend.harvest(method, phases: &marks) }
+        backend.harvestDidEnd()
         m.ns = ns
         m.allocated = allocated
         m.outcome = outcome

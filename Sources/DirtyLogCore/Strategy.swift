@@ -13,15 +13,21 @@ public enum Strategy: String, CaseIterable, Sendable, Hashable, Comparable {
     case rmapFixed = "rmap-fixed"
     /// The seed's rule: `rmap` when nr_dirty_pages < n_used_mmu_pages, else `slot-walk`.
     case seed
-    /// Linux 3.4 (kvm_mmu_write_protect_pt_masked, 5dc99b23; one lock hold
-    /// and xchg per word since 60c34612): per non-zero bitmap word, xchg it
-    /// to zero and write-protect the 4 KiB rmap of each set bit.
+    /// KVM_GET_DIRTY_LOG since Linux 3.4 (kvm_mmu_write_protect_pt_masked,
+    /// 5dc99b23; one lock hold and xchg per word since 60c34612): per
+    /// non-zero bitmap word, xchg it to zero and write-protect the 4 KiB
+    /// rmap of each set bit. With vCPUs running, as the shadow MMU of 4.2
+    /// to 5.11 ran it: the TLB flush after unlocking (198c74f4).
     case masked
-    /// The whole slot through its rmap arrays, every gfn at every level,
-    /// yielding the lock every so many gfns (slot_handle_level).
+    /// The whole slot through its rmap arrays, every gfn at every level
+    /// (slot_handle_level(), the shadow MMU's way to enable logging),
+    /// yielding mmu_lock when another thread waits for it.
     case rmapWalk = "rmap-walk"
-    /// The TDP MMU's range walk: the paging structure over the slot's gfn
-    /// range, no rmaps (kvm_tdp_mmu_wrprot_slot). Two-dimensional paging only.
+    /// The TDP MMU's range walk, kvm_tdp_mmu_wrprot_slot(): the paging
+    /// structure over the slot's gfn range, no rmaps. In the kernel this is
+    /// the path that enables logging (kvm_mmu_slot_remove_write_access()),
+    /// under mmu_lock's read side since 5.13; timed here as if it served a
+    /// harvest. Two-dimensional paging only.
     case tdpWalk = "tdp-walk"
     /// The same structure visited per bitmap word, for its set bits only
     /// (clear_dirty_pt_masked). Two-dimensional paging only.
@@ -53,19 +59,24 @@ public enum Strategy: String, CaseIterable, Sendable, Hashable, Comparable {
     /// ring and adaptive are measured without them).
     public var runsConcurrently: Bool { Self.getDirtyLogFamily.contains(self) || self == .rmapFixed || self == .seed }
 
-    /// Whether the strategy releases mmu_lock before its TLB flush while
-    /// page-table shadowing of its era flushes only when it cleared the
-    /// writable bit itself: the seed's race (rmap, and the seed's rule when
-    /// it picks rmap). Its race violations are counted apart.
-    public var racesWithShadowing: Bool { self == .rmap || self == .seed }
+    /// Whether a harvest by the strategy that chose `choice` (a rule's)
+    /// releases mmu_lock before its TLB flush while page-table shadowing of
+    /// its era flushes only when it cleared the writable bit itself: the
+    /// seed's race (rmap, and the seed's rule when it picks rmap). Its race
+    /// violations are counted, not failed.
+    public func racesWithShadowing(choice: Strategy?) -> Bool {
+        self == .rmap || (self == .seed && choice == .rmap)
+    }
 
-    /// The kernel era whose mmu_lock, fault path and page-table shadowing a
-    /// concurrent harvest by this strategy runs with.
+    /// The kernel whose mmu_lock, fault paths and page-table shadowing a
+    /// concurrent harvest by this strategy runs with: the seed's branches
+    /// in 3.3's; masked and rmap-walk in the shadow MMU of 4.2 to 5.11; the
+    /// TDP MMU's walks in 5.14's.
     public var era: KernelEra {
         switch self {
-        case .slotWalk, .rmap, .rmapFixed, .seed: .seed
-        case .tdpWalk, .tdpMasked: .tdpMMU
-        default: .modern
+        case .slotWalk, .rmap, .rmapFixed, .seed: .linux3_3
+        case .tdpWalk, .tdpMasked: .linux5_14
+        default: .linux4_2
         }
     }
 
@@ -111,8 +122,8 @@ public enum Strategy: String, CaseIterable, Sendable, Hashable, Comparable {
         case .rmapFixed: "rmap under one hold of mmu_lock, the TLB flush inside it (6dbf79e7's fix of the seed's race)"
         case .seed: "the seed's rule: rmap when nr_dirty_pages < n_used_mmu_pages, else slot-walk"
         case .masked: "one lock hold; per non-zero bitmap word: xchg to zero, protect the 4 KiB rmap of each set bit"
-        case .rmapWalk: "every gfn's rmap at every level of the slot, yielding the lock periodically"
-        case .tdpWalk: "the two-dimensional paging structure over the slot's range, no rmaps"
+        case .rmapWalk: "every gfn's rmap at every level of the slot, yielding mmu_lock when it is contended"
+        case .tdpWalk: "the TDP MMU's walk over the slot's range (the enable-logging path), no rmaps"
         case .tdpMasked: "the two-dimensional paging structure, visited per bitmap word for its set bits"
         case .dbitClear: "PML: clear dirty bits per bitmap word; guest writes set them without faulting"
         case .clearChunked: "manual protect: GET copies the bitmap; CLEAR re-protects in chunks, a lock per chunk"
@@ -206,21 +217,45 @@ public enum MeasuredStrategy: Hashable, Sendable, Comparable, CustomStringConver
     }
 }
 
-/// The kernel a concurrent harvest runs in: what mmu_lock is, and what a
-/// thread write-protecting a guest page table (mmu_sync_children(),
-/// kvm_mmu_get_page()) flushes on.
-public enum KernelEra: String, Sendable, Hashable, CaseIterable {
-    /// Linux 3.3, the seed: a ticket spinlock; the shadower flushes only if
-    /// it cleared a writable bit itself.
-    case seed
-    /// 4.2 on, the shadow MMU: a queued spinlock; since 198c74f4 the shadower
-    /// also flushes when an spte is still writable for the fast path
-    /// (SPTE_MMU_WRITEABLE), so a harvest may flush after unlocking.
-    case modern
-    /// 5.10 on, the TDP MMU: mmu_lock a rwlock, faults and tdp-walk under
-    /// its read side (sptes changed by cmpxchg), tdp-masked under its write
-    /// side; no guest page tables to shadow.
-    case tdpMMU = "tdp-mmu"
+/// The kernel a concurrent harvest runs in: what mmu_lock is, whether a
+/// vCPU's write fault can be fixed without it, and what a thread
+/// write-protecting a guest page table flushes on. Named by the release
+/// from which the model's figures are ones that kernel could produce.
+public enum KernelEra: String, Sendable, Hashable, CaseIterable, Comparable {
+    /// Linux 3.3, the seed: mmu_lock a ticket spinlock; every write fault
+    /// takes it (no fast page fault, no SPTE_MMU_WRITEABLE); a thread
+    /// shadowing a guest page table flushes only if it cleared a writable
+    /// bit itself (__rmap_write_protect() at 3.3).
+    case linux3_3 = "3.3"
+    /// Linux 4.2 to 5.11, the shadow MMU: mmu_lock a queued spinlock (x86
+    /// since 4.2); c7ba5b48's fast page fault (3.6) for direct sptes that
+    /// are MMU-writable and host-writable; 198c74f4's rule: the shadower
+    /// also flushes when an spte it protects was still MMU-writable, so a
+    /// harvest may flush after unlocking.
+    case linux4_2 = "4.2"
+    /// Linux 5.14 on, the TDP MMU: mmu_lock an rwlock (531810ca, 5.12);
+    /// write faults under its read side, sptes changed by cmpxchg; the slot
+    /// write-protection that enables logging (kvm_tdp_mmu_wrprot_slot())
+    /// under the read side too (5.13), the masked harvest of GET/CLEAR
+    /// under the write side; the fast page fault for TDP MMU sptes ("KVM:
+    /// x86/mmu: Make fast_page_fault support the TDP MMU", 5.14: before it,
+    /// direct_page_fault() skipped fast_page_fault() on a TDP MMU root).
+    case linux5_14 = "5.14"
+
+    /// Whether a write fault on an spte write-protected only for dirty
+    /// logging could be fixed without mmu_lock (c7ba5b48, 3.6).
+    public var hasFastPageFault: Bool { self != .linux3_3 }
+
+    /// Whether sptes carry SPTE_MMU_WRITEABLE, which the fast path and
+    /// 198c74f4's flush rule read (introduced with the fast path).
+    public var hasMMUWritable: Bool { self != .linux3_3 }
+
+    /// "Linux 3.3"
+    public var label: String { "Linux \(rawValue)" }
+
+    public static func < (a: KernelEra, b: KernelEra) -> Bool {
+        allCases.firstIndex(of: a)! < allCases.firstIndex(of: b)!
+    }
 }
 
 /// How a vCPU's write to a write-protected spte is handled.
@@ -228,9 +263,12 @@ public enum FaultPath: String, Sendable, Hashable, CaseIterable, Comparable {
     /// As at the seed: the fault takes mmu_lock, makes the spte writable and
     /// marks the page dirty under it (the TDP MMU: under its read side).
     case locked
-    /// c7ba5b48's fast path: an spte write-protected only for dirty logging
-    /// (still SPTE_MMU_WRITEABLE) is made writable by cmpxchg without the
-    /// lock, and the page marked dirty after; anything else takes the lock.
+    /// c7ba5b48's fast path, where the strategy's era had it (3.6 on) and
+    /// only for a direct spte (two-dimensional paging: "fast page fault
+    /// only works for direct mapping since the gfn is not stable for
+    /// indirect shadow page") write-protected only for dirty logging
+    /// (MMU-writable and host-writable): made writable by cmpxchg without
+    /// the lock, the page marked dirty after. Anything else takes the lock.
     case fast
 
     public static func < (a: FaultPath, b: FaultPath) -> Bool { a.rawValue > b.rawValue }

@@ -101,3 +101,17 @@ public struct ProtectCounters: Equatable, Sendable {
 
     public init() {}
 }
+
+/// Where a vCPU's working set is re-read after a harvest, for the cache
+/// pollution the harvest left behind.
+public enum GuestCPU: String, CaseIterable, Sendable, Hashable, Comparable {
+    /// On the CPU that harvested: a vCPU scheduled after the migration
+    /// thread (overcommit), whose L1 and L2 working set the harvest's walk
+    /// can evict.
+    case same
+    /// On another CPU, where the vCPU thread runs beside the harvest: only
+    /// the shared last-level cache is at stake.
+    case other
+
+    public static func < (a: GuestCPU, b: GuestCPU) -> Bool { a.rawValue > b.rawValue }
+}

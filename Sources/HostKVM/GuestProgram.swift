@@ -48,6 +48,30 @@ public enum GuestLayout {
     }
 }
 
+/// kvm-unit-tests' vmexit test in miniature: `cpuid` in a loop, each one a
+/// VM exit KVM handles in the kernel, and the same loop without it, to
+/// subtract:
+///
+///     loop:  xor eax, eax ; cpuid ; dec esi ; jnz loop ; hlt       esi = count
+///     empty: dec esi ; jnz empty ; hlt
+enum ExitLoop {
+    /// Where the two loops sit in the code slot, past the write loop.
+    static let cpuidOffset = GuestLayout.codeOffset + 0x400
+    static let emptyOffset = GuestLayout.codeOffset + 0x480
+
+    static func cpuid(_ mode: GuestMode) -> [UInt8] {
+        let body: [UInt8] = [0x31, 0xC0, 0x0F, 0xA2] + decESI(mode)     // xor eax, eax ; cpuid ; dec esi
+        return body + [0x75, UInt8(bitPattern: Int8(-(body.count + 2))), 0xF4]
+    }
+
+    static func empty(_ mode: GuestMode) -> [UInt8] {
+        let body = decESI(mode)
+        return body + [0x75, UInt8(bitPattern: Int8(-(body.count + 2))), 0xF4]
+    }
+
+    static func decESI(_ mode: GuestMode) -> [UInt8] { mode == .flat32 ? [0x4E] : [0xFF, 0xCE] }
+}
+
 /// The guest's only program: write one byte to each address of a list, then
 /// halt. Unrolled eight times, since each guest instruction may cost a trip
 /// through KVM's emulator:

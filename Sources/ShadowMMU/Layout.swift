@@ -92,7 +92,7 @@ public struct VMLayout: Hashable, Sendable {
         let bitmaps = 2 * DirtyBitmap.words(pages: vmPages) * 8
         let permutation = k > 1 ? vmPages * 4 : 0
         let ownerIndex = pages * 64
-        let perVCPU = ringEntries * MemoryLayout<DirtyGFN>.stride + VCPUState.pmlEntries * 8 + 8192
+        let perVCPU = ringEntries * MemoryLayout<DirtyGFN>.stride + VCPULogBuffers.pmlEntries * 8 + 8192
         return tables + columns + rmaps + descs + bitmaps + permutation + ownerIndex + vcpus * perVCPU
     }
 }

@@ -18,10 +18,17 @@ public enum SPTE {
     public static let dirty: UInt64 = 1 << 6
     /// PT_PAGE_SIZE_MASK: a 2 MiB or 1 GiB leaf above level 1.
     public static let pageSize: UInt64 = 1 << 7
-    /// SPTE_MMU_WRITEABLE (an ignored bit): the spte would be writable but
-    /// for dirty logging, so c7ba5b48's fast path may make it writable
-    /// again by cmpxchg. Write-protecting a guest page table clears it too.
-    public static let mmuWritable: UInt64 = 1 << 54
+    /// SPTE_HOST_WRITEABLE (an ignored bit, 9 where EPT is not in use, as
+    /// spte.h's DEFAULT_SPTE_HOST_WRITABLE): the host maps the page
+    /// writable. Every leaf the model installs has it: its guest memory is
+    /// never read-only on the host.
+    public static let hostWritable: UInt64 = 1 << 9
+    /// SPTE_MMU_WRITEABLE (bit 10, DEFAULT_SPTE_MMU_WRITABLE; introduced
+    /// with the fast page fault, 3.6): the MMU would let the spte be
+    /// writable but for dirty logging, so c7ba5b48's fast path may make it
+    /// writable again by cmpxchg. Write-protecting a guest page table
+    /// clears it too.
+    public static let mmuWritable: UInt64 = 1 << 10
     /// PT64_BASE_ADDR_MASK: the frame or child-table address.
     public static let addressMask: UInt64 = 0x000F_FFFF_FFFF_F000
 
@@ -30,10 +37,11 @@ public enum SPTE {
     /// Bits of gfn each level resolves (PT64_LEVEL_BITS).
     public static let levelBits: UInt64 = 9
 
-    /// A leaf spte mapping host frame `pfn`, readable, not yet writable.
+    /// A leaf spte mapping host frame `pfn`, readable, not yet writable,
+    /// on a page the host maps writable.
     @inline(__always)
     public static func leaf(pfn: UInt64, large: Bool = false) -> UInt64 {
-        (pfn << 12) & addressMask | present | user | accessed | (large ? pageSize : 0)
+        (pfn << 12) & addressMask | present | user | accessed | hostWritable | (large ? pageSize : 0)
     }
 
     /// A non-leaf spte pointing at a child table. Non-leaf entries are
@@ -65,9 +73,11 @@ public enum SPTE {
     level == 1 || isLargeSPTE(spte)
 }
 
-/// spte_can_locklessly_be_made_writable(): write-protected for dirty logging only.
+/// spte_is_locklessly_modifiable() (c7ba5b48): read-only, but both
+/// host-writable and MMU-writable: write-protected for dirty logging only,
+/// what the fast page fault may make writable without mmu_lock.
 @inline(__always) public func isLocklesslyWritableSPTE(_ spte: UInt64) -> Bool {
-    spte & (SPTE.mmuWritable | SPTE.writable) == SPTE.mmuWritable
+    spte & (SPTE.hostWritable | SPTE.mmuWritable | SPTE.writable) == SPTE.hostWritable | SPTE.mmuWritable
 }
 
 /// is_writable_pte()

@@ -15,12 +15,12 @@ public struct DirtyGFN {
     public static let reset: UInt32 = 2
 }
 
-/// A vCPU's dirty-logging state: its dirty ring (KVM_CAP_DIRTY_LOG_RING)
+/// A vCPU's dirty-logging buffers: its dirty ring (KVM_CAP_DIRTY_LOG_RING)
 /// and its PML buffer (Intel's page-modification log).
 ///
 /// The ring's three indices: the kernel pushes at `dirtyIndex` and resets
 /// from `resetIndex`; user space collects from `fetchIndex`.
-public struct VCPUState {
+public struct VCPULogBuffers {
     public var ring: UnsafeMutablePointer<DirtyGFN>
     public var ringEntries: Int
     public var dirtyIndex = 0
@@ -70,7 +70,7 @@ extension MMU {
             let n = v.pointee.pmlCount
             var j = 0
             while j < n {
-                _ = markPageDirty(slot: s, gfn: v.pointee.pml[j], vcpu: i)
+                markPageDirty(slot: s, gfn: v.pointee.pml[j], vcpu: i)
                 j &+= 1
             }
             v.pointee.pmlCount = 0

@@ -1,29 +1,34 @@
 import CAtomics
 import DirtyLogCore
 
-/// The state one vCPU thread shares with the others while it runs through
-/// the harvests (the concurrent scenario), alone on two cache lines.
+/// What a running vCPU shares with the threads that flush it, protect its
+/// pages or shadow its page tables, alone on two cache lines
+/// (`struct kvm_vcpu`'s `mode` and `requests`, an SRCU read section, its
+/// TLB, the page tracker's view of it).
 ///
-/// `mode` is vcpu->mode: a vCPU in guest mode (1) must acknowledge a TLB
-/// flush before kvm_flush_remote_tlbs() returns, as an IPI would make it
-/// exit; one outside (0: in the fault path, waiting for mmu_lock, idle)
-/// flushes when it next enters. `inSRCU` marks a fault in progress (its
-/// memslots read under srcu_read_lock()), which a bitmap swap waits out
-/// like synchronize_srcu(). `guardGFN` is the guest page table the vCPU shadowed
-/// and believes write-protected (gfn + 1; 0 when none): a write to it
-/// through a cached writable translation is the seed's race.
-public struct VCPURun {
+/// `mode` is vcpu->mode: a vCPU in guest mode (1) must take an IPI's exit
+/// before kvm_flush_remote_tlbs() returns; one outside (0: in a fault,
+/// waiting for mmu_lock, idle) flushes when it next enters. `inSRCU` marks
+/// a fault in progress (its memslots read under srcu_read_lock()), which a
+/// bitmap swap waits out like synchronize_srcu(). `trackedGFN` is the
+/// guest page table the vCPU shadows (gfn + 1; 0 when none), whose writes
+/// faults emulate (kvm_page_track_is_active()); `believedProtectedGFN` is
+/// the same gfn once the shadowing fault has returned, believing it
+/// write-protected: a write to it through a cached writable translation
+/// is the seed's race.
+public struct VCPUContext {
     public var mode: UInt32 = 0
     public var inSRCU: UInt32 = 0
     /// The flush generation (`VMState.flushGeneration`) its TLB has caught up with.
     public var ackedFlush: UInt64 = 0
-    public var guardGFN: UInt64 = 0
-    /// Its TLB: `VCPURun.tlbEntries` writable translations, each gfn + 1
+    public var trackedGFN: UInt64 = 0
+    public var believedProtectedGFN: UInt64 = 0
+    /// Its TLB: `VCPUContext.tlbEntries` writable translations, each gfn + 1
     /// (0 empty), at a hash of the gfn (`tlbIndex`). Read-only translations
     /// are not kept: a write through one faults anyway.
     public let tlb: UnsafeMutablePointer<UInt64>
-    private var pad: (UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64) =
-        (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+    private var pad: (UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64) =
+        (0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
 
     /// Entries of each vCPU's TLB: enough for small working sets, too few
     /// for a large one, whose writes then walk the sptes the harvest
@@ -67,38 +72,45 @@ extension KernelEra {
     /// mmu_lock's kind in the era.
     var lockKind: UInt32 {
         switch self {
-        case .seed: UInt32(CA_LOCK_TICKET)
-        case .modern: UInt32(CA_LOCK_QUEUED)
-        case .tdpMMU: UInt32(CA_LOCK_RW)
+        case .linux3_3: UInt32(CA_LOCK_TICKET)
+        case .linux4_2: UInt32(CA_LOCK_QUEUED)
+        case .linux5_14: UInt32(CA_LOCK_RW)
         }
     }
 }
 
 extension VirtualMachine {
     /// `count` vCPU threads are about to run through the harvests: each gets
-    /// its shared state and TLB; flushes now wait for them and the fault
-    /// paths' shared updates are atomic. Undone by `stopGuests`.
+    /// its shared state and TLB; flushes now send IPIs and wait for them.
+    /// Undone by `stopGuests`.
     public func startGuests(count: Int) {
         precondition(count >= 1 && count <= vcpuCount && state.pointee.guests == nil)
-        let runs = arena.allocate(VCPURun.self, count: count, alignment: 128)
+        let contexts = arena.allocate(VCPUContext.self, count: count, alignment: 128)
         for i in 0..<count {
-            let tlb = arena.allocate(UInt64.self, count: VCPURun.tlbEntries, alignment: 64)
-            tlb.initialize(repeating: 0, count: VCPURun.tlbEntries)
-            (runs + i).initialize(to: VCPURun(tlb: tlb))
+            let tlb = arena.allocate(UInt64.self, count: VCPUContext.tlbEntries, alignment: 64)
+            tlb.initialize(repeating: 0, count: VCPUContext.tlbEntries)
+            (contexts + i).initialize(to: VCPUContext(tlb: tlb))
         }
-        state.pointee.guests = runs
+        state.pointee.guests = contexts
         state.pointee.guestCount = count
         state.pointee.concurrent = true
     }
 
     /// The vCPU threads have stopped: back to a VM nobody runs on.
     public func stopGuests() {
-        guard let runs = state.pointee.guests else { return }
+        guard let contexts = state.pointee.guests else { return }
         state.pointee.concurrent = false
         state.pointee.guests = nil
-        for i in 0..<state.pointee.guestCount { arena.free(runs[i].tlb) }
+        for i in 0..<state.pointee.guestCount { arena.free(contexts[i].tlb) }
         state.pointee.guestCount = 0
-        arena.free(runs)
+        arena.free(contexts)
+    }
+
+    /// What a VM exit and entry cost a vCPU together, and an IPI from its
+    /// sending to the target's exit, in time-stamp ticks.
+    public func setExitCosts(exitTicks: UInt64, ipiTicks: UInt64) {
+        state.pointee.exitCostTicks = exitTicks
+        state.pointee.ipiCostTicks = ipiTicks
     }
 
     /// Between rounds, with no vCPU in the MMU: the era the next harvest and
@@ -118,66 +130,80 @@ extension VirtualMachine {
 }
 
 extension MMU {
+    /// The vCPU's shared state.
+    @inline(__always) func context(_ vcpu: Int) -> UnsafeMutablePointer<VCPUContext> { vm.pointee.guests.unsafelyUnwrapped + vcpu }
+
     /// A harvest the vCPU threads measure through begins: their writes and
-    /// faults from now on are in its window. One atomic add, inside the
-    /// timed region.
+    /// faults from now on are in its window. One atomic add, just before
+    /// the timed region.
     @inline(__always) public func openHarvestWindow() { _ = ca_fetch_add64(vm.harvestStatePointer, 1) }
 
     /// It has returned: writes from now on must reach the next log.
     @inline(__always) public func closeHarvestWindow() { _ = ca_fetch_add64(vm.harvestStatePointer, 1) }
 
-    /// kvm_flush_remote_tlbs() with vCPU threads running: a new flush
-    /// generation, then wait until every vCPU in guest mode has caught up
-    /// with it (kvm_make_all_cpus_request() with KVM_REQUEST_WAIT). A vCPU
-    /// outside guest mode catches up when it enters.
+    /// Harvests begun and ended, as a vCPU thread reads them between writes.
+    @inline(__always) public var harvestState: UInt64 { ca_load64(vm.harvestStatePointer) }
+
+    /// kvm_flush_remote_tlbs() with vCPU threads running
+    /// (kvm_make_all_cpus_request(KVM_REQ_TLB_FLUSH) with KVM_REQUEST_WAIT):
+    /// a new flush generation and an IPI to every vCPU in guest mode, then
+    /// wait until each has taken the IPI's exit. The IPI reaches a vCPU
+    /// `ipiCostTicks` after it is sent (`vcpuTakeInterrupts`). A vCPU
+    /// outside guest mode is not waited for: it catches up when it enters.
     @inline(never)
     func flushRemoteTLBsAndWait() {
+        if vm.pointee.flushWindowSpins > 0 { for _ in 0..<vm.pointee.flushWindowSpins { ca_cpu_relax() } }
+        #if DEBUG
+        if vm.pointee.skipFlushes { return }
+        #endif
+        withUnsafeMutablePointer(to: &vm.pointee.flushPostedAt) { ca_store64($0, ca_ticks()) }
         let generation = withUnsafeMutablePointer(to: &vm.pointee.flushGeneration) { ca_fetch_add64($0, 1) } &+ 1
         for i in 0..<vm.pointee.guestCount {
-            let r = run(i)
-            while ca_load32(&r.pointee.mode) == VCPURun.inGuest && ca_load64(&r.pointee.ackedFlush) < generation {
+            let c = context(i)
+            while ca_load32(&c.pointee.mode) == VCPUContext.inGuest && ca_load64(&c.pointee.ackedFlush) < generation {
                 ca_cpu_relax()
             }
         }
     }
 
     /// synchronize_srcu() as far as the bitmap swap needs it: wait until no
-    /// vCPU is inside a fault (an SRCU read section, `VCPURun.inSRCU`) that
-    /// may have read the bitmap pointer before the swap.
+    /// vCPU is inside a fault (an SRCU read section, `VCPUContext.inSRCU`)
+    /// that may have read the bitmap pointer before the swap.
     @inline(never)
     func synchronizeSRCU() {
         for i in 0..<vm.pointee.guestCount {
-            let r = run(i)
-            while ca_load32(&r.pointee.inSRCU) != 0 { ca_cpu_relax() }
+            let c = context(i)
+            while ca_load32(&c.pointee.inSRCU) != 0 { ca_cpu_relax() }
         }
     }
 
     /// Whether some vCPU shadows `gfn` as a guest page table
     /// (kvm_page_track_is_active(): its writes are emulated, not let through).
     @inline(__always)
-    func isShadowedGuestTable(_ gfn: GFN) -> Bool {
+    func isTrackedGuestTable(_ gfn: GFN) -> Bool {
         let tag = gfn.rawValue &+ 1
         var i = 0
         while i < vm.pointee.guestCount {
-            if ca_load64(&run(i).pointee.guardGFN) == tag { return true }
+            if ca_load64(&context(i).pointee.trackedGFN) == tag { return true }
             i &+= 1
         }
         return false
     }
 
     /// The seed era's bitmap swap with vCPUs faulting through it, as the
-    /// seed did it: the new current half published, then
-    /// synchronize_srcu_expedited(): every fault that may have read the
-    /// old half (each runs inside an SRCU read section) is waited out, so
-    /// that what the old half names is final before it is protected. No
+    /// seed did it: the new slots copy gets nr_dirty_pages = 0 and the
+    /// cleared half before it is published (rcu_assign_pointer), then
+    /// synchronize_srcu_expedited(): every fault that may have read the old
+    /// half (each runs inside an SRCU read section) is waited out, so that
+    /// what the old half names is final before it is protected. No
     /// mmu_lock: a fault waiting for it is not in the read section yet.
     @inline(__always)
     func swapBitmapsConcurrently(slot s: SlotView) {
         let flipped = UInt64(s.state.pointee.activeHalf ^ 1)
+        s.state.pointee.resetDirtyCounts()
         withUnsafeMutablePointer(to: &s.state.pointee.activeHalf) { p in
             p.withMemoryRebound(to: UInt64.self, capacity: 1) { ca_store_seq64($0, flipped) }
         }
-        s.state.pointee.resetDirtyCounts()
         synchronizeSRCU()
     }
 }

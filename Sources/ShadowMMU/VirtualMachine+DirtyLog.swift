@@ -26,14 +26,18 @@ extension VirtualMachine {
             guard s.state.pointee.protection != protection else { return }
             let cols = mmu.pages
             let slotBit: UInt64 = 1 << UInt64(s.id)
-            mmu.spinLock()
+            mmu.lockMMUExclusive()
             mmu.forEachLeafSPTE(inTablesOf: s) { sptep, p, i, _ in
                 // A table holding leaves of this slot only needs no gfn check.
                 guard cols.slotBitmap[p] == slotBit || s.contains(cols.gfn(ofPage: p, index: i)) else { return }
                 let spte = sptep.pointee
-                sptep.pointee = protection == .dirtyBit ? (spte | SPTE.writable) & ~SPTE.dirty : spte & ~SPTE.writable
+                if protection == .dirtyBit {
+                    sptep.pointee = (spte | SPTE.writable) & ~SPTE.dirty
+                } else {
+                    mmu.spteWriteProtect(sptep, spte)
+                }
             }
-            mmu.spinUnlock()
+            mmu.unlockMMUExclusive()
             mmu.flushRemoteTLBs()
             s.state.pointee.protection = protection
         }
@@ -67,6 +71,15 @@ extension VirtualMachine {
     }
 }
 
+/// What mark_page_dirty() did.
+public struct DirtyMark: Equatable, Sendable {
+    /// The page's bit was clear and is now set: logged anew since the last
+    /// harvest took it (with a dirty ring: pushed).
+    public var newlyLogged: Bool
+    /// The vCPU's dirty ring is now soft-full.
+    public var ringFull: Bool
+}
+
 /// What a guest write did.
 public enum GuestWrite: Equatable, Sendable {
     /// The spte allowed it: no exit (or, with PML, logged by the hardware).
@@ -83,31 +96,29 @@ extension MMU {
     /// the vCPU's ring; otherwise test-and-set the page's bit in the current
     /// bitmap. nr_dirty_pages counts the pages logged since the last
     /// harvest; with a bitmap, so does the count of dirty lines (512-page
-    /// spans) the adaptive rule decides by. Returns whether the vCPU's ring is now
-    /// soft-full.
+    /// spans) the adaptive rule decides by.
     @inline(__always) @discardableResult
-    public func markPageDirty(slot s: SlotView, gfn: GFN, vcpu: Int = 0) -> Bool {
+    public func markPageDirty(slot s: SlotView, gfn: GFN, vcpu: Int = 0) -> DirtyMark {
         let rel = s.offset(of: gfn)
         if vm.pointee.dirtyRing {
             s.state.pointee.nrDirtyPages &+= 1
-            return dirtyRingPush(vcpu: vcpu, slot: s, offset: rel)
+            return DirtyMark(newlyLogged: true, ringFull: dirtyRingPush(vcpu: vcpu, slot: s, offset: rel))
         }
         let index = rel.word
         let bit = rel.bit
         let old = ca_fetch_or64(s.dirtyBitmap + index, bit)
-        if old & bit == 0 {
-            // The word's first page since the harvest: one more dirty line
-            // unless the word's neighbours (in the L1 with it) have pages.
-            // Only the first page of a word pays for this.
-            let newLine = old == 0 && s.lineIsClean(around: index)
-            if vm.pointee.concurrent {
-                SlotState.addAtomically(s.state, pages: 1, lines: newLine ? 1 : 0)
-            } else {
-                s.state.pointee.nrDirtyPages &+= 1
-                if newLine { s.state.pointee.nrDirtyLines &+= 1 }
-            }
+        guard old & bit == 0 else { return DirtyMark(newlyLogged: false, ringFull: false) }
+        // The word's first page since the harvest: one more dirty line
+        // unless the word's neighbours (in the L1 with it) have pages.
+        // Only the first page of a word pays for this.
+        let newLine = old == 0 && s.lineIsClean(around: index)
+        if vm.pointee.concurrent {
+            SlotState.addAtomically(s.state, pages: 1, lines: newLine ? 1 : 0)
+        } else {
+            s.state.pointee.nrDirtyPages &+= 1
+            if newLine { s.state.pointee.nrDirtyLines &+= 1 }
         }
-        return false
+        return DirtyMark(newlyLogged: true, ringFull: false)
     }
 
     /// vCPU `vcpu` writes a page through `sptep`, the spte its translation
@@ -137,21 +148,21 @@ extension MMU {
             let v = vcpus.baseAddress! + vcpu
             v.pointee.pml[v.pointee.pmlCount] = gfn
             v.pointee.pmlCount &+= 1
-            if v.pointee.pmlCount == VCPUState.pmlEntries {
-                if !lockHeld { spinLock() }
+            if v.pointee.pmlCount == VCPULogBuffers.pmlEntries {
+                if !lockHeld { lockMMUExclusive() }
                 var j = 0
-                while j < VCPUState.pmlEntries { _ = markPageDirty(slot: s, gfn: v.pointee.pml[j], vcpu: vcpu); j &+= 1 }
+                while j < VCPULogBuffers.pmlEntries { markPageDirty(slot: s, gfn: v.pointee.pml[j], vcpu: vcpu); j &+= 1 }
                 v.pointee.pmlCount = 0
-                if !lockHeld { spinUnlock() }
+                if !lockHeld { unlockMMUExclusive() }
             }
             return .noFault
         }
         if isWritableSPTE(spte) { return .noFault }
-        if !lockHeld { spinLock() }
+        if !lockHeld { lockMMUExclusive() }
         ca_write_once64(sptep, spte | SPTE.writable | SPTE.dirty | SPTE.mmuWritable)
         var full = false
-        if s.state.pointee.dirtyLogging { full = markPageDirty(slot: s, gfn: gfn, vcpu: vcpu) }
-        if !lockHeld { spinUnlock() }
+        if s.state.pointee.dirtyLogging { full = markPageDirty(slot: s, gfn: gfn, vcpu: vcpu).ringFull }
+        if !lockHeld { unlockMMUExclusive() }
         return full ? .ringFull : .faulted
     }
 
@@ -170,8 +181,8 @@ extension MMU {
                             from start: Int, vcpu: Int) -> (next: Int, vcpu: Int, ringFull: Bool) {
         let n = vcpus.count
         var i = start, v = vcpu
-        spinLock()
-        defer { spinUnlock() }
+        lockMMUExclusive()
+        defer { unlockMMUExclusive() }
         while i < gfns.count {
             let full = guestWrite(slot: s, gfn: gfns[i], sptep: sptes[i], vcpu: v, lockHeld: true) == .ringFull
             i &+= 1

@@ -15,7 +15,7 @@ extension MMU {
         body(UnsafeRawPointer(vm), MemoryLayout<VMState>.size)
         body(UnsafeRawPointer(s.state), MemoryLayout<SlotState>.size)
         body(UnsafeRawPointer(memslots.baseAddress!), memslots.count * MemoryLayout<SlotView>.stride)
-        body(UnsafeRawPointer(vcpus.baseAddress!), vcpus.count * MemoryLayout<VCPUState>.stride)
+        body(UnsafeRawPointer(vcpus.baseAddress!), vcpus.count * MemoryLayout<VCPULogBuffers>.stride)
         body(UnsafeRawPointer(s.bitmapHead), 2 * s.bitmapWords * 8)
         switch strategy {
         case .seed:

@@ -9,23 +9,37 @@ public struct VMState {
     /// kvm_make_all_cpus_request(KVM_REQ_TLB_FLUSH): bumped by each
     /// kvm_flush_remote_tlbs(); a vCPU acknowledges it by flushing its TLB.
     public var flushGeneration: UInt64 = 0
+    /// When the last flush's IPIs were sent (`ca_ticks`): a vCPU in guest
+    /// mode takes its exit `ipiCostTicks` later.
+    public var flushPostedAt: UInt64 = 0
     /// vCPU threads run through the harvests (the concurrent scenario):
-    /// flushes wait for their acknowledgements, and what a lockless fault
-    /// could race is updated atomically. Set by `startGuests`.
+    /// flushes wait for their acknowledgements, and nr_dirty_pages grows by
+    /// atomic adds. Set by `startGuests`.
     public var concurrent = false
-    /// The kernel era the harvests and faults run in: mmu_lock's kind, what
-    /// page-table shadowing flushes on (`VirtualMachine.enterEra`).
-    public var era = KernelEra.seed
-    /// The vCPU threads' shared state (`VCPURun`), nil without them.
-    public var guests: UnsafeMutablePointer<VCPURun>? = nil
+    /// The kernel the harvests and faults run in: mmu_lock's kind, whether
+    /// faults have a fast path, what page-table shadowing flushes on
+    /// (`VirtualMachine.enterEra`).
+    public var era = KernelEra.linux3_3
+    /// What a VM exit and the entry after it cost a vCPU, together, and what
+    /// an IPI takes from its sending to the target's exit, in time-stamp
+    /// ticks (`VirtualMachine.setExitCosts`; 0 until set).
+    public var exitCostTicks: UInt64 = 0
+    public var ipiCostTicks: UInt64 = 0
+    /// The vCPU threads' shared state (`VCPUContext`), nil without them.
+    public var guests: UnsafeMutablePointer<VCPUContext>? = nil
     public var guestCount = 0
     /// Harvests begun and ended, as the vCPU threads see them: odd while
     /// one runs (the window their measurements are taken in).
     public var harvestState: UInt64 = 0
-    /// Pauses after each of the seed rmap branch's per-gfn unlocks: widens
-    /// the window of its race with page-table shadowing, for the test that
-    /// makes it happen (0 everywhere else).
-    public var raceWindowSpins = 0
+    /// Pauses before each kvm_flush_remote_tlbs() while vCPU threads run:
+    /// widens the window between a harvest's protection and its flush, for
+    /// the tests of every strategy's flush placement (0 in every run).
+    public var flushWindowSpins = 0
+    #if DEBUG
+    /// A planted bug (`BenchMeasure.PlantedBug.skipFlush`): flushes are
+    /// counted but not sent. Debug builds only.
+    public var skipFlushes = false
+    #endif
     /// Head of `active_mmu_pages` (the newest page), -1 when empty.
     public var activeHead: Int32 = -1
     /// n_used_mmu_pages: every live shadow page, all slots and levels, roots included.
@@ -39,9 +53,8 @@ public struct VMState {
     public var dirtyRing = false
     /// The root of a direct tree indexed by gfn (the two-dimensional paging
     /// layout), -1 when there is none: what tdp-walk and tdp-masked walk.
+    /// Every shadow page of such a VM is direct (sp->role.direct).
     public var tdpRoot: Int32 = -1
-    /// rmap-walk and tdp-walk release and retake mmu_lock after this many gfns.
-    public var yieldEveryGFNs = 4096
     /// clear-chunked re-protects in KVM_CLEAR_DIRTY_LOG calls of this many pages.
     public var clearChunkPages = 1 << 18
     /// The adaptive rule's constants, measured on the machine and installed
@@ -65,7 +78,7 @@ public final class VirtualMachine {
     private var memslots: UnsafeMutablePointer<SlotView>
     private static let maxSlots = 32
     /// Each vCPU's ring and PML buffer.
-    private let vcpus: UnsafeMutableBufferPointer<VCPUState>
+    private let vcpus: UnsafeMutableBufferPointer<VCPULogBuffers>
     /// Root shadow page of each address space (one for two-dimensional paging,
     /// one per mapping under shadow paging).
     package internal(set) var roots: [Int32] = []
@@ -77,7 +90,7 @@ public final class VirtualMachine {
     /// if exceeded); each of the `vcpus` gets a dirty ring of `ringEntries`
     /// (a power of two) and a PML buffer.
     public init(arena: JemallocArena = .model, expectedShadowPages: Int = 1024, vcpus: Int = 1, ringEntries: Int = 4096) {
-        precondition(vcpus >= 1 && ringEntries >= 2 * VCPUState.ringReserved && ringEntries & (ringEntries - 1) == 0)
+        precondition(vcpus >= 1 && ringEntries >= 2 * VCPULogBuffers.ringReserved && ringEntries & (ringEntries - 1) == 0)
         self.arena = arena
         table = ShadowPageTable(arena: arena, capacity: expectedShadowPages)
         descPool = PteListDescPool(arena: arena)
@@ -85,11 +98,11 @@ public final class VirtualMachine {
         state = arena.allocate(VMState.self, count: 1, alignment: 64)
         state.initialize(to: VMState())
         memslots = arena.allocate(SlotView.self, count: Self.maxSlots)
-        let v = arena.allocate(VCPUState.self, count: vcpus)
+        let v = arena.allocate(VCPULogBuffers.self, count: vcpus)
         for i in 0..<vcpus {
-            (v + i).initialize(to: VCPUState(
+            (v + i).initialize(to: VCPULogBuffers(
                 ring: arena.allocate(DirtyGFN.self, count: ringEntries, alignment: 4096), ringEntries: ringEntries,
-                pml: arena.allocate(GFN.self, count: VCPUState.pmlEntries, alignment: 4096)))
+                pml: arena.allocate(GFN.self, count: VCPULogBuffers.pmlEntries, alignment: 4096)))
         }
         self.vcpus = UnsafeMutableBufferPointer(start: v, count: vcpus)
     }
@@ -169,7 +182,7 @@ public struct MMU {
     /// memslots in search order.
     public let memslots: UnsafeBufferPointer<SlotView>
     /// Each vCPU's ring and PML buffer.
-    public let vcpus: UnsafeMutableBufferPointer<VCPUState>
+    public let vcpus: UnsafeMutableBufferPointer<VCPULogBuffers>
     let descPool: Unmanaged<PteListDescPool>
 
     /// The lock, by address (it is a C struct the lock functions mutate):
@@ -178,22 +191,32 @@ public struct MMU {
         UnsafeMutableRawPointer(vm).assumingMemoryBound(to: ca_mmu_lock.self)
     }
 
-    /// spin_lock(&kvm->mmu_lock), or write_lock() of the TDP MMU's rwlock.
-    @inline(__always) public func spinLock() { ca_mmu_write_lock(lockWord) }
+    /// mmu_lock's exclusive side: spin_lock(&kvm->mmu_lock) in the eras of
+    /// a spinlock, write_lock() of the rwlock since 5.12 (KVM_MMU_LOCK()).
+    @inline(__always) public func lockMMUExclusive() { ca_mmu_lock_exclusive(lockWord) }
 
-    /// spin_unlock(&kvm->mmu_lock), or write_unlock().
-    @inline(__always) public func spinUnlock() { ca_mmu_write_unlock(lockWord) }
+    /// spin_unlock() / write_unlock().
+    @inline(__always) public func unlockMMUExclusive() { ca_mmu_unlock_exclusive(lockWord) }
 
-    /// read_lock(&kvm->mmu_lock) of the TDP MMU (the whole lock for the spinlocks).
-    @inline(__always) public func readLock() { ca_mmu_read_lock(lockWord) }
+    /// mmu_lock's shared side: read_lock() of the rwlock since 5.12; in the
+    /// eras of a spinlock, which has no such side, spin_lock(), as the same
+    /// paths (a write fault, the slot's write protection) took then.
+    @inline(__always) public func lockMMUShared() { ca_mmu_lock_shared(lockWord) }
 
-    /// read_unlock(&kvm->mmu_lock)
-    @inline(__always) public func readUnlock() { ca_mmu_read_unlock(lockWord) }
+    /// read_unlock() / spin_unlock().
+    @inline(__always) public func unlockMMUShared() { ca_mmu_unlock_shared(lockWord) }
+
+    /// Whether another thread waits for mmu_lock, which this thread holds:
+    /// spin_needbreak() / rwlock_needbreak(), where a walk of the whole slot
+    /// yields (cond_resched_lock(), tdp_mmu_iter_cond_resched()). A fully
+    /// preemptible kernel's rule; need_resched(), the other half of it,
+    /// never fires here, where nothing else wants the CPU.
+    @inline(__always) public func mmuLockContended() -> Bool { ca_mmu_lock_contended(lockWord) != 0 }
 
     /// kvm_flush_remote_tlbs(): a request to every vCPU to flush its TLB.
-    /// With vCPU threads running, it waits until each vCPU in guest mode
-    /// has acknowledged it (an IPI's exit); one outside guest mode flushes
-    /// when it next enters. Without them, it is only counted.
+    /// With vCPU threads running, it sends each vCPU in guest mode an IPI
+    /// and waits until each has taken its exit; one outside guest mode
+    /// flushes when it next enters. Without them, it is only counted.
     @inline(__always) public func flushRemoteTLBs() {
         vm.pointee.tlbFlushes &+= 1
         if vm.pointee.concurrent { flushRemoteTLBsAndWait() }

@@ -286,31 +286,35 @@ func modelRow(_ key: SeriesKey, _ s: Strategy, dirty: Int, nUsed: Int, samples: 
 
 /// The concurrent scenario's plot and report section.
 @Suite struct GuestReportTests {
-    /// Two fault paths of one layout, three strategies at two counts; rmap
-    /// raced twice at the fewest pages under locked faults.
+    /// One shadow layout: locked faults for the seed's three and masked,
+    /// fast faults for masked only (the seed's era had none), at two
+    /// counts; rmap raced twice at the fewest pages.
     func rows() -> [PointRow] {
         var out: [PointRow] = []
         for path in FaultPath.allCases {
-            let key = SeriesKey(scenario: .concurrent, paging: .shadow, sptesPerGFN: 2, slotPages: 1 << 18, vmPages: 1 << 18,
+            let key = SeriesKey(scenario: .concurrent, paging: .tdp, sptesPerGFN: 1, slotPages: 1 << 18, vmPages: 1 << 18,
                                 pattern: .even, faultPath: path)
+            let strategies: [(Strategy, Double, Double)] = path == .fast ? [(.masked, 20_000, 15_000)]
+                : [(.slotWalk, 600_000, 598_000), (.rmap, 50, 120), (.rmapFixed, 30, 29), (.masked, 20_000, 15_000)]
             for d in [16, 8192] {
-                for (s, harvest, hold) in [(Strategy.slotWalk, 600_000.0, 598_000.0), (.rmap, 50.0 * Double(d), 120.0), (.rmapFixed, 30.0 * Double(d), 29.0 * Double(d))] {
-                    var r = PointRow(series: key, strategy: .model(s), nUsedMMUPages: 1030, dirtyPages: d, samples: [harvest, harvest * 1.01, harvest * 0.99],
+                for (s, unit, hold) in strategies {
+                    let harvest = s == .rmap || s == .rmapFixed ? unit * Double(d) : unit
+                    var r = PointRow(series: key, strategy: .model(s), nUsedMMUPages: 515, dirtyPages: d, samples: [harvest, harvest * 1.01, harvest * 0.99],
                                      cache: .warm)
-                    var g = GuestExtras(vcpus: 1)
-                    g.lockHolds = s == .rmap ? Double(d) : 1
-                    g.lockHoldMaxNs = hold
-                    g.lockHoldTotalNs = s == .rmap ? hold * Double(d) : hold
-                    g.windowFaults = 10
-                    g.faultP50Ns = path == .fast ? 40 : hold / 2
-                    g.faultP99Ns = path == .fast ? 90 : hold
-                    g.faultMaxNs = path == .fast ? 200 : hold * 1.1
+                    var g = GuestExtras(vcpus: 1, pinned: true)
+                    let holdNs = s == .rmapFixed ? hold * Double(d) : hold
+                    g.exclusiveHolds.count = 3 * (s == .rmap ? d : 1)
+                    g.exclusiveHolds.maxNs = holdNs
+                    g.exclusiveHolds.totalNs = holdNs * Double(g.exclusiveHolds.count)
+                    g.instrumentedReps = 3
+                    g.instrumentedHarvestNs = harvest * (s == .rmap ? 1.8 : 1.05)
+                    g.faultCount = 10
+                    g.fastFaults = path == .fast ? 10 : 0
+                    g.faultP50Ns = path == .fast ? 640 : holdNs / 2
+                    g.faultP99Ns = path == .fast ? 900 : holdNs
+                    g.faultMaxNs = path == .fast ? 2000 : holdNs * 1.1
                     g.dirtyMemoryNs = path == .fast ? 50_000 : 400_000
-                    g.workingSetBytes = 8 << 20
-                    g.coldReadNs = 400_000; g.warmReadNs = 100_000; g.idleRereadNs = 110_000
-                    g.pollutionLines = s == .slotWalk && d == 8192 ? 40_000 : 100
-                    g.raceViolations = s == .rmap && d == 16 && path == .locked ? 2 : 0
-                    g.shadowings = 30
+                    g.raceViolations = s == .rmap && d == 16 ? 2 : 0
                     r.guest = g
                     out.append(r)
                 }
@@ -319,39 +323,63 @@ func modelRow(_ key: SeriesKey, _ s: Strategy, dirty: Int, nUsed: Int, samples: 
         return out
     }
 
+    func results(_ rows: [PointRow], pollution: [PollutionRow] = []) -> RunResults {
+        var r = RunResults(calibration: MachineCalibration(readBandwidthGBps: 10, missLatencyNs: 100, timerOverheadNs: 20, bufferBytes: 1 << 27))
+        r.add(rows: rows, pollution: pollution)
+        r.exitCosts = ExitCosts(exitNs: 555, ipiNs: 1140, exitSource: "a published exit", ipiSource: "a published IPI",
+                                hostExitNs: 2500, hostExitNote: "a cpuid loop")
+        return r
+    }
+
+    func pollution(over: MedianInterval) -> [PollutionRow] {
+        let key = SeriesKey(scenario: .concurrent, paging: .tdp, sptesPerGFN: 1, slotPages: 1 << 18, vmPages: 1 << 18, pattern: .even, faultPath: .locked)
+        var walk = PollutionRow(series: key, strategy: .slotWalk, guestCPU: .same, workingSetBytes: 512 << 10, dirtyPages: 16, pairs: 9,
+                                harvestNs: 500_000, rereadAfterHarvestNs: 90_000, rereadAfterIdleNs: 80_000,
+                                excess: MedianInterval(median: 10_000, low: 8_000, high: 12_000), nsPerLine: 50)
+        walk.overRmap = over
+        let rmap = PollutionRow(series: key, strategy: .rmap, guestCPU: .same, workingSetBytes: 512 << 10, dirtyPages: 16, pairs: 9,
+                                harvestNs: 5_000, rereadAfterHarvestNs: 81_000, rereadAfterIdleNs: 80_000,
+                                excess: MedianInterval(median: 1_000, low: -500, high: 2_000), nsPerLine: 50)
+        return [walk, rmap]
+    }
+
     @Test func thePlotHasAPanelPerQuestionAndALinePerStrategyInEach() {
         let r = rows()
-        let svg = SVGPlot.render(series: r[0].series, rows: r, crossover: nil)
+        let svg = SVGPlot.render(series: r[0].series, rows: r.filter { $0.series == r[0].series }, crossover: nil)
         for title in ["harvest time, vCPUs running", "longest mmu_lock hold", "vCPU write-fault p99"] { #expect(svg.contains(title)) }
-        #expect(svg.components(separatedBy: "<polyline").count - 1 == 3 * 3, "three strategies in three panels")
+        #expect(svg.components(separatedBy: "<polyline").count - 1 == 4 * 3, "four strategies in three panels")
         #expect(svg.contains(">rmap-fixed</text>"))
     }
 
     @Test func theSectionAnswersWithTheRunsNumbers() {
-        let md = GuestReport.section(rows())
+        let md = GuestReport.section(results(rows(), pollution: pollution(over: MedianInterval(median: 9_000, low: 7_000, high: 11_000))))
         #expect(md.contains("## What the guest pays"))
-        #expect(md.contains("| rmap | 16 | 800ns | 16 | 120ns |"), "rmap's row at 16 pages: harvest, holds, longest hold")
-        #expect(md.contains("rmap's longest hold 120ns against slot-walk's 598.0us"))
-        #expect(md.contains("rmap: 2 such writes at 1 point(s)"))
-        #expect(md.contains("Every other strategy: none."))
-        #expect(md.contains("**slot-walk more, beyond the noise**"), "40000 lines against rmap's 100, a floor of 100")
-        #expect(md.contains("fault p50 299.0us locked, 40ns fast"))
-        #expect(GuestReport.section(rows().map { var r = $0; r.guest = nil; return r }).isEmpty)
+        #expect(md.contains("555ns for the exit and entry together (a published exit)"))
+        #expect(md.contains("This host's KVM, measured: 2.5us per exit (a cpuid loop)"))
+        #expect(md.contains("| rmap | 3.3 | 16 | 3 | 800ns | 1.4us | 48 | 120ns |"), "rmap's row at 16 pages: era, reps, harvest, instrumented, holds, longest")
+        #expect(md.contains("rmap held mmu_lock 16 times a harvest, the longest 120ns, against slot-walk's one hold of 598.0us"))
+        #expect(md.contains("rmap: 2 such writes at 1 point(s)") == false, "tdp: no shadowing, no race paragraph")
+        #expect(md.contains("rmap at 8192 dirty pages: 409.6us plain, 737.3us with its 8192 holds recorded (1.80x)"))
+        #expect(md.contains("masked at 8192 dirty pages: fault p50 7.5us locked, 640ns fast (10 of 10 faults fixed without the lock)"))
+        #expect(!md.contains("slot-walk at 8192 dirty pages: fault p50"), "no fast path at 3.3")
+        #expect(md.contains("| same | 512KiB | 10.0us [8.0us, 12.0us] (200 lines [160, 240]) |"))
+        #expect(md.contains("**more, beyond the interval**"))
+        #expect(GuestReport.section(results(rows().map { var r = $0; r.guest = nil; return r })).isEmpty)
     }
 
-    /// A harvest cannot speed up the guest's re-read: rmap at -20000 lines
-    /// says the figures are that noisy, and slot-walk's 20000 is no longer
-    /// beyond the noise although it is far above the small harvests' 100.
-    @Test func aNegativePollutionFigureRaisesTheNoiseFloor() {
-        let r = rows().map { row -> PointRow in
-            var row = row
-            if row.dirtyPages == 8192, row.strategy == .model(.rmap) { row.guest!.pollutionLines = -20_000 }
-            if row.dirtyPages == 8192, row.strategy == .model(.slotWalk) { row.guest!.pollutionLines = 20_000 }
-            return row
-        }
-        let md = GuestReport.section(r)
-        #expect(md.contains("noise floor ±20000 lines"), "\(md)")
-        #expect(!md.contains("**slot-walk more, beyond the noise**"))
+    /// slot-walk's excess over rmap whose interval holds zero is no
+    /// difference, however large its median.
+    @Test func anIntervalThatHoldsZeroIsNoDifference() {
+        let md = GuestReport.section(results(rows(), pollution: pollution(over: MedianInterval(median: 9_000, low: -1_000, high: 20_000))))
+        #expect(md.contains("no difference beyond the interval"))
+        #expect(!md.contains("**more, beyond the interval**"))
+    }
+
+    @Test func pollutionCSVHasTheIntervalsAndTheVerdict() {
+        let t = Reports.pollutionTable(pollution(over: MedianInterval(median: 9_000, low: 7_000, high: 11_000)))
+        let r = t.records
+        #expect(r.count == 2 && r[0]["guest_cpu"] == "same" && r[0]["over_rmap_verdict"] == "more")
+        #expect(r[0]["excess_ci_low_ns"] == "8000.0" && r[0]["excess_lines"] == "200.0" && r[1]["over_rmap_ns"] == "")
     }
 }
 

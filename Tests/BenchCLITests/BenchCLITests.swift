@@ -100,7 +100,8 @@ import Testing
 
     /// A long run: every point and strategy of a 64 MiB slot, 25 repetitions each.
     func longRun(_ dir: String) -> [String] {
-        ["--slot-pages", "64MiB", "--paging", "tdp,shadow", "--pattern", "even", "--reps", "25", "--backend", "model", "--output", dir]
+        ["--slot-pages", "64MiB", "--paging", "tdp,shadow", "--pattern", "even", "--strategy", "rmap,slot-walk,masked",
+         "--dirty", "1,64,4096,16384", "--reps", "25", "--backend", "model", "--output", dir]
     }
 
     /// SIGINT or SIGTERM in the middle of a series: the point under way is
@@ -230,21 +231,54 @@ import Testing
     }
 
     /// The concurrent scenario from the command line: vCPU threads, the
-    /// guest's columns filled, every row verified.
+    /// guest's columns filled and agreeing (a fault count behind the
+    /// pooled percentiles), the pollution's pairs on both CPUs, every row
+    /// verified.
     @Test func aTinyConcurrentRunFillsTheGuestsColumns() throws {
         let dir = scratch + "/concurrent"
-        let r = try bench(["--scenario", "concurrent", "--slot-pages", "4096", "--paging", "shadow", "--fault-path", "fast",
-                           "--reps", "2", "--guest-wss", "1MiB", "--quiet", "--output", dir])
+        let r = try bench(["--scenario", "concurrent", "--slot-pages", "4096", "--paging", "shadow", "--fault-path", "locked",
+                           "--reps", "2", "--guest-wss", "64KiB", "--quiet", "--output", dir])
         #expect(r.status == 0, "\(r.stdout)\(r.stderr)")
         #expect(r.stdout.contains("rows, all verified)"))
         let run = dir + "/" + (try FileManager.default.contentsOfDirectory(atPath: dir).sorted().last!)
-        let points = try String(contentsOfFile: run + "/points.csv", encoding: .utf8)
-        let header = points.split(separator: "\n")[0].split(separator: ",").map(String.init)
-        let rows = points.split(separator: "\n").dropFirst().map { $0.split(separator: ",", omittingEmptySubsequences: false).map(String.init) }
-        let path = header.firstIndex(of: "fault_path")!, holds = header.firstIndex(of: "lock_holds")!, wss = header.firstIndex(of: "guest_wss_bytes")!
-        #expect(!rows.isEmpty && rows.allSatisfy { $0[path] == "fast" && Int($0[holds])! >= 1 && $0[wss] == "1048576" })
+        func table(_ name: String) throws -> [[String: String]] {
+            let lines = try String(contentsOfFile: run + "/" + name, encoding: .utf8).split(separator: "\n").map(String.init)
+            let header = lines[0].split(separator: ",", omittingEmptySubsequences: false).map(String.init)
+            return lines.dropFirst().map { Dictionary(uniqueKeysWithValues: zip(header, $0.split(separator: ",", omittingEmptySubsequences: false).map(String.init))) }
+        }
+        let rows = try table("points.csv")
+        #expect(!rows.isEmpty && rows.allSatisfy { $0["fault_path"] == "locked" && $0["vcpus_pinned"] != "" })
+        for row in rows {
+            let faults = Int(row["fault_count"]!)!
+            #expect(faults > 0 ? Double(row["fault_p50_ns"]!)! <= Double(row["fault_p99_ns"]!)! : row["fault_p50_ns"] == "")
+            #expect(Int(row["lock_holds"]!)! + Int(row["read_lock_holds"]!)! >= 2, "two instrumented repetitions, a hold at least each")
+        }
+        let pollution = try table("pollution.csv")
+        #expect(Set(pollution.map { $0["guest_cpu"]! }) == ["same", "other"] && pollution.allSatisfy { $0["wss_bytes"] == "65536" })
+        #expect(pollution.contains { $0["strategy"] == "slot-walk" && $0["over_rmap_verdict"] != "" })
         #expect(try String(contentsOfFile: run + "/report.md", encoding: .utf8).contains("## What the guest pays"))
     }
+
+    /// Fast faults under shadow paging alone are refused: its sptes are
+    /// indirect, and c7ba5b48's fast path fixes direct ones only.
+    @Test func fastFaultsUnderShadowPagingAloneAreRefused() throws {
+        let r = try bench(["--scenario", "concurrent", "--paging", "shadow", "--fault-path", "fast", "--output", scratch + "/never"])
+        #expect(r.status == 64 && r.stderr.contains("--fault-path: fast runs under --paging tdp only"), "\(r.stderr)")
+    }
+
+    #if DEBUG
+    /// The planted bug of the concurrent path: flushes counted but not
+    /// sent. The vCPUs write through the translations the harvest should
+    /// have flushed; every row unverified, exit status 1.
+    @Test func aSkippedFlushFailsAConcurrentRun() throws {
+        let dir = scratch + "/skipflush"
+        let r = try bench(["--scenario", "concurrent", "--slot-pages", "4096", "--paging", "tdp", "--fault-path", "locked",
+                           "--strategy", "masked,slot-walk", "--dirty", "64", "--reps", "2", "--guest-wss", "64KiB", "--quiet", "--output", dir],
+                          environment: ["DIRTY_LOG_BENCH_PLANTED_BUG": "skip-flush"])
+        #expect(r.status == 1, "\(r.stdout)\(r.stderr)")
+        #expect(r.stdout.contains("NOT verified") && r.stdout.contains("after the harvest returned"), "\(r.stdout)")
+    }
+    #endif
 
     @Test func aTinyRunPrintsTheSummaryAndPaths() throws {
         let dir = scratch + "/tiny"

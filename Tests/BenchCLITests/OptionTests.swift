@@ -77,10 +77,16 @@ import Testing
             "threshold 16GiB tdp even", "threshold 16GiB shadow×2 even",
             "migration 1GiB tdp hot-set", "migration 1GiB shadow×2 hot-set",
             "concurrent 1GiB tdp even locked faults", "concurrent 1GiB tdp even fast faults",
-            "concurrent 1GiB shadow×2 even locked faults", "concurrent 1GiB shadow×2 even fast faults",
+            "concurrent 1GiB shadow×2 even locked faults",
             "concurrent 16GiB tdp even locked faults", "concurrent 16GiB tdp even fast faults",
-            "concurrent 16GiB shadow×2 even locked faults", "concurrent 16GiB shadow×2 even fast faults",
-        ])
+            "concurrent 16GiB shadow×2 even locked faults",
+        ], "no fast-fault series under shadow paging: its sptes are indirect")
+        #expect(plan.modelSeries.filter(\.measuresPollution).map(\.key.label) == [
+            "concurrent 1GiB tdp even locked faults", "concurrent 1GiB shadow×2 even locked faults",
+            "concurrent 16GiB tdp even locked faults", "concurrent 16GiB shadow×2 even locked faults",
+        ], "the pollution once per layout")
+        #expect(plan.notes.contains { $0.contains("no fast-fault series under shadow paging") })
+        #expect(plan.measuresHostExits)
         #expect(plan.kernelSeries.map(\.key.label) == ["threshold 1GiB tdp even", "threshold 1GiB tdp random", "threshold 16GiB tdp even"])
         #expect(plan.settings.repetitions == .standard)
         #expect(plan.settings.cache == .cold)

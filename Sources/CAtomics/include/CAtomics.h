@@ -23,22 +23,34 @@ typedef struct ca_mcs_node {
     char pad[64 - sizeof(void *) - sizeof(uint32_t)];
 } ca_mcs_node;
 
-/* What a thread's lock operations record when the harness asks
- * (`ca_lock_stats_set`): each hold of the write side in ticks, and the
- * ticks spent waiting to acquire either side. */
+/* One side's holds, as `ca_lock_stats` records them: each hold in ticks
+ * (the first `cap`; past it they are only counted), how many, their sum and
+ * the longest. */
 typedef struct {
-    uint64_t *holds;        /* capacity `cap`, `n` used; holds past it are only counted */
+    uint64_t *holds;
     uint64_t cap, n, count;
-    uint64_t hold_ticks_total, hold_ticks_max;
+    uint64_t ticks_total, ticks_max;
+} ca_hold_stats;
+
+/* What a thread's lock operations record when the harness asks
+ * (`ca_lock_stats_set`): its holds of the exclusive side (the whole
+ * spinlock, or the rwlock's write side) and of the shared side (the
+ * rwlock's read side) apart, and the ticks spent waiting to acquire
+ * either. Recording costs a time-stamp read at each acquire and release,
+ * so the harness turns it on only for repetitions whose harvest time it
+ * does not report. */
+typedef struct {
+    ca_hold_stats exclusive;
+    ca_hold_stats shared;
     uint64_t wait_ticks;
     uint64_t acquired_at;
 } ca_lock_stats;
 
 /* kvm->mmu_lock: a ticket spinlock (x86 before 4.2: first come, first
- * served), a queued spinlock (qspinlock, since 4.2: an MCS queue, each
- * waiter spinning on its own line) or a read/write lock (the TDP MMU's,
- * since 5.10: readers share it; a waiting writer holds new readers off).
- * The fields of every kind are here; `kind` says which is in use. */
+ * served), a queued spinlock (qspinlock, x86 since 4.2: an MCS queue, each
+ * waiter spinning on its own line) or a read/write lock (531810ca, 5.12:
+ * readers share it; a waiting writer holds new readers off). The fields of
+ * every kind are here; `kind` says which is in use. */
 typedef struct {
     uint32_t ticket_next;
     uint32_t ticket_owner;
@@ -47,7 +59,8 @@ typedef struct {
     ca_mcs_node *mcs_tail;
     int32_t rw;               /* >0 readers, -1 a writer */
     uint32_t rw_writers_waiting;
-    char pad[64 - 4 * sizeof(uint32_t) - sizeof(void *) - 2 * sizeof(uint32_t)];
+    uint32_t rw_readers_waiting;
+    char pad[64 - 4 * sizeof(uint32_t) - sizeof(void *) - 3 * sizeof(uint32_t)];
 } ca_mmu_lock;
 
 /* rdtsc: the time-stamp counter, constant-rate here (constant_tsc). */
@@ -55,6 +68,14 @@ static inline uint64_t ca_ticks(void) {
     uint32_t lo, hi;
     __asm__ __volatile__("rdtsc" : "=a"(lo), "=d"(hi));
     return (uint64_t)hi << 32 | lo;
+}
+
+/* Spins `ticks` time-stamp ticks: a cost the model pays in time (a VM exit,
+ * an IPI's delivery) without doing anything. */
+static inline void ca_spin_ticks(uint64_t ticks) {
+    if (!ticks) return;
+    uint64_t t0 = ca_ticks();
+    while (ca_ticks() - t0 < ticks) ca_cpu_relax();
 }
 
 extern __thread ca_lock_stats *ca_lock_stats_current;
@@ -74,15 +95,16 @@ static inline void ca_lock_acquired(uint64_t t0) {
     }
 }
 
-static inline void ca_lock_released(void) {
+static inline void ca_hold_record(ca_hold_stats *h, uint64_t ticks) {
+    if (h->n < h->cap) h->holds[h->n++] = ticks;
+    h->count++;
+    h->ticks_total += ticks;
+    if (ticks > h->ticks_max) h->ticks_max = ticks;
+}
+
+static inline void ca_lock_released(int shared) {
     ca_lock_stats *s = ca_lock_stats_current;
-    if (__builtin_expect(s != 0, 0)) {
-        uint64_t h = ca_ticks() - s->acquired_at;
-        if (s->n < s->cap) s->holds[s->n++] = h;
-        s->count++;
-        s->hold_ticks_total += h;
-        if (h > s->hold_ticks_max) s->hold_ticks_max = h;
-    }
+    if (__builtin_expect(s != 0, 0)) ca_hold_record(shared ? &s->shared : &s->exclusive, ca_ticks() - s->acquired_at);
 }
 
 static inline uint64_t ca_lock_t0(void) { return ca_lock_stats_current ? ca_ticks() : 0; }
@@ -122,13 +144,17 @@ static inline void ca_mcs_unlock(ca_mmu_lock *l) {
 
 /* read_lock()/write_lock() of a writer-preferring rwlock, as the queued
  * rwlock behaves: a reader waits while a writer holds or waits. */
+static inline int ca_rw_try_read_lock(ca_mmu_lock *l) {
+    int32_t v = __atomic_load_n(&l->rw, __ATOMIC_RELAXED);
+    return v >= 0 && !__atomic_load_n(&l->rw_writers_waiting, __ATOMIC_RELAXED) &&
+           __atomic_compare_exchange_n(&l->rw, &v, v + 1, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED);
+}
+
 static inline void ca_rw_read_lock(ca_mmu_lock *l) {
-    for (;;) {
-        int32_t v = __atomic_load_n(&l->rw, __ATOMIC_RELAXED);
-        if (v >= 0 && !__atomic_load_n(&l->rw_writers_waiting, __ATOMIC_RELAXED) &&
-            __atomic_compare_exchange_n(&l->rw, &v, v + 1, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)) return;
-        ca_cpu_relax();
-    }
+    if (ca_rw_try_read_lock(l)) return;
+    __atomic_fetch_add(&l->rw_readers_waiting, 1u, __ATOMIC_RELAXED);
+    do ca_cpu_relax(); while (!ca_rw_try_read_lock(l));
+    __atomic_fetch_sub(&l->rw_readers_waiting, 1u, __ATOMIC_RELAXED);
 }
 
 static inline void ca_rw_read_unlock(ca_mmu_lock *l) { __atomic_fetch_sub(&l->rw, 1, __ATOMIC_RELEASE); }
@@ -145,8 +171,9 @@ static inline void ca_rw_write_lock(ca_mmu_lock *l) {
 
 static inline void ca_rw_write_unlock(ca_mmu_lock *l) { __atomic_store_n(&l->rw, 0, __ATOMIC_RELEASE); }
 
-/* The write side (the whole lock, for the spinlocks). */
-static inline void ca_mmu_write_lock(ca_mmu_lock *l) {
+/* The exclusive side: the whole spinlock (spin_lock), or the rwlock's
+ * write side (write_lock). */
+static inline void ca_mmu_lock_exclusive(ca_mmu_lock *l) {
     uint64_t t0 = ca_lock_t0();
     switch (l->kind) {
     case CA_LOCK_TICKET: ca_ticket_lock(l); break;
@@ -156,8 +183,8 @@ static inline void ca_mmu_write_lock(ca_mmu_lock *l) {
     ca_lock_acquired(t0);
 }
 
-static inline void ca_mmu_write_unlock(ca_mmu_lock *l) {
-    ca_lock_released();
+static inline void ca_mmu_unlock_exclusive(ca_mmu_lock *l) {
+    ca_lock_released(0);
     switch (l->kind) {
     case CA_LOCK_TICKET: ca_ticket_unlock(l); break;
     case CA_LOCK_QUEUED: ca_mcs_unlock(l); break;
@@ -165,17 +192,19 @@ static inline void ca_mmu_write_unlock(ca_mmu_lock *l) {
     }
 }
 
-/* The read side: the rwlock's, or the whole spinlock. */
-static inline void ca_mmu_read_lock(ca_mmu_lock *l) {
-    if (l->kind != CA_LOCK_RW) { ca_mmu_write_lock(l); return; }
+/* The shared side: the rwlock's read side (read_lock); in the eras of a
+ * spinlock, which has none, the whole lock (what the same code path took
+ * then: spin_lock). */
+static inline void ca_mmu_lock_shared(ca_mmu_lock *l) {
+    if (l->kind != CA_LOCK_RW) { ca_mmu_lock_exclusive(l); return; }
     uint64_t t0 = ca_lock_t0();
     ca_rw_read_lock(l);
     ca_lock_acquired(t0);
 }
 
-static inline void ca_mmu_read_unlock(ca_mmu_lock *l) {
-    if (l->kind != CA_LOCK_RW) { ca_mmu_write_unlock(l); return; }
-    ca_lock_released();
+static inline void ca_mmu_unlock_shared(ca_mmu_lock *l) {
+    if (l->kind != CA_LOCK_RW) { ca_mmu_unlock_exclusive(l); return; }
+    ca_lock_released(1);
     ca_rw_read_unlock(l);
 }
 
@@ -185,6 +214,22 @@ static inline int ca_mmu_is_locked(ca_mmu_lock *l) {
     case CA_LOCK_TICKET: return __atomic_load_n(&l->ticket_next, __ATOMIC_RELAXED) != __atomic_load_n(&l->ticket_owner, __ATOMIC_RELAXED);
     case CA_LOCK_QUEUED: return __atomic_load_n(&l->mcs_tail, __ATOMIC_RELAXED) != 0;
     default: return __atomic_load_n(&l->rw, __ATOMIC_RELAXED) != 0;
+    }
+}
+
+/* spin_needbreak() / rwlock_needbreak() as a fully preemptible kernel has
+ * them (spin_is_contended(), rwlock_is_contended()): someone waits for the
+ * lock this thread holds. A ticket lock with a ticket taken behind the
+ * owner's; an MCS queue with a node behind this thread's; an rwlock with
+ * a writer (or, for a writer, a reader) waiting. */
+static inline int ca_mmu_lock_contended(ca_mmu_lock *l) {
+    switch (l->kind) {
+    case CA_LOCK_TICKET:
+        return __atomic_load_n(&l->ticket_next, __ATOMIC_RELAXED) - __atomic_load_n(&l->ticket_owner, __ATOMIC_RELAXED) > 1;
+    case CA_LOCK_QUEUED: return __atomic_load_n(&l->mcs_tail, __ATOMIC_RELAXED) != &ca_mcs_self;
+    default:
+        return __atomic_load_n(&l->rw_writers_waiting, __ATOMIC_RELAXED) != 0 ||
+               (__atomic_load_n(&l->rw, __ATOMIC_RELAXED) < 0 && __atomic_load_n(&l->rw_readers_waiting, __ATOMIC_RELAXED) != 0);
     }
 }
 

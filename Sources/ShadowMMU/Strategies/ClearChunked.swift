@@ -30,7 +30,7 @@ extension MMU {
             var w = first
             while w < last { if copy[w] != 0 { any = true; break }; w &+= 1 }
             if any {
-                spinLock()
+                lockMMUExclusive()
                 locks &+= 1
                 let before = protected
                 w = first
@@ -48,7 +48,7 @@ extension MMU {
                     }
                     w &+= 1
                 }
-                spinUnlock()
+                unlockMMUExclusive()
                 if protected > before {
                     flushRemoteTLBs()
                     flushes &+= 1

@@ -87,9 +87,9 @@ extension MMU {
     /// kvm_reset_dirty_gfn(): one merged mask, under its own hold of mmu_lock.
     @inline(__always)
     func resetDirtyGFN(slot s: SlotView, offset: SlotOffset, mask: UInt64, visited: inout Int, protected: inout Int, locks: inout Int) {
-        spinLock()
+        lockMMUExclusive()
         rmapProtectMask(slot: s, offset: offset, mask: mask, clearing: SPTE.writable, visited: &visited, protected: &protected)
-        spinUnlock()
+        unlockMMUExclusive()
         locks &+= 1
     }
 }

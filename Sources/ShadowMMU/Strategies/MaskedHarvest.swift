@@ -21,8 +21,11 @@ extension MMU {
     /// mmu_lock, each non-zero word of the current bitmap is taken with
     /// xchg(word, 0), copied to the buffer, and its pages protected
     /// (kvm_arch_mmu_enable_log_dirty_pt_masked); one TLB flush if anything
-    /// was dirty. The buffer is what user space gets. With PML the vCPUs'
-    /// buffers are flushed into the bitmap first (kvm_arch_sync_dirty_log).
+    /// was dirty, after the lock is released, where 198c74f4 moved it (at
+    /// 60c34612 it was inside the hold: with the eras the concurrent
+    /// scenario runs this in, 4.2 and 5.14, it is outside). The buffer is
+    /// what user space gets. With PML the vCPUs' buffers are flushed into
+    /// the bitmap first (kvm_arch_sync_dirty_log).
     @inline(__always)
     func maskedHarvest(slot s: SlotView, protect: MaskProtect, counters: inout ProtectCounters) -> UnsafeMutablePointer<UInt64> {
         if s.state.pointee.protection == .dirtyBit { flushPMLBuffers(slot: s) }
@@ -33,7 +36,7 @@ extension MMU {
         s.state.pointee.resetDirtyCounts()
         var visited = 0, protected = 0, nonZero = 0, tables = 0, pages = 0
         let bit = protect == .rmapDirtyBit ? SPTE.dirty : SPTE.writable
-        spinLock()
+        lockMMUExclusive()
         var i = 0
         while i < words {
             if bitmap[i] != 0 {
@@ -51,7 +54,7 @@ extension MMU {
             }
             i &+= 1
         }
-        spinUnlock()
+        unlockMMUExclusive()
         if nonZero > 0 { flushRemoteTLBs() }
 
         counters.rmapEntriesVisited &+= visited

@@ -14,24 +14,22 @@ extension MMU {
     /// race (fixed by 6dbf79e7, `rmapWriteProtectDirtyOneHold`): between a
     /// gfn's unlock and the flush, a shadower finds its sptes already
     /// read-only, skips its own flush, and returns while a vCPU's TLB still
-    /// holds a writable translation. `VMState.raceWindowSpins` widens that
+    /// holds a writable translation. `VMState.flushWindowSpins` widens that
     /// window on purpose, for the test that makes the race happen.
     @inline(never)
     public func rmapWriteProtectDirty(slot s: SlotView, bitmap: UnsafeMutablePointer<UInt64>, counters: inout ProtectCounters) {
         var visited = 0, protected = 0, dropped = 0, locks = 0, descs = 0
         let words = s.bitmapWords
-        let spins = vm.pointee.raceWindowSpins
         var w = 0
         while w < words {
             var mask = bitmap[w]
             while mask != 0 {
                 let gfn = s.gfn(at: SlotOffset(w << 6 | mask.trailingZeroBitCount))
                 mask &= mask &- 1
-                spinLock()
+                lockMMUExclusive()
                 rmapWriteProtect(gfn: gfn, slot: s, visited: &visited, protected: &protected, dropped: &dropped, descs: &descs)
-                spinUnlock()
+                unlockMMUExclusive()
                 locks &+= 1
-                if spins > 0 { for _ in 0..<spins { ca_cpu_relax() } }
             }
             w &+= 1
         }
@@ -48,7 +46,7 @@ extension MMU {
     public func rmapWriteProtectDirtyOneHold(slot s: SlotView, bitmap: UnsafeMutablePointer<UInt64>, counters: inout ProtectCounters) {
         var visited = 0, protected = 0, dropped = 0, descs = 0, pages = 0
         let words = s.bitmapWords
-        spinLock()
+        lockMMUExclusive()
         var w = 0
         while w < words {
             var mask = bitmap[w]
@@ -61,7 +59,7 @@ extension MMU {
             w &+= 1
         }
         flushRemoteTLBs()
-        spinUnlock()
+        unlockMMUExclusive()
         record(visited: visited, protected: protected, dropped: dropped, locks: 1, pages: pages, descs: descs, words: words, counters: &counters)
     }
 
@@ -136,19 +134,17 @@ extension MMU {
         }
     }
 
-    /// __rmap_write_protect() (`bit` the writable bit) and
-    /// __rmap_clear_dirty() (the dirty bit): clear the bit in every spte on
-    /// one rmap that has it.
+    /// __rmap_write_protect() (`bit` the writable bit: spte_write_protect()
+    /// of each) and __rmap_clear_dirty() (the dirty bit: spte_clear_dirty()):
+    /// every spte on one rmap loses the bit if it has it.
     @inline(__always)
     func rmapClearBit(_ rmap: UInt, _ bit: UInt64, visited: inout Int, protected: inout Int) {
         var it = RmapIterator(rmap)
         while let sptep = it.next() {
             visited &+= 1
             let spte = sptep.pointee
-            if spte & bit != 0 {
-                sptep.pointee = spte & ~bit
-                protected &+= 1
-            }
+            let old = bit == SPTE.writable ? spteWriteProtect(sptep, spte) : spteClearDirty(sptep, spte)
+            if old != 0 { protected &+= 1 }
         }
     }
 }

@@ -18,7 +18,7 @@ extension MMU {
         let slotBit: UInt64 = 1 << UInt64(s.id)
         var visited = 0, scanned = 0, protected = 0, dropped = 0
 
-        spinLock()
+        lockMMUExclusive()
         var sp = vm.pointee.activeHead
         while sp >= 0 {
             let p = Int(sp)
@@ -33,8 +33,7 @@ extension MMU {
                         if isLargeSPTE(spte) {
                             dropLargeSPTE(pt + i, gfn: pages.gfn(ofPage: p, index: i), level: level)
                             dropped &+= 1
-                        } else if isWritableSPTE(spte) {
-                            pt[i] = spte & ~SPTE.writable
+                        } else if spteWriteProtect(pt + i, spte) != 0 {
                             protected &+= 1
                         }
                     }
@@ -45,7 +44,7 @@ extension MMU {
             sp = next[p]
         }
         flushRemoteTLBs()
-        spinUnlock()
+        unlockMMUExclusive()
 
         counters.shadowPagesVisited &+= visited
         counters.sptesScanned &+= scanned

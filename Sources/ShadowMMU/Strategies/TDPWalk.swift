@@ -8,21 +8,24 @@ extension MMU {
         return r < 0 ? nil : pages.spt[Int(r)]
     }
 
-    /// kvm_tdp_mmu_wrprot_slot() → wrprot_gfn_range(): walk the paging
-    /// structure from the root over the slot's gfn range, descending into
-    /// present non-leaf entries, clearing the writable bit of every present
-    /// writable leaf. No rmap is read. mmu_lock is released and retaken
-    /// every `yieldEveryGFNs` gfns covered (tdp_mmu_iter_cond_resched). One
-    /// TLB flush.
+    /// kvm_tdp_mmu_wrprot_slot() → wrprot_gfn_range(), the TDP MMU's way
+    /// to enable logging (kvm_mmu_slot_remove_write_access()): walk the
+    /// paging structure from the root over the slot's gfn range,
+    /// descending into present non-leaf entries, write-protecting every
+    /// present writable leaf. No rmap is read. At each entry, if another
+    /// thread waits for mmu_lock (tdp_mmu_iter_cond_resched(): rwlock_needbreak(),
+    /// a fully preemptible kernel's rule), the lock is released and
+    /// retaken. One TLB flush, after unlocking.
     ///
-    /// With vCPUs running in the TDP MMU's era the walk holds the read side
-    /// of mmu_lock, as faults do, and clears each bit by cmpxchg
-    /// (tdp_mmu_set_spte_atomic()), retrying when a fault changed the spte.
+    /// With vCPUs running in the TDP MMU's era (5.13 on) the walk holds
+    /// the read side of mmu_lock, as faults do, and clears each bit by
+    /// cmpxchg (tdp_mmu_set_spte_atomic()), retrying when a fault changed
+    /// the spte; a thread waiting for the read side never waits for it.
     @inline(never)
     public func tdpWalkWriteProtect(slot s: SlotView, counters: inout ProtectCounters) {
         guard let root = tdpRootTable else { return }
-        let shared = vm.pointee.concurrent && vm.pointee.era == .tdpMMU
-        var w = TDPWalker(start: s.baseGFN.rawValue, end: s.endGFN.rawValue, yieldEvery: vm.pointee.yieldEveryGFNs, shared: shared, mmu: self)
+        let shared = vm.pointee.era == .linux5_14
+        var w = TDPWalker(start: s.baseGFN.rawValue, end: s.endGFN.rawValue, shared: shared, mmu: self)
         w.lock()
         w.walk(root, level: VMLayout.rootLevel, base: 0)
         w.unlock()
@@ -58,10 +61,7 @@ extension MMU {
             let p = pt + (first &+ m.trailingZeroBitCount)
             m &= m &- 1
             let spte = p.pointee
-            if isShadowPresentSPTE(spte) && isWritableSPTE(spte) {
-                p.pointee = spte & ~SPTE.writable
-                protected &+= 1
-            }
+            if isShadowPresentSPTE(spte) && spteWriteProtect(p, spte) != 0 { protected &+= 1 }
         }
     }
 }
@@ -70,39 +70,37 @@ extension MMU {
 struct TDPWalker {
     let start: UInt64
     let end: UInt64
-    let yieldEvery: Int
     /// Under the read side of mmu_lock, beside faults: bits cleared by cmpxchg.
     let shared: Bool
     let mmu: MMU
     var tables = 0, scanned = 0, protected = 0, yields = 0
-    var sinceYield = 0
 
-    init(start: UInt64, end: UInt64, yieldEvery: Int, shared: Bool, mmu: MMU) {
+    init(start: UInt64, end: UInt64, shared: Bool, mmu: MMU) {
         self.start = start
         self.end = end
-        self.yieldEvery = max(1, yieldEvery)
         self.shared = shared
         self.mmu = mmu
     }
 
     /// The read side, which is the whole lock but for the TDP MMU's rwlock.
-    @inline(__always) func lock() { mmu.readLock() }
-    @inline(__always) func unlock() { mmu.readUnlock() }
+    @inline(__always) func lock() { mmu.lockMMUShared() }
+    @inline(__always) func unlock() { mmu.unlockMMUShared() }
 
-    /// Clears the writable bit of a leaf that has it.
+    /// tdp_mmu_iter_cond_resched(): yield mmu_lock if someone waits for it.
+    @inline(__always)
+    mutating func yieldIfContended() {
+        guard mmu.mmuLockContended() else { return }
+        yields &+= 1
+        unlock()
+        lock()
+    }
+
+    /// Write-protects a leaf that is present and writable.
     @inline(__always)
     mutating func protect(_ p: UnsafeMutablePointer<UInt64>) {
-        var spte = p.pointee
-        while isShadowPresentSPTE(spte) && isWritableSPTE(spte) {
-            if !shared {
-                p.pointee = spte & ~SPTE.writable
-            } else if ca_cmpxchg64(p, spte, spte & ~SPTE.writable) == 0 {
-                spte = ca_read_once64(p)
-                continue
-            }
-            protected &+= 1
-            return
-        }
+        let spte = p.pointee
+        guard isShadowPresentSPTE(spte), mmu.spteWriteProtect(p, spte, shared: shared) != 0 else { return }
+        protected &+= 1
     }
 
     /// for_each_tdp_pte_min_level() over [start, end) below `table`, which
@@ -113,32 +111,15 @@ struct TDPWalker {
         let lo = start > base ? Int((start &- base) / span) : 0
         let hi = Int(min(511, (end &- 1 &- base) / span))
         guard lo <= hi else { return }
-        if level == 1 {
-            var i = lo
-            while i <= hi {
-                protect(table + i)
-                i &+= 1
-            }
-            scanned &+= hi &- lo &+ 1
-            sinceYield &+= hi &- lo &+ 1
-            if sinceYield >= yieldEvery {
-                sinceYield = 0
-                yields &+= 1
-                unlock()
-                lock()
-            }
-            return
-        }
         var i = lo
         while i <= hi {
+            yieldIfContended()
             let e = table[i]
             scanned &+= 1
-            if isShadowPresentSPTE(e) {
-                if isLargeSPTE(e) {
-                    protect(table + i)
-                } else {
-                    walk(SPTE.childTable(e), level: level &- 1, base: base &+ UInt64(i) &* span)
-                }
+            if level == 1 || isLargeSPTE(e) {
+                protect(table + i)
+            } else if isShadowPresentSPTE(e) {
+                walk(SPTE.childTable(e), level: level &- 1, base: base &+ UInt64(i) &* span)
             }
             i &+= 1
         }
