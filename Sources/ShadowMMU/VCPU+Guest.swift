@@ -243,7 +243,7 @@ extension MMU {
             let old = spteWriteProtect(sptep, ca_read_once64(sptep), ptProtect: true)
             if seedRule ? isWritableSPTE(old) : old != 0 { flush = true }
         }
-        if flush { flushRemoteTLBs() }
+        if flush { flushRemoteTLBs(widen: false) }
         unlockMMUExclusive()
         ca_store32(&c.pointee.inSRCU, 0)
         ca_store64(&c.pointee.believedProtectedGFN, gfn.rawValue &+ 1)

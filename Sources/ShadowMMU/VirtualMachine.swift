@@ -217,9 +217,15 @@ public struct MMU {
     /// With vCPU threads running, it sends each vCPU in guest mode an IPI
     /// and waits until each has taken its exit; one outside guest mode
     /// flushes when it next enters. Without them, it is only counted.
-    @inline(__always) public func flushRemoteTLBs() {
+    ///
+    /// A harvest's flush (`widen`) starts with `VMState.flushWindowSpins`
+    /// pauses, the flush-placement tests' window; a shadowing fault's own
+    /// flush does not.
+    @inline(__always) public func flushRemoteTLBs(widen: Bool = true) {
         vm.pointee.tlbFlushes &+= 1
-        if vm.pointee.concurrent { flushRemoteTLBsAndWait() }
+        guard vm.pointee.concurrent else { return }
+        if widen, vm.pointee.flushWindowSpins > 0 { for _ in 0..<vm.pointee.flushWindowSpins { ca_cpu_relax() } }
+        flushRemoteTLBsAndWait()
     }
 
     /// search_memslots(): the slot holding `gfn`, by linear search in size order.

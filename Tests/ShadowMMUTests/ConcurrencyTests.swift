@@ -5,20 +5,28 @@ import Foundation
 import Testing
 @testable import ShadowMMU
 
-/// Runs `body(i)` on `count` threads at once and waits for them, at most
-/// `seconds`: false when one has not finished by then. A lock that never
-/// lets go fails the test instead of hanging the suite (its threads are
-/// left spinning until the process ends).
+/// Runs `body(i)` on `count` threads at once (each waits at a barrier
+/// until all have started, so that they overlap) and waits for them, at
+/// most `seconds`: false when one has not finished by then. A lock that
+/// never lets go fails the test instead of hanging the suite (its threads
+/// are left spinning until the process ends).
 func onThreads(_ count: Int, within seconds: Double = 20, _ body: @escaping @Sendable (Int) -> Void) -> Bool {
     let group = DispatchGroup()
+    let arrived = UnsafeMutablePointer<UInt64>.allocate(capacity: 1)
+    arrived.initialize(to: 0)
+    let barrier = Shared(arrived)
     for i in 0..<count {
         group.enter()
         Thread {
+            _ = ca_fetch_add64(barrier.value, 1)
+            while ca_load64(barrier.value) < UInt64(count) { ca_cpu_relax() }
             body(i)
             group.leave()
         }.start()
     }
-    return group.wait(timeout: .now() + seconds) == .success
+    let done = group.wait(timeout: .now() + seconds) == .success
+    if done { arrived.deallocate() }
+    return done
 }
 
 /// A value a test hands its threads, which only use it while the test waits.
@@ -217,7 +225,7 @@ struct Shared<T>: @unchecked Sendable {
             vm.enterEra(era)
             let counter = UnsafeMutablePointer<Int>.allocate(capacity: 1)
             counter.initialize(to: 0)
-            let threads = max(2, ProcessInfo.processInfo.activeProcessorCount), rounds = 10_000
+            let threads = max(2, ProcessInfo.processInfo.activeProcessorCount), rounds = 100_000
             vm.withMMU { mmu in
                 let handle = Shared(mmu), c = Shared(counter)
                 let done = onThreads(threads, within: 60) { _ in
@@ -376,6 +384,60 @@ struct Shared<T>: @unchecked Sendable {
                 let took = Double(MonotonicClock.now() - t0)
                 mmu.vcpuLeaveGuest(0)
                 #expect(took >= exitNs * 0.9, "the fault took \(took) ns with a \(exitNs) ns exit")
+            }
+        }
+    }
+
+    /// Every strategy's flush placement, scripted: the vCPU (this thread)
+    /// holds a writable translation of page S; the harvest runs on another
+    /// thread with the window before its flush widened; once it has
+    /// protected S, the vCPU takes a fault that shadows S, then writes S.
+    /// Where the harvest flushes after releasing mmu_lock while the era's
+    /// shadower flushes only for a writable bit it cleared itself (rmap,
+    /// and the seed's rule at few pages), the shadowing fault runs in the
+    /// window, skips its flush, and the write goes through the stale
+    /// translation: the seed's race. Where the flush is inside the hold
+    /// (rmap-fixed, slot-walk), the shadowing fault waits until it is done;
+    /// where the shadower flushes for an MMU-writable spte (198c74f4:
+    /// masked, rmap-walk in 4.2), it flushes for itself. Either way the
+    /// write faults.
+    @Test(arguments: [(Strategy.rmap, true), (.seed, true), (.rmapFixed, false), (.slotWalk, false), (.masked, false), (.rmapWalk, false)])
+    func eachStrategysFlushPlacementAgainstAShadowingFault(strategy: Strategy, racy: Bool) {
+        watchdog {
+            let vm = VirtualMachine.small(.shadow(mappings: 1), slotPages: 4096)
+            vm.startGuests(count: 1)
+            defer { vm.stopGuests() }
+            vm.enterEra(strategy.era)
+            // Eight pages, fewer than the VM's 11 shadow pages: the seed's rule picks rmap.
+            let gfns = stride(from: 0, to: 4096, by: 512).map { GFN(UInt64($0)) }
+            let target: GFN = 1024
+            vm.withMMU { mmu in
+                #expect(vm.nUsedMMUPages > gfns.count)
+                _ = pass(mmu, gfns)  // faulted in: writable, dirty
+                _ = pass(mmu, gfns)  // walked: cached
+                let s = mmu.slot(id: 0)
+                let sptep = mmu.spte(gfn: target, mapping: 0, slot: s)!
+                mmu.vcpuEnterGuest(0)
+                #expect(mmu.vcpuWrite(0, gfn: target, sptep: sptep) == .cached)
+                vm.state.pointee.flushWindowSpins = 4_000_000
+                let handle = Shared(mmu)
+                let harvested = DispatchSemaphore(value: 0)
+                Thread {
+                    _ = handle.value.harvest(slot: handle.value.slot(id: 0), strategy: strategy)
+                    harvested.signal()
+                }.start()
+                let deadline = MonotonicClock.now() + 10_000_000_000
+                while isWritableSPTE(ca_read_once64(sptep)) && MonotonicClock.now() < deadline { ca_cpu_relax() }
+                _ = mmu.vcpuShadowingFault(0, slot: s, gfn: target)
+                let write = mmu.vcpuWrite(0, gfn: target, sptep: sptep)
+                while harvested.wait(timeout: .now()) == .timedOut && MonotonicClock.now() < deadline { _ = mmu.vcpuTakeInterrupts(0) }
+                mmu.vcpuLeaveGuest(0)
+                vm.state.pointee.flushWindowSpins = 0
+                if racy {
+                    #expect(write == .cachedRace, "\(strategy) flushes after unlocking: the shadower must race it")
+                } else {
+                    #expect(write != .cachedRace, "\(strategy) let a write through a translation its shadower believed protected")
+                }
             }
         }
     }
