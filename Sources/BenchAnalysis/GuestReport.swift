@@ -10,7 +10,7 @@ enum GuestReport {
         let keys = Array(Set(rows.map(\.series))).sorted()
         let g0 = rows[0].guest!
         var md = "\n## What the guest pays\n\n"
-        md += "\(g0.vcpus) vCPU thread\(g0.vcpus == 1 ? "" : "s") (\(g0.pinned ? "each pinned to a CPU of its own, the harvest on CPU 0" : "not pinned: the OS refused")) "
+        md += "vCPU threads (\(g0.vcpus), \(g0.pinned ? "each pinned to a CPU of its own, the harvest on CPU 0" : "not pinned: the OS refused")) "
         md += "write their share of the round's pages again and again while the harvest runs. A write through a cached writable "
         md += "translation goes through; one to a write-protected spte faults. "
         if let c = results.exitCosts {

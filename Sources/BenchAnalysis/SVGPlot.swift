@@ -162,7 +162,8 @@ public enum SVGPlot {
             ("longest mmu_lock hold", { r in r.guest.flatMap { g in [g.exclusiveHolds.maxNs, g.sharedHolds.maxNs].compactMap { $0 }.max() } }),
             ("vCPU write-fault p99", { $0.guest?.faultP99Ns }),
         ]
-        let panelWidth = 232.0, gap = 28.0, left = 70.0, ph = height - top - bottom
+        // The panels start lower than the other plots': two header lines, then the panels' titles.
+        let panelWidth = 232.0, gap = 28.0, left = 70.0, top = 78.0, ph = height - top - bottom
         let xs = rows.map { Double($0.dirtyPages) }
         let x0 = floor(log10(xs.min()!)), x1 = max(x0 + 1, ceil(log10(xs.max()!)))
         let ys = rows.flatMap { r in panels.compactMap { $0.value(r) } }.filter { $0 > 0 }
@@ -175,7 +176,8 @@ public enum SVGPlot {
         <svg xmlns="http://www.w3.org/2000/svg" width="\(Int(width))" height="\(Int(height))" viewBox="0 0 \(Int(width)) \(Int(height))" font-family="Helvetica, Arial, sans-serif" font-size="12">
         <rect width="100%" height="100%" fill="white"/>
         <text x="\(left)" y="26" font-size="16" font-weight="bold">\(escape(key.label))</text>
-        <text x="\(left)" y="44" fill="#555">what the guest pays: medians over repetitions; fault latency pooled (HdrHistogram); one time axis, log scale</text>
+        <text x="\(left)" y="44" fill="#555">what the guest pays: harvest, median of the timed repetitions; longest hold of either side of mmu_lock, from the instrumented ones;</text>
+        <text x="\(left)" y="58" fill="#555">fault p99 pooled over the timed repetitions' faults (HdrHistogram), each from its VM exit to the entry; one time axis, log scale</text>
 
         """
         for (k, panel) in panels.enumerated() {
