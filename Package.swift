@@ -78,11 +78,13 @@ let package = Package(
             ],
             path: "Benchmarks/bench"
         ),
+        // What the concurrency tests share: a watchdog, threads with a deadline.
+        .target(name: "TestSupport", dependencies: ["CAtomics"], path: "Tests/TestSupport"),
         .testTarget(name: "DirtyLogCoreTests", dependencies: ["DirtyLogCore"]),
-        .testTarget(name: "ShadowMMUTests", dependencies: ["ShadowMMU", "DirtyLogCore", "CAtomics"]),
+        .testTarget(name: "ShadowMMUTests", dependencies: ["ShadowMMU", "DirtyLogCore", "CAtomics", "TestSupport"]),
         .testTarget(name: "HostKVMTests", dependencies: ["HostKVM", "DirtyLogCore"]),
         .testTarget(name: "BenchAnalysisTests", dependencies: ["BenchAnalysis", "DirtyLogCore"]),
-        .testTarget(name: "BenchMeasureTests", dependencies: ["BenchMeasure", "BenchAnalysis", "ShadowMMU", "HostKVM", "DirtyLogCore"]),
+        .testTarget(name: "BenchMeasureTests", dependencies: ["BenchMeasure", "BenchAnalysis", "ShadowMMU", "HostKVM", "DirtyLogCore", "TestSupport"]),
         // The `bench` command: its options, exit statuses and one-line errors,
         // and whole runs of the built executable.
         .testTarget(name: "BenchCLITests", dependencies: ["bench", "BenchMeasure", "BenchAnalysis", "ShadowMMU", "DirtyLogCore"]),

@@ -2,6 +2,7 @@ import BenchAnalysis
 import DirtyLogCore
 import Foundation
 import ShadowMMU
+import TestSupport
 import Testing
 @testable import BenchMeasure
 

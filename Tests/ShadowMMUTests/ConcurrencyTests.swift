@@ -2,38 +2,9 @@ import CAtomics
 import DirtyLogCore
 import Dispatch
 import Foundation
+import TestSupport
 import Testing
 @testable import ShadowMMU
-
-/// Runs `body(i)` on `count` threads at once (each waits at a barrier
-/// until all have started, so that they overlap) and waits for them, at
-/// most `seconds`: false when one has not finished by then. A lock that
-/// never lets go fails the test instead of hanging the suite (its threads
-/// are left spinning until the process ends).
-func onThreads(_ count: Int, within seconds: Double = 20, _ body: @escaping @Sendable (Int) -> Void) -> Bool {
-    let group = DispatchGroup()
-    let arrived = UnsafeMutablePointer<UInt64>.allocate(capacity: 1)
-    arrived.initialize(to: 0)
-    let barrier = Shared(arrived)
-    for i in 0..<count {
-        group.enter()
-        Thread {
-            _ = ca_fetch_add64(barrier.value, 1)
-            while ca_load64(barrier.value) < UInt64(count) { ca_cpu_relax() }
-            body(i)
-            group.leave()
-        }.start()
-    }
-    let done = group.wait(timeout: .now() + seconds) == .success
-    if done { arrived.deallocate() }
-    return done
-}
-
-/// A value a test hands its threads, which only use it while the test waits.
-struct Shared<T>: @unchecked Sendable {
-    let value: T
-    init(_ value: T) { self.value = value }
-}
 
 /// The pieces vCPU threads run on: mmu_lock of each era under threads,
 /// TLBs and the flush requests and IPIs that empty them, the fault paths
