@@ -141,7 +141,7 @@ struct Bench: ParsableCommand {
     @Option(name: .customLong("fault-path"), help: ArgumentHelp("concurrent: how the vCPUs' write faults are handled: locked (under mmu_lock, as at the seed), fast (c7ba5b48's lockless cmpxchg for direct sptes protected only for dirty logging, for the strategies of an era that had it: two-dimensional paging only). (default: locked,fast; fast under tdp only)", valueName: "paths"))
     var faultPath: CommaList<FaultPath>?
 
-    @Option(name: .customLong("vcpu-threads"), help: ArgumentHelp("concurrent: vCPU threads writing through each harvest, 1 to 16, pinned to CPUs 1, 2, ... where the OS allows, the harvest on CPU 0 (dirty_log_perf_test's -c). (default: 1)", valueName: "n"))
+    @Option(name: .customLong("vcpu-threads"), help: ArgumentHelp("concurrent: vCPU threads writing through each harvest, 1 to 16, pinned to CPUs 1, 2, ... where the OS allows, the harvest on CPU 0 (dirty_log_perf_test's -c). More threads than CPUs share them: a descheduled vCPU thread stays in guest mode, which a real vCPU does not, and a flush then waits for the scheduler. (default: 1)", valueName: "n"))
     var vcpuThreads: Int?
 
     @Option(name: .customLong("guest-wss"), help: ArgumentHelp("concurrent: the guest working sets whose cache pollution by slot-walk and rmap is measured (re-read after a harvest and after an idle interval as long, in alternated pairs), as sizes, 4KiB to 1GiB. (default: the level-2 cache, \(Bytes.format(CacheGeometry.levelTwoCacheBytes)) here, and half the last-level cache the machine keeps, measured at the start of the run: a virtual machine's share of a shared cache can be far less than the \(Bytes.format(CacheGeometry.lastLevelCacheBytes)) sysfs reports)", valueName: "sizes"))
