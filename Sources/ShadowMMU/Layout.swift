@@ -50,12 +50,18 @@ public struct VMLayout: Hashable, Sendable {
     public var vmPages: Int
     /// Seeds the order in which shadow paging's extra address spaces map gfns.
     public var seed: UInt64
+    /// What backs guest memory: the largest leaf populating installs where
+    /// a slot covers a whole aligned region (under shadow paging, in
+    /// address space 0, the guest's own map of its memory; the others map
+    /// 4 KiB pages in a random order, which no huge page can cover).
+    public var backing: Backing
 
-    public init(paging: Paging, slotPages: Int, vmPages: Int? = nil, seed: UInt64 = 1) {
+    public init(paging: Paging, slotPages: Int, vmPages: Int? = nil, seed: UInt64 = 1, backing: Backing = .page4K) {
         self.paging = paging
         self.slotPages = slotPages
         self.vmPages = vmPages ?? slotPages
         self.seed = seed
+        self.backing = backing
     }
 
     /// Shadow pages one address space needs to map `vmPages` pages from gfn 0

@@ -111,6 +111,25 @@ public struct SlotView {
         return other == 0
     }
 
+    /// Whether the slot covers the whole aligned region of `gfn` at `level`
+    /// (lpage_info's disallow_lpage is clear for it: a slot's unaligned
+    /// edges are never mapped huge).
+    @inline(__always) public func coversRegion(of gfn: GFN, level: Int) -> Bool {
+        let span = pagesPerLeaf(level: level)
+        let start = gfn.rawValue & ~(span &- 1)
+        return start >= baseGFN.rawValue && start &+ span <= endGFN.rawValue
+    }
+
+    /// kvm_mmu_max_mapping_level(): the largest leaf that may map `gfn`,
+    /// given the host's page size (`hostLevel`: the backing's level), the
+    /// slot's edges, and dirty logging (4 KiB only while it is on).
+    @inline(__always) public func maxMappingLevel(_ gfn: GFN, hostLevel: Int) -> Int {
+        if state.pointee.dirtyLogging { return 1 }
+        var level = hostLevel
+        while level > 1 && !coversRegion(of: gfn, level: level) { level &-= 1 }
+        return level
+    }
+
     /// Number of rmap entries at `level` (one per region the slot touches).
     public static func rmapCount(baseGFN: GFN, npages: Int, level: Int) -> Int {
         let shift = SPTE.levelBits * UInt64(level - 1)

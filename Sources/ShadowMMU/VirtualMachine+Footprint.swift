@@ -51,7 +51,7 @@ extension MMU {
             }
         case .tdpMasked:
             // The upper tables whole, once; the leaf sptes one by one.
-            let n = vm.pointee.nUsedMMUPages
+            let n = rowsUsed
             var p = 0
             while p < n {
                 if pages.gfns[p] == nil, pages.level[p] > 1, let t = pages.spt[p] { body(UnsafeRawPointer(t), 4096) }
@@ -59,7 +59,7 @@ extension MMU {
             }
             for off in written { if let leaf = tdpLeaf(of: s.gfn(at: off)) { body(UnsafeRawPointer(leaf), 8) } }
         case .slotWalk:
-            let n = vm.pointee.nUsedMMUPages
+            let n = rowsUsed
             body(UnsafeRawPointer(pages.next), n * 4)
             body(UnsafeRawPointer(pages.slotBitmap), n * 8)
             body(UnsafeRawPointer(pages.spt), n * 8)
@@ -73,7 +73,7 @@ extension MMU {
             descPool._withUnsafeGuaranteedRef { pool in pool.forEachSlab { body(UnsafeRawPointer($0), $1) } }
             forEachSlotTable(s) { body(UnsafeRawPointer($0), 4096) }
         case .tdpWalk:
-            let n = vm.pointee.nUsedMMUPages
+            let n = rowsUsed
             var p = 0
             while p < n {
                 if pages.gfns[p] == nil, let t = pages.spt[p] { body(UnsafeRawPointer(t), 4096) }
@@ -156,11 +156,15 @@ extension MMU {
         }
     }
 
+    /// Rows of the shadow-page columns ever used: live pages and freed
+    /// rows (whose `spt` is nil) among them.
+    @inline(__always) var rowsUsed: Int { Int(pages.pool.pointee.rows) }
+
     /// The table of every shadow page whose slot bitmap has the slot.
     @inline(__always)
     func forEachSlotTable(_ s: SlotView, _ body: (UnsafeMutablePointer<UInt64>) -> Void) {
         let bit: UInt64 = 1 << UInt64(s.id)
-        let n = vm.pointee.nUsedMMUPages
+        let n = rowsUsed
         var p = 0
         while p < n {
             if pages.slotBitmap[p] & bit != 0, let t = pages.spt[p] { body(t) }

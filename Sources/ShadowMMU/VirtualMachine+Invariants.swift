@@ -50,11 +50,16 @@ extension VirtualMachine {
     /// The whole invariant, over every shadow page and every rmap of the VM:
     ///
     /// - n_used_mmu_pages equals the pages on `active_mmu_pages`, which equals
-    ///   the pages allocated (the model frees none before teardown);
+    ///   the live pages (allocated, not freed or zapped);
     /// - every present leaf spte sits in its gfn's rmap, at its level, exactly
     ///   once, its page's slot bitmap has the slot, and no rmap holds anything
-    ///   else;
-    /// - a logging slot has no large leaf, and its writable leaves obey `point`;
+    ///   else (a VM without rmaps, as the TDP MMU keeps its sptes: every
+    ///   rmap empty);
+    /// - the page statistics (pages_4k, pages_2m, pages_1g) count the
+    ///   present leaves of each level;
+    /// - a logging slot's writable leaves obey `point`; a large leaf there
+    ///   is read-only, or, between protections, every page it maps is
+    ///   logged (initially-set: the bitmap starts all ones);
     /// - nr_dirty_pages equals the bits set in the current bitmap, and the
     ///   count of dirty lines its non-zero lines;
     /// - when given, the bitmap a harvest handed out equals `expected`.
@@ -84,9 +89,11 @@ extension VirtualMachine {
                 for (si, s) in memslots.value.enumerated() { sides.value[si] = Self.rmapDigest(s) }
                 rmapsDone.signal()
             }
-            let onList = mmu.forEachLeafSPTE(limit: table.count + 1) { sptep, p, i, level in
+            var leaves = LeafCounts()
+            let onList = mmu.forEachLeafSPTE(limit: table.rowsUsed + 1) { sptep, p, i, level in
                 let spte = sptep.pointee
                 let gfn = cols.gfn(ofPage: p, index: i)
+                leaves[level] += 1
                 guard let s = mmu.gfnToMemslot(gfn) else {
                     report.fail("page \(p) index \(i) maps gfn \(gfn), in no slot")
                     return
@@ -97,7 +104,11 @@ extension VirtualMachine {
                 }
                 guard s.state.pointee.dirtyLogging else { return }
                 if isLargeSPTE(spte) {
-                    report.fail("large leaf for gfn \(gfn) in logging slot \(s.id)")
+                    guard isWritableSPTE(spte) else { return }
+                    if point == .afterProtection || !Self.regionLogged(s, gfn: gfn, level: level) {
+                        report.fail("writable \(level == 2 ? "2 MiB" : "1 GiB") leaf for gfn \(gfn) in logging slot \(s.id) with pages not logged")
+                    }
+                    return
                 }
                 let dirtyBitMode = s.state.pointee.protection == .dirtyBit
                 if dirtyBitMode ? spte & SPTE.dirty != 0 : isWritableSPTE(spte) {
@@ -111,13 +122,19 @@ extension VirtualMachine {
                 }
             }
             let nUsed = mmu.vm.pointee.nUsedMMUPages
-            if onList != nUsed || nUsed != table.count {
-                report.fail("n_used_mmu_pages \(nUsed), \(onList) on active_mmu_pages, \(table.count) allocated")
+            if onList != nUsed || nUsed != shadowPagesAllocated {
+                report.fail("n_used_mmu_pages \(nUsed), \(onList) on active_mmu_pages, \(shadowPagesAllocated) live")
+            }
+            if leaves != leafPages {
+                report.fail("page statistics say \(leafPages) but the tables hold \(leaves) present leaves")
             }
             rmapsDone.wait()
+            let rmaps = mmu.vm.pointee.memslotsHaveRmaps
             for (si, s) in mmu.memslots.enumerated() {
                 let rmapSide = rmapSides[si]
-                if rmapSide != pageSide[s.id] {
+                if !rmaps {
+                    if rmapSide.count != 0 { report.fail("slot \(s.id): \(rmapSide.count) rmap entries in a VM without rmaps") }
+                } else if rmapSide != pageSide[s.id] {
                     report.fail("slot \(s.id): rmaps hold \(rmapSide.count) entries for \(pageSide[s.id].count) leaf sptes, or not the same ones")
                     locateRmapFaults(mmu: mmu, slot: s, into: &report)
                 }
@@ -143,6 +160,21 @@ extension VirtualMachine {
             }
         }
         return report
+    }
+
+    /// Whether every page of `gfn`'s region at `level` is set in the
+    /// slot's current bitmap.
+    static func regionLogged(_ s: SlotView, gfn: GFN, level: Int) -> Bool {
+        let span = Int(pagesPerLeaf(level: level))
+        let first = s.offset(of: GFN(gfn.rawValue & ~UInt64(span - 1))).index
+        let b = s.dirtyBitmap
+        var w = first >> 6
+        let end = (first + span) >> 6
+        while w < end {
+            if b[w] != ~0 { return false }
+            w += 1
+        }
+        return true
     }
 
     /// The multiset digest of every (spte, level, index) the slot's rmaps hold.
@@ -183,7 +215,7 @@ extension VirtualMachine {
     /// name those found other than once.
     private func locateRmapFaults(mmu: MMU, slot s: SlotView, into report: inout InvariantReport) {
         let cols = mmu.pages
-        mmu.forEachLeafSPTE(limit: table.count) { sptep, p, i, level in
+        mmu.forEachLeafSPTE(limit: table.rowsUsed) { sptep, p, i, level in
             let gfn = cols.gfn(ofPage: p, index: i)
             guard s.contains(gfn) else { return }
             var seen = 0
@@ -220,16 +252,16 @@ extension VirtualMachine {
             let dirtyBitMode = s.state.pointee.protection == .dirtyBit
             let unprotected = dirtyBitMode ? SPTE.dirty : SPTE.writable
             let what = dirtyBitMode ? "dirty" : "writable"
-            var slotTables = 0
-            for p in 0..<table.count where cols.slotBitmap[p] & slotBit != 0 { slotTables += 1 }
-            // A random rmap visit costs about as much as scanning 32 sptes in order.
-            if written.count * 32 >= slotTables * SPTE.perPage {
+            let slotTables = mmu.slotTableCount(s)
+            // A random rmap visit costs about as much as scanning 32 sptes in
+            // order; without rmaps, the scan it is.
+            if written.count * 32 >= slotTables * SPTE.perPage || !mmu.vm.pointee.memslotsHaveRmaps {
                 mmu.forEachLeafSPTE(inTablesOf: s) { sptep, p, i, _ in
                     let spte = sptep.pointee
-                    guard spte & unprotected != 0 || isLargeSPTE(spte) else { return }
+                    guard spte & unprotected != 0 else { return }
                     let gfn = cols.gfn(ofPage: p, index: i)
                     guard s.contains(gfn) else { return }
-                    report.fail(isLargeSPTE(spte) ? "gfn \(gfn) has a large leaf in a logging slot"
+                    report.fail(isLargeSPTE(spte) ? "gfn \(gfn) has a writable large leaf in a logging slot"
                                                   : "gfn \(gfn) left \(what) (page \(p) index \(i)) after protection")
                 }
             } else {
@@ -242,8 +274,11 @@ extension VirtualMachine {
                         if e.pointee & unprotected != 0 { report.fail("gfn \(gfn) left \(what) after protection") }
                     }
                     if n == 0 { report.fail("gfn \(gfn) was written but has no spte") }
-                    if s.rmapHead(gfn: gfn, level: 2).pointee != 0 || s.rmapHead(gfn: gfn, level: 3).pointee != 0 {
-                        report.fail("gfn \(gfn) has a large leaf in a logging slot")
+                    for level in 2...3 {
+                        var large = RmapIterator(s.rmapHead(gfn: gfn, level: level).pointee)
+                        while let e = large.next() {
+                            if isWritableSPTE(e.pointee) { report.fail("gfn \(gfn) has a writable large leaf in a logging slot") }
+                        }
                     }
                 }
             }
@@ -261,7 +296,7 @@ extension VirtualMachine {
                 }
             }
             let nUsed = mmu.vm.pointee.nUsedMMUPages
-            if nUsed != table.count { report.fail("n_used_mmu_pages \(nUsed) but \(table.count) pages allocated") }
+            if nUsed != shadowPagesAllocated { report.fail("n_used_mmu_pages \(nUsed) but \(shadowPagesAllocated) pages live") }
         }
         return report
     }

@@ -4,6 +4,10 @@ import DirtyLogCore
 /// VM-wide mutable scalars of `struct kvm_arch`, in arena memory so that the
 /// `MMU` handle (a plain value) can update them.
 public struct VMState {
+    static let pages4KOffset = MemoryLayout<VMState>.offset(of: \VMState.pages4K)!
+    static let pages2MOffset = MemoryLayout<VMState>.offset(of: \VMState.pages2M)!
+    static let pages1GOffset = MemoryLayout<VMState>.offset(of: \VMState.pages1G)!
+
     /// mmu_lock, alone on its cache line, of the kind its era had (`LockKind`).
     public var mmuLock = ca_mmu_lock()
     /// kvm_make_all_cpus_request(KVM_REQ_TLB_FLUSH): bumped by each
@@ -46,11 +50,29 @@ public struct VMState {
     public var nUsedMMUPages = 0
     /// kvm_flush_remote_tlbs() calls.
     public var tlbFlushes = 0
-    /// kvm->stat.lpages: large leaves currently installed.
-    public var lpages = 0
+    /// kvm->stat.pages[]: leaves installed at 4 KiB, 2 MiB and 1 GiB, as
+    /// the binary statistics pages_4k, pages_2m and pages_1g count them
+    /// (kvm_update_page_stats(), 5.13; `lpages` counted the large ones
+    /// before). Atomic adds where faults install leaves side by side.
+    public var pages4K: UInt64 = 0
+    public var pages2M: UInt64 = 0
+    public var pages1G: UInt64 = 0
+    /// The level of the host pages backing guest memory (`Backing.level`):
+    /// the largest leaf a fault may install (host_pfn_mapping_level()).
+    public var hostLevel = 1
+    /// kvm_memslots_have_rmaps(): whether installing and zapping a leaf
+    /// updates the rmaps. The TDP MMU keeps none for its own sptes; a VM
+    /// of its era built for the lifecycle leaves them empty, as it does.
+    public var memslotsHaveRmaps = true
     /// KVM_CAP_DIRTY_LOG_RING: mark_page_dirty() pushes to the vCPU's ring
     /// instead of setting a bitmap bit.
     public var dirtyRing = false
+    /// Next synthetic gfn for a guest page table that an indirect page
+    /// shadows: above all guest memory, in no slot.
+    public var nextGuestTableGFN: UInt64 = 1 << 36
+    /// The root page the guest's own map of its memory goes through: the
+    /// direct tree, or shadow paging's address space 0. -1 before any.
+    public var guestRoot: Int32 = -1
     /// The root of a direct tree indexed by gfn (the two-dimensional paging
     /// layout), -1 when there is none: what tdp-walk and tdp-masked walk.
     /// Every shadow page of such a VM is direct (sp->role.direct).
@@ -82,9 +104,11 @@ public final class VirtualMachine {
     /// Root shadow page of each address space (one for two-dimensional paging,
     /// one per mapping under shadow paging).
     package internal(set) var roots: [Int32] = []
-    /// Next synthetic gfn for a guest page table that an indirect page shadows:
-    /// above all guest memory, in no slot.
-    var nextGuestTableGFN = GFN(1 << 36)
+    /// Next synthetic gfn for a guest page table that an indirect page shadows.
+    var nextGuestTableGFN: GFN {
+        get { GFN(state.pointee.nextGuestTableGFN) }
+        set { state.pointee.nextGuestTableGFN = newValue.rawValue }
+    }
 
     /// An empty VM. `expectedShadowPages` sizes the page columns (they grow
     /// if exceeded); each of the `vcpus` gets a dirty ring of `ringEntries`
@@ -141,8 +165,9 @@ public final class VirtualMachine {
     public var tlbFlushes: Int { state.pointee.tlbFlushes }
     /// Whether the VM has the direct tree tdp-walk and tdp-masked walk.
     public var hasTDP: Bool { state.pointee.tdpRoot >= 0 }
-    /// Rows allocated in the shadow-page columns (live pages; the model frees none before teardown).
-    public var shadowPagesAllocated: Int { table.count }
+    /// Live shadow pages: on `active_mmu_pages` (n_used_mmu_pages), zapped
+    /// pages whose tables wait for `reclaimZappedPages` not counted.
+    public var shadowPagesAllocated: Int { table.rowsUsed - Int(table.columns.pool.pointee.freeCount) - table.columns.pool.pointee.zappedCount }
     /// pte_list_desc descriptors in use.
     public var pteListDescsInUse: Int { descPool.inUse }
 
@@ -162,14 +187,15 @@ public final class VirtualMachine {
         }
     }
 
-    /// kvm_mmu_alloc_page() + kvm_mod_used_mmu_pages(): a new page at the
-    /// head of `active_mmu_pages`.
+    /// kvm_mmu_alloc_page() from populating code: room made first.
     func allocShadowPage(gfn: GFN, level: Int, direct: Bool) -> Int32 {
-        let p = table.allocate(gfn: gfn, level: level, direct: direct)
-        table.columns.next[Int(p)] = state.pointee.activeHead
-        state.pointee.activeHead = p
-        state.pointee.nUsedMMUPages += 1
-        return p
+        table.reserve(shadowPagesAllocated + table.columns.pool.pointee.zappedCount + 1)
+        return withMMU { $0.allocShadowPage(gfn: gfn, level: level, direct: direct) }
+    }
+
+    /// Leaves installed, per level (pages_4k, pages_2m, pages_1g).
+    public var leafPages: LeafCounts {
+        LeafCounts(pages4K: Int(state.pointee.pages4K), pages2M: Int(state.pointee.pages2M), pages1G: Int(state.pointee.pages1G))
     }
 }
 
@@ -269,14 +295,52 @@ public struct MMU {
     }
 
     /// drop_spte() for a large leaf: clear it and take it off its rmap.
-    /// A cold path: large leaves do not exist while logging is on.
+    /// A cold path: large leaves do not exist once a slot logging since
+    /// enable has been harvested.
     @inline(never)
     public func dropLargeSPTE(_ sptep: UnsafeMutablePointer<UInt64>, gfn: GFN, level: Int) {
-        if let s = gfnToMemslot(gfn) {
+        if vm.pointee.memslotsHaveRmaps, let s = gfnToMemslot(gfn) {
             let head = s.rmapHead(gfn: gfn, level: level)
             descPool._withUnsafeGuaranteedRef { _ = PteList.remove(sptep, from: head, pool: $0) }
         }
         sptep.pointee = 0
-        vm.pointee.lpages -= 1
+        accountLeaf(level: level, -1)
     }
+
+    /// kvm_update_page_stats(): one leaf more (`delta` 1) or fewer at
+    /// `level`. Atomic under the TDP MMU, whose faults install leaves side
+    /// by side under the read side of mmu_lock.
+    @inline(__always)
+    func accountLeaf(level: Int, _ delta: Int) {
+        let d = UInt64(bitPattern: Int64(delta))
+        let offset = level == 1 ? VMState.pages4KOffset : level == 2 ? VMState.pages2MOffset : VMState.pages1GOffset
+        let p = (UnsafeMutableRawPointer(vm) + offset).assumingMemoryBound(to: UInt64.self)
+        if vm.pointee.era == .linux5_14 { _ = ca_fetch_add64(p, d) } else { p.pointee &+= d }
+    }
+}
+
+/// Leaves per level: pages_4k, pages_2m, pages_1g.
+public struct LeafCounts: Equatable, Sendable, CustomStringConvertible {
+    public var pages4K = 0
+    public var pages2M = 0
+    public var pages1G = 0
+
+    public init(pages4K: Int = 0, pages2M: Int = 0, pages1G: Int = 0) {
+        self.pages4K = pages4K
+        self.pages2M = pages2M
+        self.pages1G = pages1G
+    }
+
+    public subscript(level: Int) -> Int {
+        get { level == 1 ? pages4K : level == 2 ? pages2M : pages1G }
+        set {
+            switch level {
+            case 1: pages4K = newValue
+            case 2: pages2M = newValue
+            default: pages1G = newValue
+            }
+        }
+    }
+
+    public var description: String { "4K \(pages4K), 2M \(pages2M), 1G \(pages1G)" }
 }

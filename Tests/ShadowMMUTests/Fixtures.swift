@@ -50,7 +50,7 @@ extension VirtualMachine {
     var allSptes: [UInt64] {
         var out: [UInt64] = []
         let c = table.columns
-        for p in 0..<table.count {
+        for p in 0..<table.rowsUsed {
             let pt = c.spt[p]!
             for i in 0..<SPTE.perPage { out.append(pt[i]) }
         }

@@ -109,7 +109,7 @@ import Testing
         let s = vm.measured
         #expect(PteList.count(s.rmapHead(gfn: 2048, level: 2).pointee) == 1)
         #expect(PteList.count(s.rmapHead(gfn: 2100, level: 2).pointee) == 1, "the whole 2 MiB region shares it")
-        #expect(vm.state.pointee.lpages == 1)
+        #expect(vm.leafPages.pages2M == 1)
         #expect(vm.checkInvariants(slotID: 0, at: .afterProtection).ok, "not logging yet: a large leaf is fine")
     }
 
@@ -117,7 +117,7 @@ import Testing
         let vm = vmWithLargeLeaf()
         vm.enableDirtyLogging(slotID: 0)
         #expect(vm.measured.rmapHead(gfn: 2048, level: 2).pointee == 0)
-        #expect(vm.state.pointee.lpages == 0)
+        #expect(vm.leafPages.pages2M == 0)
         #expect(vm.checkInvariants(slotID: 0, at: .afterProtection).ok)
     }
 
@@ -130,6 +130,6 @@ import Testing
         #expect(pages == [2050])
         #expect(h.counters.largeSptesDropped == 1)
         #expect(s.rmapHead(gfn: 2048, level: 2).pointee == 0)
-        #expect(vm.state.pointee.lpages == 0)
+        #expect(vm.leafPages.pages2M == 0)
     }
 }

@@ -110,7 +110,7 @@ struct Snapshot {
     func restore(_ vm: VirtualMachine) {
         vm.setDirtyRing(false)
         let c = vm.table.columns
-        for p in 0..<vm.table.count {
+        for p in 0..<vm.table.rowsUsed {
             for i in 0..<SPTE.perPage { c.spt[p]![i] = sptes[p * SPTE.perPage + i] }
         }
         let s = vm.measured

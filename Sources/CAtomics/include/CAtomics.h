@@ -238,6 +238,18 @@ static inline int ca_cmpxchg64(uint64_t *p, uint64_t old, uint64_t new_) {
     return __atomic_compare_exchange_n(p, &old, new_, 0, __ATOMIC_SEQ_CST, __ATOMIC_RELAXED);
 }
 
+/* A plain test-and-test-and-set spinlock on a 32-bit word, for the model's
+ * own small critical sections beside mmu_lock (the TDP MMU's
+ * tdp_mmu_pages_lock around its page list): never instrumented, so it
+ * leaves mmu_lock's statistics alone. */
+static inline void ca_spin_lock(uint32_t *w) {
+    for (;;) {
+        if (!__atomic_exchange_n(w, 1u, __ATOMIC_ACQUIRE)) return;
+        while (__atomic_load_n(w, __ATOMIC_RELAXED)) __builtin_ia32_pause();
+    }
+}
+static inline void ca_spin_unlock(uint32_t *w) { __atomic_store_n(w, 0u, __ATOMIC_RELEASE); }
+
 /* Atomic 32-bit words shared between the harvester and the vCPU threads. */
 static inline uint32_t ca_load32(const uint32_t *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
 static inline void ca_store32(uint32_t *p, uint32_t v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }

@@ -1,0 +1,152 @@
+/// What backs guest memory on the host, and so the largest leaf a slot's
+/// pages can be mapped by (dirty_log_perf_test's -s: anonymous, THP or
+/// HugeTLB 2 MiB, HugeTLB 1 GiB).
+public enum Backing: String, CaseIterable, Sendable, Hashable, Comparable {
+    /// 4 KiB pages: every leaf is a 4 KiB one.
+    case page4K = "4k"
+    /// 2 MiB pages (THP or hugetlbfs): 2 MiB leaves where the slot covers
+    /// the whole aligned 2 MiB region.
+    case page2M = "2m"
+    /// 1 GiB hugetlbfs pages: 1 GiB leaves likewise, 2 MiB or 4 KiB at
+    /// the slot's unaligned edges.
+    case page1G = "1g"
+
+    /// The paging level of its leaves: 1 (4 KiB), 2 (2 MiB), 3 (1 GiB).
+    public var level: Int {
+        switch self {
+        case .page4K: 1
+        case .page2M: 2
+        case .page1G: 3
+        }
+    }
+
+    /// 4 KiB pages per host page.
+    public var pages: Int { 1 << (9 * (level - 1)) }
+
+    public var label: String {
+        switch self {
+        case .page4K: "4 KiB"
+        case .page2M: "2 MiB"
+        case .page1G: "1 GiB"
+        }
+    }
+
+    public static func < (a: Backing, b: Backing) -> Bool { a.level < b.level }
+}
+
+/// How the kernel treats a slot's large leaves when dirty logging is
+/// turned on: what KVM_SET_USER_MEMORY_REGION with KVM_MEM_LOG_DIRTY_PAGES
+/// does to them, and so what the first round of writes costs.
+public enum EnablePolicy: String, CaseIterable, Sendable, Hashable, Comparable {
+    /// The seed (3.3): kvm_mmu_slot_remove_write_access() walks every
+    /// shadow page and drops every large leaf of the slot; the guest
+    /// re-faults its memory at 4 KiB during the first round, and
+    /// n_used_mmu_pages grows as it does.
+    case drop
+    /// Large leaves write-protected, not dropped (c126d94f, "KVM: MMU:
+    /// lazily drop large spte", 3.14; the TDP MMU's wrprot_gfn_range()
+    /// since 5.10): a read goes through them; the first write to a 2 MiB
+    /// region zaps its leaf, flushes, and maps the page at 4 KiB.
+    case wrprot
+    /// a3fe5dbd (5.17, TDP MMU): every large leaf split to 4 KiB at enable
+    /// (kvm_mmu_slot_try_split_huge_pages()), the split leaves then
+    /// write-protected: enable costs more, the first round no splits.
+    case eagerSplit = "eager-split"
+    /// cb00a70b (5.17, TDP MMU) with manual protect and initially-set
+    /// (3c9bd400): enable does nothing (the bitmap starts all set); the
+    /// first KVM_CLEAR_DIRTY_LOG of a range splits its large leaves and
+    /// write-protects the pages it clears.
+    case splitOnClear = "split-on-clear"
+
+    /// The kernel whose mmu_lock, fault paths and harvest it runs with, by
+    /// paging mode: the TDP MMU's policies need two-dimensional paging;
+    /// wrprot under shadow paging is the shadow MMU's.
+    public func era(paging: PagingMode) -> KernelEra? {
+        switch self {
+        case .drop: .linux3_3
+        case .wrprot: paging == .tdp ? .linux5_14 : .linux4_2
+        case .eagerSplit, .splitOnClear: paging == .tdp ? .linux5_14 : nil
+        }
+    }
+
+    /// Why no kernel ran the policy under `paging`, or nil.
+    public func skipReason(paging: PagingMode) -> String? {
+        guard era(paging: paging) == nil else { return nil }
+        return "\(rawValue): eager page splitting is the TDP MMU's (kvm_mmu_slot_try_split_huge_pages() returns unless tdp_mmu_enabled, a3fe5dbd), which shadow paging has not"
+    }
+
+    /// Whether the slot uses KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2's
+    /// initially-set mode: its bitmap starts all ones, enable protects
+    /// nothing.
+    public var initiallySet: Bool { self == .splitOnClear }
+
+    /// The commit a report cites for it.
+    public var commit: String {
+        switch self {
+        case .drop: "3.3, kvm_mmu_slot_remove_write_access()"
+        case .wrprot: "c126d94f (3.14); TDP MMU: 5.10"
+        case .eagerSplit: "a3fe5dbd (5.17)"
+        case .splitOnClear: "cb00a70b (5.17), initially-set 3c9bd400"
+        }
+    }
+
+    public static func < (a: EnablePolicy, b: EnablePolicy) -> Bool {
+        allCases.firstIndex(of: a)! < allCases.firstIndex(of: b)!
+    }
+}
+
+/// What the kernel does to a slot's 4 KiB leaves when dirty logging is
+/// turned off, so that huge mappings come back.
+public enum DisablePolicy: String, CaseIterable, Sendable, Hashable, Comparable {
+    /// The seed (3.3): kvm_arch_commit_memory_region() runs the slot walk
+    /// on every update of a slot, this one included, so every leaf stays
+    /// 4 KiB and write-protected; a write fault then maps its 2 MiB region
+    /// huge again (mmu_set_spte() unlinks the 4 KiB table, which stays
+    /// allocated and on active_mmu_pages).
+    case wrprotWalk = "wrprot-walk"
+    /// 3ea3b7fa (4.2), the shadow MMU's kvm_mmu_zap_collapsible_sptes():
+    /// under mmu_lock, every 4 KiB rmap of the slot; each spte on a direct
+    /// shadow page whose region the host maps huge is zapped; one TLB flush
+    /// for the slot. Faults map the regions huge again, unlinking the
+    /// emptied tables.
+    case zapRmap = "zap-rmap"
+    /// The TDP MMU, 6.1 (85f44f8cc07b) to 6.12: under the read side of
+    /// mmu_lock, every non-leaf spte of the slot that could map its region
+    /// huge is zapped with tdp_mmu_zap_spte_atomic(), a TLB flush each;
+    /// its table is freed; faults map the region huge.
+    case zap
+    /// 35ef80eb (6.13): the same zaps, one TLB flush for them all (and one
+    /// before each yield of mmu_lock).
+    case zapBatched = "zap-batched"
+    /// 13e2e4f6 (6.13): each such non-leaf spte replaced in place by a huge
+    /// leaf made from its first leaf (make_huge_spte()), TLB flushes
+    /// batched: no faults afterwards.
+    case recover
+
+    /// Whether the policy is the TDP MMU's.
+    public var isTDPMMU: Bool { self == .zap || self == .zapBatched || self == .recover }
+
+    /// The disable policies of the kernel an enable policy's era ran, by paging mode.
+    public static func policies(for enable: EnablePolicy, paging: PagingMode) -> [DisablePolicy] {
+        switch enable.era(paging: paging) {
+        case .linux3_3: [.wrprotWalk]
+        case .linux4_2: [.zapRmap]
+        case .linux5_14: [.zap, .zapBatched, .recover]
+        case nil: []
+        }
+    }
+
+    public var commit: String {
+        switch self {
+        case .wrprotWalk: "3.3, kvm_arch_commit_memory_region()"
+        case .zapRmap: "3ea3b7fa (4.2)"
+        case .zap: "85f44f8cc07b (6.1) to 6.12"
+        case .zapBatched: "35ef80eb (6.13)"
+        case .recover: "13e2e4f6 (6.13)"
+        }
+    }
+
+    public static func < (a: DisablePolicy, b: DisablePolicy) -> Bool {
+        allCases.firstIndex(of: a)! < allCases.firstIndex(of: b)!
+    }
+}
