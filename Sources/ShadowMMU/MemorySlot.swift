@@ -17,6 +17,10 @@ public struct SlotState {
     /// bit (the guest's next write faults) or, with PML, the dirty bit (the
     /// hardware logs the next write without a fault).
     public var protection: Protection = .writeProtect
+    /// KVM_DIRTY_LOG_INITIALLY_SET with manual protect: logging began with
+    /// every bit set and nothing protected; each KVM_CLEAR_DIRTY_LOG splits
+    /// and protects what it clears (kvm_dirty_log_manual_protect_and_init_set()).
+    public var initiallySet = false
 
     /// A harvest took the current half: nothing is dirty in it any more.
     @inline(__always)
@@ -124,7 +128,13 @@ public struct SlotView {
     /// given the host's page size (`hostLevel`: the backing's level), the
     /// slot's edges, and dirty logging (4 KiB only while it is on).
     @inline(__always) public func maxMappingLevel(_ gfn: GFN, hostLevel: Int) -> Int {
-        if state.pointee.dirtyLogging { return 1 }
+        state.pointee.dirtyLogging ? 1 : hugeLevel(gfn, hostLevel: hostLevel)
+    }
+
+    /// The largest leaf the host's pages and the slot's edges allow for
+    /// `gfn`, logging aside: what populating maps it with, and what
+    /// disabling logging lets come back.
+    @inline(__always) public func hugeLevel(_ gfn: GFN, hostLevel: Int) -> Int {
         var level = hostLevel
         while level > 1 && !coversRegion(of: gfn, level: level) { level &-= 1 }
         return level

@@ -32,6 +32,12 @@ public enum SPTE {
     /// PT64_BASE_ADDR_MASK: the frame or child-table address.
     public static let addressMask: UInt64 = 0x000F_FFFF_FFFF_F000
 
+    /// REMOVED_SPTE (5.13; FROZEN_SPTE since 6.11): a non-present value
+    /// the TDP MMU stores in an entry it is zapping or whose table is
+    /// being torn down, so that a fault racing it under the read side of
+    /// mmu_lock fails its cmpxchg and retries.
+    public static let frozen: UInt64 = 0x5a0
+
     /// Entries per shadow page (PT64_ENT_PER_PAGE).
     public static let perPage = 512
     /// Bits of gfn each level resolves (PT64_LEVEL_BITS).
@@ -61,6 +67,11 @@ public enum SPTE {
 /// is_shadow_present_pte()
 @inline(__always) public func isShadowPresentSPTE(_ spte: UInt64) -> Bool {
     spte & SPTE.present != 0
+}
+
+/// is_removed_spte() / is_frozen_spte()
+@inline(__always) public func isFrozenSPTE(_ spte: UInt64) -> Bool {
+    spte == SPTE.frozen
 }
 
 /// is_large_pte()

@@ -194,7 +194,7 @@ extension MMU {
             let spte = ca_read_once64(sptep)
             if isWritableSPTE(spte) { return VCPUFault(.alreadyWritable) }
             if isTrackedGuestTable(gfn) {
-                return VCPUFault(.emulated, newlyLogged: markPageDirty(slot: s, gfn: gfn, vcpu: vcpu).newlyLogged)
+                return VCPUFault(.emulated, newlyLogged: markIfLogging(slot: s, gfn: gfn, vcpu: vcpu))
             }
             let made = spte | SPTE.writable | SPTE.dirty | (era.hasMMUWritable ? SPTE.mmuWritable : 0)
             if shared {
@@ -202,7 +202,7 @@ extension MMU {
             } else {
                 ca_write_once64(sptep, made)
             }
-            return VCPUFault(.madeWritable, newlyLogged: markPageDirty(slot: s, gfn: gfn, vcpu: vcpu).newlyLogged)
+            return VCPUFault(.madeWritable, newlyLogged: markIfLogging(slot: s, gfn: gfn, vcpu: vcpu))
         }
     }
 
@@ -214,7 +214,14 @@ extension MMU {
     @inline(__always)
     func fastPFFixDirectSPTE(slot s: SlotView, gfn: GFN, sptep: UnsafeMutablePointer<UInt64>, observed: UInt64, vcpu: Int) -> DirtyMark? {
         guard ca_cmpxchg64(sptep, observed, observed | SPTE.writable | SPTE.dirty) != 0 else { return nil }
-        return markPageDirty(slot: s, gfn: gfn, vcpu: vcpu)
+        return DirtyMark(newlyLogged: markIfLogging(slot: s, gfn: gfn, vcpu: vcpu), ringFull: false)
+    }
+
+    /// mark_page_dirty_in_slot(), which logs only while the slot logs
+    /// (memslot->dirty_bitmap is set): whether the page was logged anew.
+    @inline(__always)
+    func markIfLogging(slot s: SlotView, gfn: GFN, vcpu: Int) -> Bool {
+        s.state.pointee.dirtyLogging && markPageDirty(slot: s, gfn: gfn, vcpu: vcpu).newlyLogged
     }
 
     /// A fault that shadows a guest page table, from the VM exit to the

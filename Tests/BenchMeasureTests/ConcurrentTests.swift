@@ -70,12 +70,15 @@ import Testing
             let out = try series(strategies, paging: paging, faultPath: faultPath, counts: counts, reps: reps, exitNs: 200, ipiNs: 300)
             #expect(!out.rows.isEmpty)
             #expect(out.rows.allSatisfy { $0.verified }, "\(out.rows.filter { !$0.verified }.map { "\($0.strategy): \($0.violations)" })")
+            // A harvest of 16 pages may pass while a loaded machine has the
+            // vCPU thread off its CPU; the series as a whole writes through some.
+            #expect(out.rows.reduce(0) { $0 + ($1.guest?.windowWrites ?? 0) } > 0, "no vCPU write fell in any harvest's window")
             for r in out.rows {
                 let g = try #require(r.guest)
                 let s = r.strategy.model!
                 #expect(faultPath == .locked || s.era.hasFastPageFault, "\(s) ran fast faults its era did not have")
                 #expect(g.raceViolations == 0)
-                #expect(g.windowWrites > 0 && g.windowWrites + g.shadowingFaults >= g.faultCount,
+                #expect(g.windowWrites + g.shadowingFaults >= g.faultCount,
                         "\(s): \(g.windowWrites) writes, \(g.shadowingFaults) shadowing faults, \(g.faultCount) faults")
                 if g.faultCount > 0 {
                     let p50 = try #require(g.faultP50Ns), p99 = try #require(g.faultP99Ns), mx = try #require(g.faultMaxNs)

@@ -8,7 +8,9 @@ extension MMU {
     /// call that has anything set, under mmu_lock, each word's bits are
     /// cleared atomically in the bitmap (atomic_long_fetch_andnot) and the
     /// pages that were still set are write-protected; a TLB flush per call
-    /// that protected something (kvm_clear_dirty_log_protect()).
+    /// that protected something (kvm_clear_dirty_log_protect()). In
+    /// initially-set mode each word's range is first split to 4 KiB and a
+    /// large leaf covering it write-protected (cb00a70b).
     ///
     /// Returns the copy handed out; tells `phases` when GET is done, so a
     /// caller can time the two phases apart.
@@ -21,7 +23,12 @@ extension MMU {
         phases.firstPhaseEnded()
 
         let chunkWords = max(1, vm.pointee.clearChunkPages >> 6)
-        var visited = 0, protected = 0, locks = 0, flushes = 0, cleared = 0, cleanedLines = 0
+        // kvm_arch_mmu_enable_log_dirty_pt_masked(): the TDP MMU's leaves by
+        // its tree (kvm_tdp_mmu_clear_dirty_pt_masked()), the shadow MMU's
+        // by rmap.
+        let tdp = tdpMMU
+        let initiallySet = s.state.pointee.initiallySet
+        var visited = 0, protected = 0, locks = 0, flushes = 0, cleared = 0, cleanedLines = 0, tables = 0
         var first = 0
         while first < words {
             let last = min(words, first &+ chunkWords)
@@ -42,8 +49,14 @@ extension MMU {
                         if old != 0 && old & ~mask == 0 && s.lineIsClean(around: w) { cleanedLines &+= 1 }
                         if still != 0 {
                             cleared &+= still.nonzeroBitCount
-                            rmapProtectMask(slot: s, offset: SlotOffset(w << 6), mask: still, clearing: SPTE.writable,
-                                            visited: &visited, protected: &protected)
+                            let offset = SlotOffset(w << 6)
+                            if initiallySet { splitForClear(slot: s, offset: offset, mask: still, counters: &counters) }
+                            if tdp {
+                                tdpProtectMask(slot: s, offset: offset, mask: still, tables: &tables, protected: &protected)
+                            } else {
+                                rmapProtectMask(slot: s, offset: offset, mask: still, clearing: SPTE.writable,
+                                                visited: &visited, protected: &protected)
+                            }
                         }
                     }
                     w &+= 1
@@ -59,6 +72,7 @@ extension MMU {
         s.state.pointee.nrDirtyPages &-= cleared
         s.state.pointee.nrDirtyLines &-= cleanedLines
         counters.rmapEntriesVisited &+= visited
+        counters.shadowPagesVisited &+= tables
         counters.sptesProtected &+= protected
         counters.lockAcquisitions &+= locks
         counters.tlbFlushes &+= flushes
@@ -66,5 +80,31 @@ extension MMU {
         // dirty words cleared; per dirty page its head, per spte 16 bytes.
         counters.bytesTouched &+= words &* 24 &+ cleared &* 8 &+ visited &* 16
         return copy
+    }
+}
+
+extension MMU {
+    /// kvm_arch_mmu_enable_log_dirty_pt_masked()'s first step in
+    /// initially-set mode (cb00a70b, with eager_page_split on): the huge
+    /// leaves over the word's range [first set bit, last set bit] split to
+    /// 4 KiB (kvm_mmu_try_split_huge_pages(), under the write side of
+    /// mmu_lock that KVM_CLEAR_DIRTY_LOG holds), then any large leaf left
+    /// there write-protected (kvm_mmu_slot_gfn_write_protect() at 2 MiB,
+    /// for both ends: the range may cross two).
+    @inline(__always)
+    func splitForClear(slot s: SlotView, offset: SlotOffset, mask: UInt64, counters: inout ProtectCounters) {
+        let start = s.gfn(at: SlotOffset(offset.index &+ mask.trailingZeroBitCount))
+        let end = s.gfn(at: SlotOffset(offset.index &+ 63 &- mask.leadingZeroBitCount))
+        splitHugePages(slot: s, start: start, end: GFN(end.rawValue &+ 1), shared: false, counters: &counters)
+        protectLargeLeaf(of: start, counters: &counters)
+        if end.rawValue >> SPTE.levelBits != start.rawValue >> SPTE.levelBits { protectLargeLeaf(of: end, counters: &counters) }
+    }
+
+    /// kvm_mmu_slot_gfn_write_protect() from 2 MiB up: the large leaf
+    /// mapping `gfn`, if any, loses its writable bit.
+    @inline(__always)
+    func protectLargeLeaf(of gfn: GFN, counters: inout ProtectCounters) {
+        let (sptep, level, spte) = walkGuestTree(gfn)
+        if level > 1, isShadowPresentSPTE(spte), spteWriteProtect(sptep, spte) != 0 { counters.sptesProtected &+= 1 }
     }
 }

@@ -1,0 +1,310 @@
+import CAtomics
+import DirtyLogCore
+
+/// Turning dirty logging on and off as each kernel did
+/// (kvm_mmu_slot_apply_flags() and what came before it), for the
+/// lifecycle: what happens to the slot's large leaves at enable, and how
+/// huge mappings come back at disable.
+extension MMU {
+    /// KVM_SET_USER_MEMORY_REGION setting KVM_MEM_LOG_DIRTY_PAGES on slot
+    /// `s`, the way `policy`'s kernel did it: a zeroed bitmap pair (all
+    /// ones in initially-set mode, with nr_dirty_pages to match), then
+    ///
+    /// - drop: the seed's slot walk (`slotRemoveWriteAccess`), which drops
+    ///   large leaves and write-protects 4 KiB ones;
+    /// - wrprot: every leaf write-protected, large ones kept: the TDP MMU's
+    ///   kvm_tdp_mmu_wrprot_slot() (`tdpWalkWriteProtect`), the shadow
+    ///   MMU's slot_handle_all_level(slot_rmap_write_protect)
+    ///   (`rmapWalkWriteProtect`);
+    /// - eager-split: kvm_mmu_slot_try_split_huge_pages() under the read
+    ///   side of mmu_lock, then the TDP MMU's write protection at 4 KiB;
+    /// - split-on-clear: nothing protected (initially-set).
+    public func enableLogging(slot s: SlotView, policy: EnablePolicy, counters: inout ProtectCounters) {
+        s.bitmapHead.update(repeating: 0, count: 2 * s.bitmapWords)
+        s.state.pointee = SlotState(activeHalf: 0, nrDirtyPages: 0, dirtyLogging: true)
+        switch policy {
+        case .drop:
+            slotRemoveWriteAccess(slot: s, counters: &counters)
+        case .wrprot:
+            if tdpMMU { tdpWalkWriteProtect(slot: s, counters: &counters) } else { rmapWalkWriteProtect(slot: s, counters: &counters) }
+        case .eagerSplit:
+            lockMMUShared()
+            splitHugePages(slot: s, start: s.baseGFN, end: s.endGFN, shared: tdpMMU, counters: &counters)
+            unlockMMUShared()
+            counters.lockAcquisitions &+= 1
+            tdpWalkWriteProtect(slot: s, counters: &counters)
+        case .splitOnClear:
+            // kvm_prepare_memory_region(): bitmap_set(dirty_bitmap, 0, npages).
+            let b = s.dirtyBitmap
+            b.update(repeating: ~0, count: s.bitmapWords)
+            if s.npages & 63 != 0 { b[s.bitmapWords - 1] = (1 << UInt64(s.npages & 63)) - 1 }
+            s.state.pointee.nrDirtyPages = s.npages
+            s.state.pointee.nrDirtyLines = DirtyBitmap.nonZeroLines(b, words: s.bitmapWords)
+            s.state.pointee.initiallySet = true
+        }
+    }
+
+    /// KVM_SET_USER_MEMORY_REGION clearing KVM_MEM_LOG_DIRTY_PAGES: the slot
+    /// stops logging first (the new memslot is published before it is
+    /// committed), then, as `policy`'s kernel did:
+    ///
+    /// - wrprot-walk (3.3): the slot walk again;
+    /// - zap-rmap (3ea3b7fa): `zapCollapsibleRmaps`;
+    /// - zap, zap-batched, recover: `collapseTDP`.
+    public func disableLogging(slot s: SlotView, policy: DisablePolicy, counters: inout ProtectCounters) {
+        s.state.pointee.dirtyLogging = false
+        s.state.pointee.initiallySet = false
+        switch policy {
+        case .wrprotWalk: slotRemoveWriteAccess(slot: s, counters: &counters)
+        case .zapRmap: zapCollapsibleRmaps(slot: s, counters: &counters)
+        case .zap, .zapBatched, .recover: collapseTDP(slot: s, policy: policy, counters: &counters)
+        }
+    }
+
+    /// kvm_mmu_zap_collapsible_sptes() of the shadow MMU (3ea3b7fa, 4.2):
+    /// under mmu_lock, every 4 KiB rmap of the slot (slot_handle_leaf());
+    /// each spte on a direct shadow page, of a gfn whose region the host
+    /// maps huge, is zapped (its rmap walked again from the start after
+    /// each). Before yielding mmu_lock to a waiter, and at the end, one TLB
+    /// flush if anything was zapped.
+    func zapCollapsibleRmaps(slot s: SlotView, counters: inout ProtectCounters) {
+        let hostLevel = vm.pointee.hostLevel
+        let heads = s.rmap1
+        var visited = 0, zapped = 0, yields = 0, flushes = 0
+        var flush = false
+        lockMMUExclusive()
+        var i = 0
+        while i < s.npages {
+            let head = heads + i
+            if head.pointee != 0 {
+                let gfn = s.gfn(at: SlotOffset(i))
+                let collapsible = s.hugeLevel(gfn, hostLevel: hostLevel) > 1
+                var it = RmapIterator(head.pointee)
+                while let sptep = it.next() {
+                    visited &+= 1
+                    // sp->role.direct: only the kernel's own tables below a guest huge page.
+                    guard collapsible, pages.gfns[Int(pages.page(holding: sptep))] == nil else { continue }
+                    descPool._withUnsafeGuaranteedRef { _ = PteList.remove(sptep, from: head, pool: $0) }
+                    ca_write_once64(sptep, 0)
+                    accountLeaf(level: 1, -1)
+                    zapped &+= 1
+                    flush = true
+                    it = RmapIterator(head.pointee)
+                }
+            }
+            if mmuLockContended() {
+                if flush {
+                    flushRemoteTLBs()
+                    flushes &+= 1
+                    flush = false
+                }
+                yields &+= 1
+                unlockMMUExclusive()
+                lockMMUExclusive()
+            }
+            i &+= 1
+        }
+        if flush {
+            flushRemoteTLBs()
+            flushes &+= 1
+        }
+        unlockMMUExclusive()
+        counters.rmapEntriesVisited &+= visited
+        counters.largeSptesDropped &+= zapped
+        counters.lockAcquisitions &+= 1 &+ yields
+        counters.tlbFlushes &+= flushes
+        counters.bytesTouched &+= s.npages &* 8 &+ visited &* 16
+    }
+
+    /// The TDP MMU's disable path over the slot, under the read side of
+    /// mmu_lock, walking from the root down to 2 MiB entries
+    /// (for_each_tdp_pte_min_level(..., PG_LEVEL_2M, ...)): each present
+    /// non-leaf entry whose region lies in the slot and which the host maps
+    /// at its level or above is
+    ///
+    /// - zap: zapped by tdp_mmu_zap_spte_atomic(), a TLB flush each (6.1's
+    ///   85f44f8cc07b to 6.12);
+    /// - zap-batched: zapped by cmpxchg to not-present, TLBs flushed once
+    ///   at the end and before each yield of mmu_lock (35ef80eb);
+    /// - recover: replaced by a huge leaf made from the first leaf below it
+    ///   (make_huge_spte()), flushes batched the same way (13e2e4f6).
+    ///
+    /// Its table is torn down (`handleRemovedTable`). The walk yields
+    /// mmu_lock when a writer waits (tdp_mmu_iter_cond_resched()).
+    func collapseTDP(slot s: SlotView, policy: DisablePolicy, counters: inout ProtectCounters) {
+        var w = CollapseWalker(slot: s, policy: policy, hostLevel: vm.pointee.hostLevel, mmu: self)
+        lockMMUShared()
+        w.walk(guestRootTable, level: VMLayout.rootLevel, base: 0)
+        w.flushIfPending()
+        unlockMMUShared()
+        counters.shadowPagesVisited &+= w.tables
+        counters.sptesScanned &+= w.scanned
+        counters.largeSptesDropped &+= w.collapsed
+        counters.lockAcquisitions &+= 1 &+ w.yields
+        counters.tlbFlushes &+= w.flushes
+        counters.bytesTouched &+= w.scanned &* 8
+    }
+}
+
+/// One walk of `MMU.collapseTDP`.
+struct CollapseWalker {
+    let slot: SlotView
+    let policy: DisablePolicy
+    let hostLevel: Int
+    let mmu: MMU
+    var tables = 0, scanned = 0, collapsed = 0, flushes = 0, yields = 0
+    var flushPending = false
+
+    init(slot: SlotView, policy: DisablePolicy, hostLevel: Int, mmu: MMU) {
+        self.slot = slot
+        self.policy = policy
+        self.hostLevel = hostLevel
+        self.mmu = mmu
+    }
+
+    @inline(__always)
+    mutating func flushIfPending() {
+        guard flushPending else { return }
+        mmu.flushRemoteTLBs()
+        flushes &+= 1
+        flushPending = false
+    }
+
+    /// make_huge_spte(): the first leaf below `table` (at `level`) made a
+    /// huge leaf of `level` + 1: its bits, the page-size bit, its frame
+    /// rounded down to the huge page. Nil when the table holds no leaf.
+    static func hugeLeaf(below table: UnsafeMutablePointer<UInt64>, level: Int) -> UInt64? {
+        var i = 0
+        while i < SPTE.perPage {
+            let e = ca_read_once64(table + i)
+            if isShadowPresentSPTE(e) {
+                if level == 1 || isLargeSPTE(e) {
+                    let bytes = pagesPerLeaf(level: level &+ 1) << 12
+                    return (e & ~SPTE.addressMask) | SPTE.pageSize | (e & SPTE.addressMask & ~(bytes &- 1))
+                }
+                if let h = hugeLeaf(below: SPTE.childTable(e), level: level &- 1) {
+                    let bytes = pagesPerLeaf(level: level &+ 1) << 12
+                    return (h & ~SPTE.addressMask) | SPTE.pageSize | (h & SPTE.addressMask & ~(bytes &- 1))
+                }
+            }
+            i &+= 1
+        }
+        return nil
+    }
+
+    mutating func walk(_ table: UnsafeMutablePointer<UInt64>, level: Int, base: UInt64) {
+        tables &+= 1
+        let start = slot.baseGFN.rawValue, end = slot.endGFN.rawValue
+        let span = pagesPerLeaf(level: level)
+        let lo = start > base ? Int((start &- base) / span) : 0
+        let hi = Int(min(511, (end &- 1 &- base) / span))
+        guard lo <= hi else { return }
+        var i = lo
+        while i <= hi {
+            if mmu.mmuLockContended() {
+                // Flush before dropping the lock (mmu_notifiers must not see
+                // zapped tables still cached).
+                flushIfPending()
+                yields &+= 1
+                mmu.unlockMMUShared()
+                mmu.lockMMUShared()
+            }
+            let e = table + i
+            let old = ca_read_once64(e)
+            scanned &+= 1
+            let gfn = GFN(base &+ UInt64(i) &* span)
+            guard isShadowPresentSPTE(old), level > 1, !isLargeSPTE(old) else {
+                i &+= 1
+                continue
+            }
+            // KVM_MAX_HUGEPAGE_LEVEL and the slot's edges, then the host's page size.
+            if level <= 3, gfn.rawValue >= start, gfn.rawValue &+ span <= end, slot.hugeLevel(gfn, hostLevel: hostLevel) >= level {
+                var replacement: UInt64 = 0
+                if policy == .recover {
+                    guard let h = Self.hugeLeaf(below: SPTE.childTable(old), level: level &- 1) else {
+                        i &+= 1
+                        continue
+                    }
+                    replacement = h
+                }
+                guard mmu.zapNonLeaf(e, old: old, level: level, replacement: replacement, shared: mmu.tdpMMU) else { continue }
+                if policy == .recover {
+                    mmu.accountLeaf(level: level, 1)
+                    let page = Int(mmu.pages.page(holding: e))
+                    _ = ca_fetch_or64(mmu.pages.slotBitmap + page, 1 << UInt64(slot.id))
+                }
+                collapsed &+= 1
+                if policy == .zap {
+                    mmu.flushRemoteTLBs()
+                    flushes &+= 1
+                } else {
+                    flushPending = true
+                }
+            } else if level > 2 {
+                walk(SPTE.childTable(old), level: level &- 1, base: gfn.rawValue)
+            }
+            i &+= 1
+        }
+    }
+}
+
+/// The leaves of a slot in the guest's own tree (the direct tree, or shadow
+/// paging's address space 0), by level, and what its huge regions hold:
+/// what each phase of the lifecycle is checked against.
+public struct LeafCensus: Equatable, Sendable {
+    /// Present leaves mapping the slot, per level.
+    public var leaves = LeafCounts()
+    /// Of those, the writable ones.
+    public var writable = LeafCounts()
+    /// Regions of the host's page size the slot covers whole: those that
+    /// may be mapped huge.
+    public var eligibleRegions = 0
+    /// Of those: mapped by one huge leaf; by smaller leaves (split); by
+    /// nothing (no entry, or a table without a present leaf).
+    public var hugeRegions = 0
+    public var splitRegions = 0
+    public var emptyRegions = 0
+
+    public init() {}
+}
+
+extension MMU {
+    /// The census of slot `s` in the guest's tree.
+    public func leafCensus(slot s: SlotView) -> LeafCensus {
+        var c = LeafCensus()
+        let hostLevel = vm.pointee.hostLevel
+        if hostLevel > 1 {
+            let span = pagesPerLeaf(level: hostLevel)
+            let first = (s.baseGFN.rawValue &+ span &- 1) / span, last = s.endGFN.rawValue / span
+            c.eligibleRegions = last > first ? Int(last &- first) : 0
+        }
+        censusWalk(guestRootTable, level: VMLayout.rootLevel, base: 0, slot: s, hostLevel: hostLevel, into: &c)
+        c.emptyRegions = c.eligibleRegions - c.hugeRegions - c.splitRegions
+        return c
+    }
+
+    private func censusWalk(_ table: UnsafeMutablePointer<UInt64>, level: Int, base: UInt64, slot s: SlotView, hostLevel: Int,
+                            into c: inout LeafCensus) {
+        let start = s.baseGFN.rawValue, end = s.endGFN.rawValue
+        let span = pagesPerLeaf(level: level)
+        let lo = start > base ? Int((start &- base) / span) : 0
+        let hi = Int(min(511, (end &- 1 &- base) / span))
+        guard lo <= hi else { return }
+        for i in lo...hi {
+            let e = table[i]
+            let gfn = GFN(base &+ UInt64(i) &* span)
+            let eligible = level == hostLevel && hostLevel > 1 && s.coversRegion(of: gfn, level: level)
+            guard isShadowPresentSPTE(e) else { continue }
+            if level == 1 || isLargeSPTE(e) {
+                guard s.contains(gfn) else { continue }
+                c.leaves[level] += 1
+                if isWritableSPTE(e) { c.writable[level] += 1 }
+                if eligible { c.hugeRegions += 1 }
+                continue
+            }
+            let before = c.leaves
+            censusWalk(SPTE.childTable(e), level: level - 1, base: gfn.rawValue, slot: s, hostLevel: hostLevel, into: &c)
+            if eligible && c.leaves != before { c.splitRegions += 1 }
+        }
+    }
+}
