@@ -72,6 +72,13 @@ enum ScenarioChoice: String, CaseIterable, ExpressibleByArgument {
     case migration
     /// vCPU threads writing through each harvest.
     case concurrent
+    /// dirty_log_perf_test's whole lifecycle on a huge-page guest.
+    case lifecycle
+}
+
+/// How the lifecycle's guest picks the pages of a pass (the test's -a).
+enum AccessChoice: String, CaseIterable, ExpressibleByArgument {
+    case sequential, random
 }
 
 extension Strategy: ExpressibleByArgument {}
@@ -79,3 +86,6 @@ extension FaultPath: ExpressibleByArgument {}
 extension DirtyPattern: ExpressibleByArgument {}
 extension CacheMode: ExpressibleByArgument {}
 extension GuestCPU: ExpressibleByArgument {}
+extension Backing: ExpressibleByArgument {}
+extension EnablePolicy: ExpressibleByArgument {}
+extension DisablePolicy: ExpressibleByArgument {}

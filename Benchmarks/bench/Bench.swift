@@ -123,7 +123,7 @@ struct Bench: ParsableCommand {
     @Option(help: ArgumentHelp("Dirty patterns: \(DirtyPattern.allCases.map(\.rawValue).joined(separator: ", ")). (default: even,random)", valueName: "patterns"))
     var pattern: CommaList<DirtyPattern>?
 
-    @Option(help: ArgumentHelp("threshold (sweep dirty counts, one harvest per point), migration (rounds of pre-copy: hot-set writes, harvest; timed as a total), concurrent (vCPU threads writing through each harvest: lock holds, fault latency, re-fault time, cache pollution, the seed's race). (default: all three in the default run, migration on 1 GiB only; else threshold)", valueName: "names"))
+    @Option(help: ArgumentHelp("threshold (sweep dirty counts, one harvest per point), migration (rounds of pre-copy: hot-set writes, harvest; timed as a total), concurrent (vCPU threads writing through each harvest: lock holds, fault latency, re-fault time, cache pollution, the seed's race), lifecycle (dirty_log_perf_test on a huge-page guest: populate, enable, iterations of writes and harvests, disable, each enable and disable policy as its kernel did it). (default: all four in the default run, migration on 1 GiB only, lifecycle on 1 GiB of 2 MiB pages; else threshold)", valueName: "names"))
     var scenario: CommaList<ScenarioChoice>?
 
     @Option(help: ArgumentHelp("Dirty-page counts to measure instead of the threshold sweep.", valueName: "counts"))
@@ -141,7 +141,7 @@ struct Bench: ParsableCommand {
     @Option(name: .customLong("fault-path"), help: ArgumentHelp("concurrent: how the vCPUs' write faults are handled: locked (under mmu_lock, as at the seed), fast (c7ba5b48's lockless cmpxchg for direct sptes protected only for dirty logging, for the strategies of an era that had it: two-dimensional paging only). (default: locked,fast; fast under tdp only)", valueName: "paths"))
     var faultPath: CommaList<FaultPath>?
 
-    @Option(name: .customLong("vcpu-threads"), help: ArgumentHelp("concurrent: vCPU threads writing through each harvest, 1 to 16, pinned to CPUs 1, 2, ... where the OS allows, the harvest on CPU 0 (dirty_log_perf_test's -c). More threads than CPUs share them: a descheduled vCPU thread stays in guest mode, which a real vCPU does not, and a flush then waits for the scheduler. (default: 1)", valueName: "n"))
+    @Option(name: .customLong("vcpu-threads"), help: ArgumentHelp("concurrent and lifecycle: vCPU threads writing through each harvest (lifecycle: each its own --vcpu-memory), 1 to 16, pinned to CPUs 1, 2, ... where the OS allows, the harvest on CPU 0 (dirty_log_perf_test's -c). More threads than CPUs share them: a descheduled vCPU thread stays in guest mode, which a real vCPU does not, and a flush then waits for the scheduler. (default: 1)", valueName: "n"))
     var vcpuThreads: Int?
 
     @Option(name: .customLong("guest-wss"), help: ArgumentHelp("concurrent: the guest working sets whose cache pollution by slot-walk and rmap is measured (re-read after a harvest and after an idle interval as long, in alternated pairs), as sizes, 4KiB to 1GiB. (default: the level-2 cache, \(Bytes.format(CacheGeometry.levelTwoCacheBytes)) here, and half the last-level cache the machine keeps, measured at the start of the run: a virtual machine's share of a shared cache can be far less than the \(Bytes.format(CacheGeometry.lastLevelCacheBytes)) sysfs reports)", valueName: "sizes"))
@@ -150,14 +150,42 @@ struct Bench: ParsableCommand {
     @Option(name: .customLong("guest-cpu"), help: ArgumentHelp("concurrent: where the working set is re-read for its pollution: same (on the harvesting CPU, as a vCPU scheduled after the migration thread), other (on a vCPU thread's CPU: only the shared cache at stake). (default: same,other)", valueName: "cpus"))
     var guestCPU: CommaList<GuestCPU>?
 
-    @Option(name: .customLong("exit-cost"), help: ArgumentHelp("concurrent: what a VM exit and the entry after it cost a vCPU together, in ns, 0 to 1000000; every fault and every flush IPI pays it. (default: \(Int(PublishedExitCosts.exitCycles)) TSC cycles, \(Int(PublishedExitCosts.exitNs)) ns here: \(PublishedExitCosts.exitSource))", valueName: "ns"))
+    @Option(name: .customLong("exit-cost"), help: ArgumentHelp("concurrent and lifecycle: what a VM exit and the entry after it cost a vCPU together, in ns, 0 to 1000000; every fault and every flush IPI pays it. (default: \(Int(PublishedExitCosts.exitCycles)) TSC cycles, \(Int(PublishedExitCosts.exitNs)) ns here: \(PublishedExitCosts.exitSource))", valueName: "ns"))
     var exitCost: Double?
 
-    @Option(name: .customLong("ipi-cost"), help: ArgumentHelp("concurrent: what a TLB-flush IPI takes from its sending to its target vCPU's exit, per vCPU in guest mode, in ns, 0 to 1000000. (default: \(Int(PublishedExitCosts.ipiNs)) ns: \(PublishedExitCosts.ipiSource))", valueName: "ns"))
+    @Option(name: .customLong("ipi-cost"), help: ArgumentHelp("concurrent and lifecycle: what a TLB-flush IPI takes from its sending to its target vCPU's exit, per vCPU in guest mode, in ns, 0 to 1000000. (default: \(Int(PublishedExitCosts.ipiNs)) ns: \(PublishedExitCosts.ipiSource))", valueName: "ns"))
     var ipiCost: Double?
 
+    @Option(name: .customLong("vcpu-memory"), help: ArgumentHelp("lifecycle: each vCPU's memory, the guest's being --vcpu-threads times it in one slot (dirty_log_perf_test's -b), as sizes, 2MiB to 64GiB, a list for a series each. (default: 1GiB)", valueName: "sizes"))
+    var vcpuMemory: CommaList<PageCount>?
+
+    @Option(help: ArgumentHelp("lifecycle: what backs guest memory, and so the largest leaf (dirty_log_perf_test's -s): 4k, 2m, 1g, a list for a series each. (default: 2m)", valueName: "sizes"))
+    var backing: CommaList<Backing>?
+
+    @Option(help: ArgumentHelp("lifecycle: rounds of guest passes and harvests between enable and disable, 1 to 100 (the test's -i). (default: 2)", valueName: "n"))
+    var iterations: Int?
+
+    @Option(help: ArgumentHelp("lifecycle: sequential (every page of a vCPU's memory in order) or random (as many pages at random, with replacement: the test's -a). (default: sequential)", valueName: "order"))
+    var access: AccessChoice?
+
+    @Option(name: .customLong("write-percent"), help: ArgumentHelp("lifecycle: accesses that write, 0 to 100; the rest read (the test's -w). (default: 100)", valueName: "percent"))
+    var writePercent: Int?
+
+    @Flag(name: .customLong("manual-protect"), help: "lifecycle: harvest by KVM_GET_DIRTY_LOG then KVM_CLEAR_DIRTY_LOG where the policy's kernel had it (wrprot, eager-split; drop's 3.3 had not); split-on-clear always does.")
+    var manualProtect = false
+
+    @Flag(name: .customLong("vcpus-run-during-disable"), inversion: .prefixedNo, help: "lifecycle: the vCPUs keep writing while logging is disabled (the test's -e, as 35ef80eb's figures were taken): every TLB flush then waits for their IPIs. (default: on)")
+    var vcpusRunDuringDisable = true
+
+    @Option(name: .customLong("enable-policy"), help: ArgumentHelp("lifecycle: what enabling logging does to large leaves: \(EnablePolicy.allCases.map(\.rawValue).joined(separator: ", ")) (eager-split and split-on-clear under tdp only: the TDP MMU's). (default: all)", valueName: "names"))
+    var enablePolicy: CommaList<EnablePolicy>?
+
+    @Option(name: .customLong("disable-policy"), help: ArgumentHelp("lifecycle: how huge mappings come back when logging is disabled, among those of each enable policy's kernel: \(DisablePolicy.allCases.map(\.rawValue).joined(separator: ", ")). (default: all of each kernel's)", valueName: "names"))
+    var disablePolicy: CommaList<DisablePolicy>?
+
     func run() throws {
-        try RunCommand.execute(try plan(memoryAvailable: SystemMemory.availableBytes))
+        let plan = try plan(memoryAvailable: SystemMemory.availableBytes)
+        try RunCommand.execute(plan, lifecycleLines: plan.modelSeries.isEmpty && !plan.lifecycleSeries.isEmpty)
     }
 
     /// The sweep's own options that were given, by name: what a preset does not take.
@@ -185,6 +213,22 @@ struct Bench: ParsableCommand {
         if guestCPU != nil { given.append("--guest-cpu") }
         if exitCost != nil { given.append("--exit-cost") }
         if ipiCost != nil { given.append("--ipi-cost") }
+        given += lifecycleOptionsGiven
+        return given
+    }
+
+    /// The lifecycle scenario's own options that were given.
+    var lifecycleOptionsGiven: [String] {
+        var given: [String] = []
+        if vcpuMemory != nil { given.append("--vcpu-memory") }
+        if backing != nil { given.append("--backing") }
+        if iterations != nil { given.append("--iterations") }
+        if access != nil { given.append("--access") }
+        if writePercent != nil { given.append("--write-percent") }
+        if manualProtect { given.append("--manual-protect") }
+        if !vcpusRunDuringDisable { given.append("--no-vcpus-run-during-disable") }
+        if enablePolicy != nil { given.append("--enable-policy") }
+        if disablePolicy != nil { given.append("--disable-policy") }
         return given
     }
 
@@ -213,18 +257,28 @@ struct Bench: ParsableCommand {
         } ?? patternParameters.zipfSkew
         let migrationRounds = try rounds.map { try Check.int($0, "--rounds", SweepLimits.rounds) } ?? 10
         let curatedDefault = !quick && slotPages == nil && pattern == nil && scenario == nil
-        let scenarios = scenario?.values ?? (curatedDefault ? [.threshold, .migration, .concurrent] : [.threshold])
+        let scenarios = scenario?.values ?? (curatedDefault ? [.threshold, .migration, .concurrent, .lifecycle] : [.threshold])
+        if scenarios == [.lifecycle], slotPages != nil {
+            throw BenchError.usage("--slot-pages: the lifecycle's guest is --vcpu-threads times --vcpu-memory; give --vcpu-memory")
+        }
         let strategies = measurement.strategies
         let threads = try vcpuThreads.map { try Check.int($0, "--vcpu-threads", SweepLimits.vcpuThreads) } ?? 1
         let wss = try guestWSS.map { try $0.values.map { try Check.pages($0, "--guest-wss", SweepLimits.guestWorkingSetPages) * 4096 } }
         let exitNs = try exitCost.map { try Check.nanoseconds($0, "--exit-cost") }
         let ipiNs = try ipiCost.map { try Check.nanoseconds($0, "--ipi-cost") }
-        if !scenarios.contains(.concurrent), let given = [faultPath.map { _ in "--fault-path" }, vcpuThreads.map { _ in "--vcpu-threads" },
-                                                           guestWSS.map { _ in "--guest-wss" }, guestCPU.map { _ in "--guest-cpu" },
-                                                           exitCost.map { _ in "--exit-cost" }, ipiCost.map { _ in "--ipi-cost" }]
-            .compactMap({ $0 }).first {
+        if !scenarios.contains(.concurrent), let given = [faultPath.map { _ in "--fault-path" }, guestWSS.map { _ in "--guest-wss" },
+                                                           guestCPU.map { _ in "--guest-cpu" }].compactMap({ $0 }).first {
             throw BenchError.usage("\(given): applies to --scenario concurrent only")
         }
+        if !scenarios.contains(.concurrent) && !scenarios.contains(.lifecycle),
+           let given = [vcpuThreads.map { _ in "--vcpu-threads" }, exitCost.map { _ in "--exit-cost" }, ipiCost.map { _ in "--ipi-cost" }]
+            .compactMap({ $0 }).first {
+            throw BenchError.usage("\(given): applies to --scenario concurrent and lifecycle only")
+        }
+        if !scenarios.contains(.lifecycle), let given = lifecycleOptionsGiven.first {
+            throw BenchError.usage("\(given): applies to --scenario lifecycle only")
+        }
+        let lifecycle = try lifecycleSeries(scenarios: scenarios, pagings: pagings, threads: threads, curatedDefault: curatedDefault)
 
         // The default run: every paging mode and pattern on the 1 GiB slot, and
         // dirty-log-perf's evenly spaced pages on the 16 GiB one, whose random
@@ -284,7 +338,8 @@ struct Bench: ParsableCommand {
                 }
             }
         }
-        var plan = try Planner.plan(measurement, quick: quick, series: series, counts: counts, memoryAvailable: memoryAvailable)
+        var plan = try Planner.plan(measurement, quick: quick, series: series, lifecycle: lifecycle, counts: counts,
+                                    memoryAvailable: memoryAvailable)
         plan.settings.patterns = patternParameters
         plan.settings.migrationRounds = migrationRounds
         plan.settings.guestThreads = threads
@@ -295,6 +350,46 @@ struct Bench: ParsableCommand {
         plan.settings.ipiCostNs = ipiNs
         plan.notes += notes
         return plan
+    }
+}
+
+extension Bench {
+    /// The lifecycle series the options ask for: per paging mode, backing
+    /// and vCPU memory size, every enable policy asked for. The default
+    /// run's: 1 GiB of 2 MiB pages, one vCPU, both paging modes.
+    func lifecycleSeries(scenarios: [ScenarioChoice], pagings: [Paging], threads: Int, curatedDefault: Bool) throws -> [LifecycleSpec] {
+        guard scenarios.contains(.lifecycle) else { return [] }
+        let sizes = try (vcpuMemory?.values ?? [PageCount(1 << 18)]).map { try Check.pages($0, "--vcpu-memory", SweepLimits.vcpuMemoryPages) }
+        if let bad = sizes.first(where: { $0 % 512 != 0 }) {
+            throw BenchError.usage("--vcpu-memory: \(bad) pages is not a whole number of 2 MiB regions; accepted: multiples of 512 pages (2MiB)")
+        }
+        let iterations = try self.iterations.map { try Check.int($0, "--iterations", SweepLimits.iterations) } ?? 2
+        let writePercent = try self.writePercent.map { try Check.int($0, "--write-percent", 0...100, unit: "percent") } ?? 100
+        let policies = enablePolicy?.values ?? EnablePolicy.allCases
+        if let d = disablePolicy?.values {
+            let possible = Set(pagings.flatMap { p in policies.flatMap { DisablePolicy.policies(for: $0, paging: p.mode) } })
+            if let none = d.first(where: { !possible.contains($0) }) {
+                throw BenchError.usage("--disable-policy: \(none.rawValue) is no kernel's of the enable policies given ("
+                    + policies.map(\.rawValue).joined(separator: ", ") + "); accepted here: "
+                    + DisablePolicy.allCases.filter(possible.contains).map(\.rawValue).joined(separator: ", "))
+            }
+        }
+        if pagings.allSatisfy({ p in policies.allSatisfy { $0.era(paging: p.mode) == nil } }) {
+            throw BenchError.usage("--enable-policy: " + policies.map(\.rawValue).joined(separator: ", ")
+                + " run under --paging tdp only: eager page splitting is the TDP MMU's")
+        }
+        var out: [LifecycleSpec] = []
+        for size in sizes {
+            for p in pagings {
+                for b in backing?.values ?? [.page2M] {
+                    out.append(LifecycleSpec(paging: p, pagesPerVCPU: size, vcpus: threads, backing: b, iterations: iterations,
+                                             policies: policies, disablePolicies: disablePolicy?.values, manualProtect: manualProtect,
+                                             randomAccess: access == .random, writePercent: writePercent,
+                                             vcpusRunDuringDisable: vcpusRunDuringDisable))
+                }
+            }
+        }
+        return out
     }
 }
 
@@ -345,12 +440,17 @@ struct DirtyLogPerf: ParsableCommand {
 
 /// Runs a plan and prints what it found; the exit status says how it went.
 enum RunCommand {
-    static func execute(_ plan: RunPlan, sideBySide: Scenario? = nil) throws {
+    /// `lifecycleLines`: print dirty_log_perf_test's lines of every
+    /// lifecycle (a lifecycle-only run); else they are in lifecycle.txt.
+    static func execute(_ plan: RunPlan, sideBySide: Scenario? = nil, lifecycleLines: Bool = false) throws {
         let outcome = try BenchRun(plan: plan).run()
         let results = outcome.results
         if let s = sideBySide {
             print(Reports.sideBySide(results.rows, scenario: s))
             print("")
+        }
+        if lifecycleLines && !results.lifecycle.isEmpty {
+            print(Reports.lifecycleLines(results.lifecycle).joined(separator: "\n"))
         }
         let tables = [Reports.summary(results.crossover), Reports.successorSummary(results.crossover),
                       Reports.kernelSummary(results.crossover)].filter { !$0.isEmpty }
@@ -359,17 +459,28 @@ enum RunCommand {
         print("")
         let bad = results.unverifiedRows, badPollution = results.unverifiedPollution
         let dir = outcome.folder.path
-        print("points:    \(dir)/points.csv (\(results.rows.count) rows, " + (bad.isEmpty ? "all verified)" : "\(bad.count) NOT verified)"))
+        if !results.rows.isEmpty || results.lifecycle.isEmpty {
+            print("points:    \(dir)/points.csv (\(results.rows.count) rows, " + (bad.isEmpty ? "all verified)" : "\(bad.count) NOT verified)"))
+        }
         if !results.pollution.isEmpty {
             print("pollution: \(dir)/pollution.csv (\(results.pollution.count) rows, "
                 + (badPollution.isEmpty ? "all verified)" : "\(badPollution.count) NOT verified)"))
         }
-        print("crossover: \(dir)/crossover.csv")
+        if !results.lifecycle.isEmpty {
+            let badLife = results.unverifiedLifecycle
+            print("lifecycle: \(dir)/lifecycle.csv (\(results.lifecycle.count) phases, "
+                + (badLife.isEmpty ? "all verified), lifecycle.txt" : "\(badLife.count) NOT verified), lifecycle.txt"))
+        }
+        if !results.crossover.isEmpty { print("crossover: \(dir)/crossover.csv") }
         print("report:    \(dir)/report.md")
         if !results.skipped.isEmpty { print("skipped:   \(dir)/skipped.csv (\(results.skipped.count) entries)") }
         print(String(format: "wall time: %.1f s", outcome.seconds))
         if !results.allVerified {
-            print("\nVIOLATIONS: \(results.violations) in \(bad.count + badPollution.count) rows")
+            let badLife = results.unverifiedLifecycle
+            print("\nVIOLATIONS: \(results.violations) in \(bad.count + badPollution.count + badLife.count) rows")
+            for r in badLife.prefix(10) {
+                print("  \(r.series.label), \(r.lifecycleLabel) \(r.phase.rawValue): \(r.violationCount): " + (r.violations.first ?? ""))
+            }
             for r in bad.prefix(10) {
                 print("  \(r.series.label), \(r.strategy.name) at \(r.dirtyPages) dirty pages: \(r.violationCount): "
                     + (r.violations.first ?? ""))

@@ -29,6 +29,9 @@ enum SweepLimits {
     static let rounds = 1...64
     static let vcpuThreads = 1...16
     static let guestWorkingSetPages = 1...(1 << 18)
+    /// The lifecycle's memory per vCPU: 2 MiB to 64 GiB.
+    static let vcpuMemoryPages = 512...(1 << 24)
+    static let iterations = 1...100
 }
 
 /// Turns checked options into a plan.
@@ -54,6 +57,10 @@ enum Planner {
     static func checkMemory(_ plan: RunPlan, available: Int) throws {
         let need = plan.peakMemoryBytes
         guard need > available / 10 * 9 else { return }
+        if let l = plan.lifecycleSeries.max(by: { $0.estimatedBytes < $1.estimatedBytes }), l.estimatedBytes == need {
+            throw BenchError.usage("--vcpu-memory: a \(Bytes.pages(l.slotPages)) lifecycle guest under \(l.paging) needs about "
+                + "\(Bytes.format(need)) of memory; this machine has \(Bytes.format(available)) available")
+        }
         let worst = plan.modelSeries.max { $0.layout.estimatedBytes() < $1.layout.estimatedBytes() }!
         let option = worst.layout.vmPages > worst.layout.slotPages ? "--vm-pages" : "--slot-pages"
         throw BenchError.usage("\(option): a \(Bytes.pages(worst.layout.vmPages)) VM under \(worst.layout.paging) needs about "
@@ -61,7 +68,7 @@ enum Planner {
     }
 
     /// The plan of measurement options, model series and kernel series.
-    static func plan(_ m: MeasurementOptions, quick: Bool, series: [ModelSeriesSpec], counts: CountPlan,
+    static func plan(_ m: MeasurementOptions, quick: Bool, series: [ModelSeriesSpec], lifecycle: [LifecycleSpec] = [], counts: CountPlan,
                      memoryAvailable: Int) throws -> RunPlan {
         let (settings, kernelSettings) = try m.settings(quick: quick)
         let backend = m.backend ?? .both
@@ -75,6 +82,7 @@ enum Planner {
                                settings: settings, kernelSettings: kernelSettings,
                                kernelRequired: m.backend != nil && backend.includesKernel,
                                outputDirectory: m.output, quiet: m.quiet, verbose: m.verbose).plantingBugFromEnvironment()
+        plan.lifecycleSeries = backend.includesModel ? lifecycle : []
         plan.measuresHostExits = backend.includesKernel && series.contains { $0.scenario == .concurrent }
         try checkMemory(plan, available: memoryAvailable)
         return plan

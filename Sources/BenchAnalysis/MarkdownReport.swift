@@ -61,7 +61,8 @@ public enum RunReport {
         return ClaimAnswers(lowRatioText: lowText, nearCriterionText: nearText)
     }
 
-    public static func markdown(results outcome: RunResults, meta: RunMeta, plots: [SeriesKey: String]) -> String {
+    public static func markdown(results outcome: RunResults, meta: RunMeta, plots: [SeriesKey: String],
+                                lifecyclePlots: [LifecycleKey: String] = [:]) -> String {
         let env = meta.environment
         let cal = meta.calibration
         var md = "# Dirty-log write protection: run \(meta.runID)\n\n"
@@ -86,14 +87,16 @@ public enum RunReport {
         md += "`gbps` and `bandwidth_fraction` in points.csv set each harvest's bytes against the first; "
         md += "`ns_per_dirty_page` and `miss_latencies_per_dirty_page` set its time per dirty page against the second.\n\n"
 
-        md += "## Crossover\n\nWhere rmap stops beating slot-walk, and what the seed's rule costs against the faster of the two.\n\n"
-        md += "| series | n_used | crossover (dirty pages) | × n_used | rmap speedup at fewest | slot-walk speedup at most | seed regret max | seed regret mean |\n"
-        md += "|---|---:|---:|---:|---:|---:|---:|---:|\n"
-        for r in outcome.crossover {
-            md += "| \(r.series.label) | \(r.nUsedMMUPages) | \(r.crossoverDirtyPages.map { String(format: "%.0f", $0) } ?? "none") | "
-            md += "\(r.crossoverPerUsed.map { String(format: "%.1f", $0) } ?? "-") | "
-            md += String(format: "%.1fx at %d | %.1fx at %d | %.0f%% at %d | %.0f%% |\n", r.rmapSpeedupAtMin, r.minDirtyPages,
-                         r.slotWalkSpeedupAtMax, r.maxDirtyPages, r.seedRegretMaxPct, r.seedRegretMaxAt, r.seedRegretMeanPct)
+        if !outcome.crossover.isEmpty {
+            md += "## Crossover\n\nWhere rmap stops beating slot-walk, and what the seed's rule costs against the faster of the two.\n\n"
+            md += "| series | n_used | crossover (dirty pages) | × n_used | rmap speedup at fewest | slot-walk speedup at most | seed regret max | seed regret mean |\n"
+            md += "|---|---:|---:|---:|---:|---:|---:|---:|\n"
+            for r in outcome.crossover {
+                md += "| \(r.series.label) | \(r.nUsedMMUPages) | \(r.crossoverDirtyPages.map { String(format: "%.0f", $0) } ?? "none") | "
+                md += "\(r.crossoverPerUsed.map { String(format: "%.1f", $0) } ?? "-") | "
+                md += String(format: "%.1fx at %d | %.1fx at %d | %.0f%% at %d | %.0f%% |\n", r.rmapSpeedupAtMin, r.minDirtyPages,
+                             r.slotWalkSpeedupAtMax, r.maxDirtyPages, r.seedRegretMaxPct, r.seedRegretMaxAt, r.seedRegretMeanPct)
+            }
         }
         let successors = outcome.crossover.filter { $0.successors != nil }
         if !successors.isEmpty {
@@ -165,6 +168,7 @@ public enum RunReport {
         }
 
         md += GuestReport.section(outcome)
+        md += LifecycleReport.section(outcome, plots: lifecyclePlots)
 
         md += "\n## Series\n"
         for key in outcome.seriesKeys {

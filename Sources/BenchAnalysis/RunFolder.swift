@@ -59,7 +59,13 @@ public struct RunFolder: Sendable {
             try AtomicFile.write(Reports.pollutionTable(results.pollution).text, to: path + "/pollution.csv")
             written.insert("pollution.csv", at: 4)
         }
+        if !results.lifecycle.isEmpty {
+            try AtomicFile.write(Reports.lifecycleTable(results.lifecycle).text, to: path + "/lifecycle.csv")
+            try AtomicFile.write(Reports.lifecycleLines(results.lifecycle).joined(separator: "\n"), to: path + "/lifecycle.txt")
+            written.insert(contentsOf: ["lifecycle.csv", "lifecycle.txt"], at: 4)
+        }
         var plots: [SeriesKey: String] = [:]
+        var lifecyclePlots: [LifecycleKey: String] = [:]
         for key in results.seriesKeys {
             let svg = SVGPlot.render(series: key, rows: results.rows, crossover: results.crossover.first { $0.series == key })
             guard !svg.isEmpty else { continue }
@@ -67,11 +73,19 @@ public struct RunFolder: Sendable {
             try AtomicFile.write(svg, to: path + "/" + file)
             plots[key] = file
         }
+        for key in results.lifecycleKeys {
+            let svg = LifecyclePlot.render(series: key, rows: results.lifecycle.filter { $0.series == key })
+            guard !svg.isEmpty else { continue }
+            let file = "plot-\(key.slug).svg"
+            try AtomicFile.write(svg, to: path + "/" + file)
+            lifecyclePlots[key] = file
+        }
         var meta = meta
-        meta.files = written + plots.values.sorted()
+        meta.files = written + (Array(plots.values) + Array(lifecyclePlots.values)).sorted()
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
         try AtomicFile.write(String(decoding: try encoder.encode(meta), as: UTF8.self) + "\n", to: path + "/meta.json")
-        try AtomicFile.write(RunReport.markdown(results: results, meta: meta, plots: plots), to: path + "/report.md")
+        try AtomicFile.write(RunReport.markdown(results: results, meta: meta, plots: plots, lifecyclePlots: lifecyclePlots),
+                             to: path + "/report.md")
     }
 }

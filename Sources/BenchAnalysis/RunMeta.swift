@@ -154,6 +154,7 @@ public enum RunPhase: String, CaseIterable, Codable, Sendable {
     case timedHarvests = "timed-harvests"
     case checks = "checks"                    // the invariant after every harvest and point
     case pollution = "pollution"              // the concurrent scenario's harvest/idle pairs
+    case lifecycle = "lifecycle"              // the lifecycle's phases, its checks and restores
     case kernelSetup = "kernel-setup"         // kernel VMs, populating
     case kernelWrites = "kernel-writes"
     case kernelHarvests = "kernel-harvests"

@@ -12,6 +12,8 @@ public struct RunResults: Sendable {
     public var adaptiveFits: [AdaptiveFitReport] = []
     /// The concurrent scenario's cache pollution (pollution.csv).
     public var pollution: [PollutionRow] = []
+    /// The lifecycle scenario's phases (lifecycle.csv).
+    public var lifecycle: [LifecycleRow] = []
     /// What the concurrent scenario charged for VM exits and IPIs, when it ran.
     public var exitCosts: ExitCosts?
     /// One row per model series, from `rows`.
@@ -20,9 +22,10 @@ public struct RunResults: Sendable {
     public init(calibration: MachineCalibration) { self.calibration = calibration }
 
     /// Adds a finished series (or the finished points of an interrupted one).
-    public mutating func add(rows new: [PointRow], skipped: [SkipNote] = [], notes: [String] = [], fit: AdaptiveFitReport? = nil,
-                             pollution: [PollutionRow] = []) {
+    public mutating func add(rows new: [PointRow] = [], skipped: [SkipNote] = [], notes: [String] = [], fit: AdaptiveFitReport? = nil,
+                             pollution: [PollutionRow] = [], lifecycle: [LifecycleRow] = []) {
         rows += new
+        self.lifecycle += lifecycle
         self.pollution += pollution
         self.skipped += skipped
         for n in notes where !self.notes.contains(n) { self.notes.append(n) }
@@ -37,11 +40,21 @@ public struct RunResults: Sendable {
         return keys
     }
 
-    public var violations: Int { rows.reduce(0) { $0 + $1.violationCount } + pollution.reduce(0) { $0 + $1.violationCount } }
+    public var violations: Int {
+        rows.reduce(0) { $0 + $1.violationCount } + pollution.reduce(0) { $0 + $1.violationCount } + lifecycle.reduce(0) { $0 + $1.violationCount }
+    }
     public var unverifiedRows: [PointRow] { rows.filter { !$0.verified } }
     public var unverifiedPollution: [PollutionRow] { pollution.filter { !$0.verified } }
+    public var unverifiedLifecycle: [LifecycleRow] { lifecycle.filter { !$0.verified } }
     /// Every row of every file verified.
-    public var allVerified: Bool { unverifiedRows.isEmpty && unverifiedPollution.isEmpty }
+    public var allVerified: Bool { unverifiedRows.isEmpty && unverifiedPollution.isEmpty && unverifiedLifecycle.isEmpty }
+
+    /// The lifecycle series in the order they ran.
+    public var lifecycleKeys: [LifecycleKey] {
+        var keys: [LifecycleKey] = []
+        for r in lifecycle where !keys.contains(r.series) { keys.append(r.series) }
+        return keys
+    }
 }
 
 /// The adaptive rule's constants for one series as report.md shows them.

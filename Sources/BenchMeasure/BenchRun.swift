@@ -8,6 +8,8 @@ import ShadowMMU
 public struct RunPlan: Sendable {
     public var modelSeries: [ModelSeriesSpec]
     public var kernelSeries: [KernelSeriesSpec]
+    /// The lifecycle scenario's series, run after the others.
+    public var lifecycleSeries: [LifecycleSpec] = []
     public var settings: MeasureSettings
     public var kernelSettings: KernelSettings
     /// Whether the kernel was asked for by name (`--backend kvm|both`): then
@@ -44,10 +46,12 @@ public struct RunPlan: Sendable {
     /// VM, the workload of its largest point, the eviction buffer.
     public var peakMemoryBytes: Int {
         let evict = settings.cache.evicts ? CacheGeometry.fullEvictionBytes : 0
-        return (modelSeries.map { s in
-            s.layout.estimatedBytes(vcpus: settings.vcpus, ringEntries: settings.ringEntries)
-                + s.layout.slotPages * (4 + 8 + 8) + DirtyBitmap.words(pages: s.layout.slotPages) * 8
-        }.max() ?? 0) + evict
+        let model = modelSeries.map { s -> Int in
+            let vm: Int = s.layout.estimatedBytes(vcpus: settings.vcpus, ringEntries: settings.ringEntries)
+            let workload: Int = s.layout.slotPages * (4 + 8 + 8) + DirtyBitmap.words(pages: s.layout.slotPages) * 8
+            return vm + workload
+        }.max() ?? 0
+        return max(model + evict, lifecycleSeries.map(\.estimatedBytes).max() ?? 0)
     }
 
     /// The order series run in: each kernel series right after the model
@@ -64,17 +68,19 @@ public struct RunPlan: Sendable {
             out.append(.model(m))
             while let i = pending.firstIndex(where: { $0.key == m.key }) { out.append(.kernel(pending.remove(at: i))) }
         }
-        return out + pending.map(Job.kernel)
+        return out + pending.map(Job.kernel) + lifecycleSeries.map(Job.lifecycle)
     }
 
     enum Job {
         case model(ModelSeriesSpec)
         case kernel(KernelSeriesSpec)
+        case lifecycle(LifecycleSpec)
 
         var label: String {
             switch self {
             case .model(let s): s.key.label
             case .kernel(let s): s.key.label + " (kvm)"
+            case .lifecycle(let s): s.key.label
             }
         }
     }
@@ -160,7 +166,7 @@ public final class BenchRun {
         }
         var results = RunResults(calibration: calibration)
         results.add(rows: [], skipped: skipped, notes: notes)
-        if plan.modelSeries.contains(where: { $0.scenario == .concurrent }) {
+        if plan.modelSeries.contains(where: { $0.scenario == .concurrent }) || !plan.lifecycleSeries.isEmpty {
             var costs = plan.settings.exitCosts
             if plan.measuresHostExits { Self.measureHostExit(device: device, into: &costs) }
             results.exitCosts = costs
@@ -175,6 +181,10 @@ public final class BenchRun {
             case .kernel(let s):
                 let w = s.counts.reduce(0.0) { $0 + Progress.weight(dirtyPages: $1 * 64, nUsedMMUPages: 0) } / Double(max(1, s.counts.count))
                 return (job.label, s.counts.count, w * Double(plan.kernelSettings.strategies.count))
+            case .lifecycle(let s):
+                // A lifecycle: about one pass of faults per iteration and the populate.
+                let n = LifecycleSeries(spec: s, settings: settings, progress: progress).lifecycles.runs.count
+                return (job.label, n, Double(s.iterations + 2) * Double(s.slotPages) / 2048)
             }
         })
         phases.add(.startup, MonotonicClock.seconds(since: began))
@@ -192,7 +202,9 @@ public final class BenchRun {
                            cache: plan.settings.cache, seed: plan.settings.seed,
                            kvmReps: plan.kernelSettings.repetitions.fixed ?? plan.kernelSettings.repetitions.maximum,
                            kvmBudgetSeconds: plan.kernelSettings.budgetSeconds,
-                           rows: results.rows.count, rowsVerified: results.rows.filter(\.verified).count, violations: results.violations,
+                           rows: results.rows.count + results.lifecycle.count,
+                           rowsVerified: results.rows.filter(\.verified).count + results.lifecycle.filter(\.verified).count,
+                           violations: results.violations,
                            rowsNoisy: results.rows.filter { $0.summary.noisy }.count, noisyMADFraction: SampleSummary.noisyMADFraction,
                            phases: p, interrupted: interruption, exitCosts: results.exitCosts, files: [])
         }
@@ -210,6 +222,7 @@ public final class BenchRun {
             progress.beginSeries(i)
             let t0 = MonotonicClock.now()
             var new: [PointRow] = []
+            var newLabel: String?
             var seriesPhases = PhaseTimes()
             var stoppedAt: String?
             switch job {
@@ -246,6 +259,19 @@ public final class BenchRun {
                     results.add(rows: [], skipped: [SkipNote(series: spec.key.label, backend: .kvm, reason: "\(e)")])
                     progress.note("kvm \(spec.key.label): \(e)")
                 }
+            case .lifecycle(let spec):
+                let series = LifecycleSeries(spec: spec, settings: settings, progress: progress)
+                #if DEBUG
+                series.plantedBug = plan.plantedBug
+                #endif
+                let outcome = try series.run()
+                seriesPhases = outcome.phases
+                stoppedAt = outcome.interruptedAt
+                for s in outcome.skipped { progress.note(s.line) }
+                results.add(skipped: outcome.skipped, lifecycle: outcome.rows)
+                let bad = outcome.rows.filter { !$0.verified }
+                newLabel = "\(Set(outcome.rows.map(\.lifecycleLabel)).count) lifecycles, " + (outcome.rows.isEmpty ? "nothing measured"
+                    : bad.isEmpty ? "all verified" : "\(bad.count) phases NOT verified (\(bad.reduce(0) { $0 + $1.violationCount }) violations)")
             }
             phases.merge(seriesPhases)
             if let at = stoppedAt, let s = Termination.requested {
@@ -254,9 +280,10 @@ public final class BenchRun {
             try write()
             let bad = new.filter { !$0.verified }
             let seconds = String(format: "%.1f", MonotonicClock.seconds(since: t0))
-            progress.note("[\(i + 1)/\(jobs.count)] \(job.label): \(Set(new.map(\.dirtyPages)).count) points in \(seconds) s, "
+            progress.note("[\(i + 1)/\(jobs.count)] \(job.label): " + (newLabel.map { "\($0) in \(seconds) s" }
+                ?? "\(Set(new.map(\.dirtyPages)).count) points in \(seconds) s, "
                 + (new.isEmpty ? "nothing measured" : bad.isEmpty ? "all verified"
-                    : "\(bad.count) rows NOT verified (\(bad.reduce(0) { $0 + $1.violationCount }) violations)"))
+                    : "\(bad.count) rows NOT verified (\(bad.reduce(0) { $0 + $1.violationCount }) violations)")))
             if progress.verbose {
                 progress.note("    " + RunPhase.allCases.filter { seriesPhases[$0] >= 0.05 }
                     .map { String(format: "%@ %.1f s", $0.rawValue, seriesPhases[$0]) }.joined(separator: ", "))

@@ -15,6 +15,9 @@ public enum PlantedBug: String, CaseIterable, Sendable {
     /// nothing: their TLBs keep writable translations of the sptes the
     /// harvest protected (the concurrent scenario).
     case skipFlush = "skip-flush"
+    /// Enabling logging leaves large leaves as they were (the lifecycle):
+    /// neither dropped, nor write-protected, nor split.
+    case largeLeafWritable = "large-leaf-writable"
 
     public static let environmentVariable = "DIRTY_LOG_BENCH_PLANTED_BUG"
 
@@ -22,7 +25,7 @@ public enum PlantedBug: String, CaseIterable, Sendable {
     /// inside the timed region, right after the harvest.
     func strike(_ vm: VirtualMachine, handedOut: UnsafeMutablePointer<UInt64>) {
         switch self {
-        case .skipFlush:
+        case .skipFlush, .largeLeafWritable:
             return
         case .skipOneSPTE:
             vm.withMMU { mmu in

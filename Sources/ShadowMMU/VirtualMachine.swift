@@ -43,6 +43,9 @@ public struct VMState {
     /// A planted bug (`BenchMeasure.PlantedBug.skipFlush`): flushes are
     /// counted but not sent. Debug builds only.
     public var skipFlushes = false
+    /// A planted bug (`BenchMeasure.PlantedBug.largeLeafWritable`): the
+    /// walks that enable logging pass large leaves by. Debug builds only.
+    public var leaveLargeLeavesWritable = false
     #endif
     /// Head of `active_mmu_pages` (the newest page), -1 when empty.
     public var activeHead: Int32 = -1

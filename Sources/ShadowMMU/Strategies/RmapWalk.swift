@@ -22,7 +22,7 @@ extension MMU {
             var i = 0
             while i < n {
                 let word = rmap[i]
-                if word != 0 { rmapClearBit(word, SPTE.writable, visited: &visited, protected: &protected) }
+                if word != 0 && !(level > 1 && plantedLeaveLarge) { rmapClearBit(word, SPTE.writable, visited: &visited, protected: &protected) }
                 heads &+= 1
                 if mmuLockContended() {
                     yields &+= 1

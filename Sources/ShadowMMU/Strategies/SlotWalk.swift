@@ -31,8 +31,10 @@ extension MMU {
                     let spte = pt[i]
                     if isShadowPresentSPTE(spte) && isLastSPTE(spte, level: level) {
                         if isLargeSPTE(spte) {
-                            dropLargeSPTE(pt + i, gfn: pages.gfn(ofPage: p, index: i), level: level)
-                            dropped &+= 1
+                            if !plantedLeaveLarge {
+                                dropLargeSPTE(pt + i, gfn: pages.gfn(ofPage: p, index: i), level: level)
+                                dropped &+= 1
+                            }
                         } else if spteWriteProtect(pt + i, spte) != 0 {
                             protected &+= 1
                         }

@@ -99,6 +99,7 @@ struct TDPWalker {
     @inline(__always)
     mutating func protect(_ p: UnsafeMutablePointer<UInt64>) {
         let spte = p.pointee
+        if isLargeSPTE(spte) && mmu.plantedLeaveLarge { return }
         guard isShadowPresentSPTE(spte), mmu.spteWriteProtect(p, spte, shared: shared) != 0 else { return }
         protected &+= 1
     }
