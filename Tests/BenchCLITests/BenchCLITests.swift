@@ -281,6 +281,43 @@ import Testing
     }
     #endif
 
+    /// The lifecycle from the command line: dirty_log_perf_test's lines
+    /// for each lifecycle, lifecycle.csv with every phase verified, under
+    /// both paging modes; options that need it refused without it.
+    @Test func aLifecycleRunPrintsTheTestsLines() throws {
+        let dir = scratch + "/lifecycle"
+        let r = try bench(["--scenario", "lifecycle", "--vcpu-memory", "16MiB", "--backing", "2m", "--quiet", "--output", dir])
+        #expect(r.status == 0, "\(r.stdout)\(r.stderr)")
+        for line in ["Populate memory time: ", "Enabling dirty logging time: ", "Iteration 2 dirty memory time: ",
+                     "Iteration 1 get dirty log time: ", "Iteration 1 clear dirty log time: ", "Disabling dirty logging time: ",
+                     "Get dirty log over 2 iterations took "] {
+            #expect(r.stdout.contains(line), "\(line)")
+        }
+        #expect(r.stdout.contains("lifecycle 16MiB tdp 2m 1 vCPU: eager-split") && r.stdout.contains("lifecycle 16MiB shadow×2 2m 1 vCPU: drop"))
+        #expect(r.stdout.contains("phases, all verified), lifecycle.txt"), "\(r.stdout)")
+        let run = try FileManager.default.contentsOfDirectory(atPath: dir).sorted().last!
+        let csv = try String(contentsOfFile: dir + "/" + run + "/lifecycle.csv", encoding: .utf8)
+        #expect(csv.hasPrefix("series,paging,") && csv.contains(",recover,") && csv.contains(",wrprot-walk,"))
+        let bad = try bench(["--scenario", "threshold", "--backing", "2m", "--output", scratch + "/never"])
+        #expect(bad.status == 64 && bad.stderr.contains("--backing: applies to --scenario lifecycle only"), "\(bad.stderr)")
+        let shadow = try bench(["--scenario", "lifecycle", "--paging", "shadow", "--enable-policy", "eager-split", "--output", scratch + "/never"])
+        #expect(shadow.status == 64 && shadow.stderr.contains("under --paging tdp only"), "\(shadow.stderr)")
+        let odd = try bench(["--scenario", "lifecycle", "--vcpu-memory", "3MiB", "--output", scratch + "/never"])
+        #expect(odd.status == 64 && odd.stderr.contains("--vcpu-memory: 768 pages is not a whole number of 2 MiB regions"), "\(odd.stderr)")
+    }
+
+    #if DEBUG
+    /// The lifecycle's planted bug: enabling logging leaves large leaves
+    /// writable; the enable phases are unverified and the run exits 1.
+    @Test func aLargeLeafLeftWritableFailsALifecycleRun() throws {
+        let r = try bench(["--scenario", "lifecycle", "--vcpu-memory", "16MiB", "--paging", "tdp", "--enable-policy", "wrprot",
+                           "--quiet", "--output", scratch + "/largeleaf"],
+                          environment: ["DIRTY_LOG_BENCH_PLANTED_BUG": "large-leaf-writable"])
+        #expect(r.status == 1, "\(r.stdout)\(r.stderr)")
+        #expect(r.stdout.contains("NOT verified") && r.stdout.contains("enable: ") && r.stdout.contains("writable 2 MiB leaf"), "\(r.stdout)")
+    }
+    #endif
+
     @Test func aTinyRunPrintsTheSummaryAndPaths() throws {
         let dir = scratch + "/tiny"
         let r = try bench(["--slot-pages", "1024", "--reps", "2", "--cache", "warm", "--quiet", "--output", dir])
