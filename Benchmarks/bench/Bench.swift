@@ -185,7 +185,8 @@ struct Bench: ParsableCommand {
 
     func run() throws {
         let plan = try plan(memoryAvailable: SystemMemory.availableBytes)
-        try RunCommand.execute(plan, lifecycleLines: plan.modelSeries.isEmpty && !plan.lifecycleSeries.isEmpty)
+        try RunCommand.execute(plan, lifecycleLines: plan.modelSeries.isEmpty && plan.kernelSeries.isEmpty
+            && !(plan.lifecycleSeries.isEmpty && plan.kernelLifecycleSeries.isEmpty))
     }
 
     /// The sweep's own options that were given, by name: what a preset does not take.
@@ -449,8 +450,8 @@ enum RunCommand {
             print(Reports.sideBySide(results.rows, scenario: s))
             print("")
         }
-        if lifecycleLines && !results.lifecycle.isEmpty {
-            print(Reports.lifecycleLines(results.lifecycle).joined(separator: "\n"))
+        if lifecycleLines {
+            print((Reports.lifecycleLines(results.lifecycle) + Reports.kernelLifecycleLines(results.kernelLifecycle)).joined(separator: "\n"))
         }
         let tables = [Reports.summary(results.crossover), Reports.successorSummary(results.crossover),
                       Reports.kernelSummary(results.crossover)].filter { !$0.isEmpty }
@@ -466,6 +467,7 @@ enum RunCommand {
             print("pollution: \(dir)/pollution.csv (\(results.pollution.count) rows, "
                 + (badPollution.isEmpty ? "all verified)" : "\(badPollution.count) NOT verified)"))
         }
+        if !results.kernelLifecycle.isEmpty { print("kvm:       \(dir)/lifecycle-kvm.csv (\(results.kernelLifecycle.count) phases)") }
         if !results.lifecycle.isEmpty {
             let badLife = results.unverifiedLifecycle
             print("lifecycle: \(dir)/lifecycle.csv (\(results.lifecycle.count) phases, "

@@ -83,6 +83,13 @@ enum Planner {
                                kernelRequired: m.backend != nil && backend.includesKernel,
                                outputDirectory: m.output, quiet: m.quiet, verbose: m.verbose).plantingBugFromEnvironment()
         plan.lifecycleSeries = backend.includesModel ? lifecycle : []
+        // The kernel's lifecycle beside each size and backing, once: the host decides its own paging.
+        if backend.includesKernel {
+            for l in lifecycle where l.paging == .tdp
+                && !plan.kernelLifecycleSeries.contains(where: { $0.slotPages == l.slotPages && $0.backing == l.backing }) {
+                plan.kernelLifecycleSeries.append(l)
+            }
+        }
         plan.measuresHostExits = backend.includesKernel && series.contains { $0.scenario == .concurrent }
         try checkMemory(plan, available: memoryAvailable)
         return plan

@@ -197,3 +197,74 @@ extension Reports {
         return out
     }
 }
+
+/// One phase of the kernel's lifecycle (lifecycle-kvm.csv): the host's own
+/// enable and disable, whatever its version does, timed through /dev/kvm.
+public struct KernelLifecycleRow: Sendable {
+    public var series: LifecycleKey
+    /// kvm-get (KVM_GET_DIRTY_LOG re-protects) or kvm-get+clear (manual
+    /// protect with initially-set: KVM_CLEAR_DIRTY_LOG protects).
+    public var mode: KernelStrategy
+    public var phase: LifecyclePhase
+    public var iteration: Int?
+    public var ns: Double
+    /// After the phase, from the VM's binary statistics; nil where the
+    /// kernel has none.
+    public var pages4K: Int?
+    public var pages2M: Int?
+    public var pages1G: Int?
+    /// The kernel ran the guest through its instruction emulator: no spte
+    /// was built, the phases time its bookkeeping only.
+    public var emulated = false
+
+    public init(series: LifecycleKey, mode: KernelStrategy, phase: LifecyclePhase, iteration: Int? = nil, ns: Double) {
+        self.series = series
+        self.mode = mode
+        self.phase = phase
+        self.iteration = iteration
+        self.ns = ns
+    }
+}
+
+extension Reports {
+    public static let kernelLifecycleColumns = ["series", "slot_pages", "backing", "mode", "phase", "iteration", "ns",
+                                                "pages_4k", "pages_2m", "pages_1g", "emulated"]
+
+    public static func kernelLifecycleTable(_ rows: [KernelLifecycleRow]) -> CSVTable {
+        var t = CSVTable(columns: kernelLifecycleColumns)
+        for r in rows {
+            t.append([r.series.label + " (kvm)", "\(r.series.slotPages)", r.series.backing.rawValue, r.mode.rawValue, r.phase.rawValue,
+                      r.iteration.map { "\($0)" } ?? "", fmt(r.ns, 0), r.pages4K.map { "\($0)" } ?? "", r.pages2M.map { "\($0)" } ?? "",
+                      r.pages1G.map { "\($0)" } ?? "", r.emulated ? "1" : "0"])
+        }
+        return t
+    }
+
+    /// dirty_log_perf_test's lines for the kernel's lifecycles.
+    public static func kernelLifecycleLines(_ rows: [KernelLifecycleRow]) -> [String] {
+        var out: [String] = []
+        var keys: [String] = []
+        for r in rows where !keys.contains(r.series.label + r.mode.rawValue) { keys.append(r.series.label + r.mode.rawValue) }
+        for k in keys {
+            let rs = rows.filter { $0.series.label + $0.mode.rawValue == k }
+            out.append("\(rs[0].series.label) (kvm): \(rs[0].mode.rawValue)" + (rs[0].emulated ? ", guest emulated: no spte built" : ""))
+            func stats(_ r: KernelLifecycleRow) -> String {
+                guard let a = r.pages4K, let b = r.pages2M, let c = r.pages1G else { return "" }
+                return "  [4K \(a) 2M \(b) 1G \(c)]"
+            }
+            for r in rs {
+                switch r.phase {
+                case .populate: out.append("Populate memory time: \(seconds9(r.ns))" + stats(r))
+                case .enable: out.append("Enabling dirty logging time: \(seconds9(r.ns))" + stats(r))
+                case .dirty: out.append("Iteration \(r.iteration ?? 0) dirty memory time: \(seconds9(r.ns))" + stats(r))
+                case .get: out.append("Iteration \(r.iteration ?? 0) get dirty log time: \(seconds9(r.ns))" + stats(r))
+                case .clear: out.append("Iteration \(r.iteration ?? 0) clear dirty log time: \(seconds9(r.ns))" + stats(r))
+                case .disable: out.append("Disabling dirty logging time: \(seconds9(r.ns))" + stats(r))
+                case .refault: out.append("  next pass \(seconds9(r.ns))" + stats(r))
+                }
+            }
+            out.append("")
+        }
+        return out
+    }
+}

@@ -96,7 +96,7 @@ public enum LifecycleReport {
     ]
 
     public static func section(_ results: RunResults, plots: [LifecycleKey: String]) -> String {
-        guard !results.lifecycle.isEmpty else { return "" }
+        guard !results.lifecycle.isEmpty || !results.kernelLifecycle.isEmpty else { return "" }
         var md = "\n## The lifecycle\n\n"
         md += "Dirty logging turned on, harvested and turned off on a huge-page guest, each phase timed once as "
         md += "dirty_log_perf_test times it (`lifecycle.txt` has the test's own lines; `lifecycle.csv` every figure). "
@@ -116,7 +116,33 @@ public enum LifecycleReport {
                 md += "- **\(r.lifecycleLabel) \(LifecyclePlot.label(r)): \(r.violationCount) violation(s)**: \(r.violations.joined(separator: "; "))\n"
             }
         }
+        md += kernelSection(results)
         md += publishedSection(results)
+        return md
+    }
+
+    /// The host kernel's own lifecycle beside the model's.
+    static func kernelSection(_ results: RunResults) -> String {
+        let rows = results.kernelLifecycle
+        guard !rows.isEmpty else { return "" }
+        var md = "\n### The kernel beside it\n\n"
+        md += "This host's KVM, through /dev/kvm: the guest's memory of the same size and backing, its own enable and disable, "
+        md += "in its two modes; one vCPU, stopped while logging is disabled. pages_4k/2m/1g from the VM's binary statistics "
+        md += "after each phase. Where the kernel emulates the guest no spte is built, and the figures are its bookkeeping's.\n\n"
+        md += "| series | mode | populate | enable | iteration 1 dirty | get 1 | clear 1 | disable | next pass | leaves after disable (4K/2M/1G) |\n"
+        md += "|---|---|---:|---:|---:|---:|---:|---:|---:|---|\n"
+        var keys: [String] = []
+        for r in rows where !keys.contains(r.series.label + r.mode.rawValue) { keys.append(r.series.label + r.mode.rawValue) }
+        for k in keys {
+            let rs = rows.filter { $0.series.label + $0.mode.rawValue == k }
+            func d(_ p: LifecyclePhase, _ i: Int? = nil) -> String {
+                rs.first { $0.phase == p && (i == nil || $0.iteration == i) }.map { Reports.duration($0.ns) } ?? "-"
+            }
+            let dis = rs.first { $0.phase == .disable }
+            let leaves = dis.flatMap { r in r.pages4K.map { "\($0)/\(r.pages2M ?? 0)/\(r.pages1G ?? 0)" } } ?? "-"
+            md += "| \(rs[0].series.label) (kvm)\(rs[0].emulated ? ", emulated" : "") | \(rs[0].mode.rawValue) | \(d(.populate)) | \(d(.enable)) | "
+            md += "\(d(.dirty, 1)) | \(d(.get, 1)) | \(d(.clear, 1)) | \(d(.disable)) | \(d(.refault)) | \(leaves) |\n"
+        }
         return md
     }
 

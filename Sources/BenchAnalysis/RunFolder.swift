@@ -59,10 +59,15 @@ public struct RunFolder: Sendable {
             try AtomicFile.write(Reports.pollutionTable(results.pollution).text, to: path + "/pollution.csv")
             written.insert("pollution.csv", at: 4)
         }
-        if !results.lifecycle.isEmpty {
+        if !results.lifecycle.isEmpty || !results.kernelLifecycle.isEmpty {
             try AtomicFile.write(Reports.lifecycleTable(results.lifecycle).text, to: path + "/lifecycle.csv")
-            try AtomicFile.write(Reports.lifecycleLines(results.lifecycle).joined(separator: "\n"), to: path + "/lifecycle.txt")
+            let lines = Reports.lifecycleLines(results.lifecycle) + Reports.kernelLifecycleLines(results.kernelLifecycle)
+            try AtomicFile.write(lines.joined(separator: "\n"), to: path + "/lifecycle.txt")
             written.insert(contentsOf: ["lifecycle.csv", "lifecycle.txt"], at: 4)
+        }
+        if !results.kernelLifecycle.isEmpty {
+            try AtomicFile.write(Reports.kernelLifecycleTable(results.kernelLifecycle).text, to: path + "/lifecycle-kvm.csv")
+            written.insert("lifecycle-kvm.csv", at: 4)
         }
         var plots: [SeriesKey: String] = [:]
         var lifecyclePlots: [LifecycleKey: String] = [:]

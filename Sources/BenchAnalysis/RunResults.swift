@@ -12,8 +12,9 @@ public struct RunResults: Sendable {
     public var adaptiveFits: [AdaptiveFitReport] = []
     /// The concurrent scenario's cache pollution (pollution.csv).
     public var pollution: [PollutionRow] = []
-    /// The lifecycle scenario's phases (lifecycle.csv).
+    /// The lifecycle scenario's phases (lifecycle.csv), and the kernel's (lifecycle-kvm.csv).
     public var lifecycle: [LifecycleRow] = []
+    public var kernelLifecycle: [KernelLifecycleRow] = []
     /// What the concurrent scenario charged for VM exits and IPIs, when it ran.
     public var exitCosts: ExitCosts?
     /// One row per model series, from `rows`.
@@ -23,9 +24,10 @@ public struct RunResults: Sendable {
 
     /// Adds a finished series (or the finished points of an interrupted one).
     public mutating func add(rows new: [PointRow] = [], skipped: [SkipNote] = [], notes: [String] = [], fit: AdaptiveFitReport? = nil,
-                             pollution: [PollutionRow] = [], lifecycle: [LifecycleRow] = []) {
+                             pollution: [PollutionRow] = [], lifecycle: [LifecycleRow] = [], kernelLifecycle: [KernelLifecycleRow] = []) {
         rows += new
         self.lifecycle += lifecycle
+        self.kernelLifecycle += kernelLifecycle
         self.pollution += pollution
         self.skipped += skipped
         for n in notes where !self.notes.contains(n) { self.notes.append(n) }

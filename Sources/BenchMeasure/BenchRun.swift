@@ -8,8 +8,10 @@ import ShadowMMU
 public struct RunPlan: Sendable {
     public var modelSeries: [ModelSeriesSpec]
     public var kernelSeries: [KernelSeriesSpec]
-    /// The lifecycle scenario's series, run after the others.
+    /// The lifecycle scenario's series, run after the others, and the
+    /// kernel's beside the two-dimensional-paging ones.
     public var lifecycleSeries: [LifecycleSpec] = []
+    public var kernelLifecycleSeries: [LifecycleSpec] = []
     public var settings: MeasureSettings
     public var kernelSettings: KernelSettings
     /// Whether the kernel was asked for by name (`--backend kvm|both`): then
@@ -68,19 +70,36 @@ public struct RunPlan: Sendable {
             out.append(.model(m))
             while let i = pending.firstIndex(where: { $0.key == m.key }) { out.append(.kernel(pending.remove(at: i))) }
         }
-        return out + pending.map(Job.kernel) + lifecycleSeries.map(Job.lifecycle)
+        var lifecycles: [Job] = []
+        var kernelPending = kernelLifecycleSeries
+        for l in lifecycleSeries {
+            lifecycles.append(.lifecycle(l))
+            if let i = kernelPending.firstIndex(where: { $0.slotPages == l.slotPages && $0.backing == l.backing }) {
+                lifecycles.append(.kernelLifecycle(kernelPending.remove(at: i)))
+            }
+        }
+        return out + pending.map(Job.kernel) + lifecycles + kernelPending.map(Job.kernelLifecycle)
     }
 
     enum Job {
         case model(ModelSeriesSpec)
         case kernel(KernelSeriesSpec)
         case lifecycle(LifecycleSpec)
+        case kernelLifecycle(LifecycleSpec)
 
         var label: String {
             switch self {
             case .model(let s): s.key.label
             case .kernel(let s): s.key.label + " (kvm)"
             case .lifecycle(let s): s.key.label
+            case .kernelLifecycle(let s): s.key.label + " (kvm)"
+            }
+        }
+
+        var isKernel: Bool {
+            switch self {
+            case .kernel, .kernelLifecycle: true
+            default: false
             }
         }
     }
@@ -133,7 +152,7 @@ public final class BenchRun {
         var notes: [String] = plan.notes
         var skipped: [SkipNote] = []
         var device: KVMDevice? = nil
-        if !plan.kernelSeries.isEmpty {
+        if !plan.kernelSeries.isEmpty || !plan.kernelLifecycleSeries.isEmpty {
             do {
                 device = try KVMDevice()
                 notes.append("kvm: \(KVMDevice.path): \(device!.summary)")
@@ -141,10 +160,11 @@ public final class BenchRun {
                 if plan.kernelRequired { throw BenchError.unavailable("--backend: \(error)") }
                 notes.append("kvm: \(error); the model runs alone")
                 for k in plan.kernelSeries { skipped.append(SkipNote(series: k.key.label, backend: .kvm, reason: "\(error)")) }
+                for k in plan.kernelLifecycleSeries { skipped.append(SkipNote(series: k.key.label + " (kvm)", backend: .kvm, reason: "\(error)")) }
             }
         }
         for n in notes { progress.note(n) }
-        let jobs = plan.jobs.filter { if case .kernel = $0 { return device != nil } else { return true } }
+        let jobs = plan.jobs.filter { !$0.isKernel || device != nil }
         progress.note("calibrating: sequential read bandwidth and cache-miss latency ...")
         var calibration = MachineProbe.measure()
         var settings = plan.settings
@@ -185,6 +205,8 @@ public final class BenchRun {
                 // A lifecycle: about one pass of faults per iteration and the populate.
                 let n = LifecycleSeries(spec: s, settings: settings, progress: progress).lifecycles.runs.count
                 return (job.label, n, Double(s.iterations + 2) * Double(s.slotPages) / 2048)
+            case .kernelLifecycle(let s):
+                return (job.label, 2, Double(s.iterations + 2) * Double(s.slotPages) / 2048)
             }
         })
         phases.add(.startup, MonotonicClock.seconds(since: began))
@@ -272,6 +294,20 @@ public final class BenchRun {
                 let bad = outcome.rows.filter { !$0.verified }
                 newLabel = "\(Set(outcome.rows.map(\.lifecycleLabel)).count) lifecycles, " + (outcome.rows.isEmpty ? "nothing measured"
                     : bad.isEmpty ? "all verified" : "\(bad.count) phases NOT verified (\(bad.reduce(0) { $0 + $1.violationCount }) violations)")
+            case .kernelLifecycle(let spec):
+                let series = KernelLifecycleSeries(spec: spec, settings: plan.kernelSettings, progress: progress)
+                do {
+                    let outcome = try series.run(device: device!)
+                    seriesPhases = outcome.phases
+                    for n in outcome.notes where !results.notes.contains(n) { progress.note(n) }
+                    for s in outcome.skipped { progress.note(s.line) }
+                    results.add(skipped: outcome.skipped, notes: outcome.notes, kernelLifecycle: outcome.rows)
+                    newLabel = "\(Set(outcome.rows.map(\.mode)).count) lifecycles"
+                } catch let e as KVMError {
+                    results.add(skipped: [SkipNote(series: spec.key.label + " (kvm)", backend: .kvm, reason: "\(e)")])
+                    progress.note("kvm \(spec.key.label): \(e)")
+                    newLabel = "failed"
+                }
             }
             phases.merge(seriesPhases)
             if let at = stoppedAt, let s = Termination.requested {

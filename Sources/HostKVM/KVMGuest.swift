@@ -53,12 +53,33 @@ public final class KVMGuest {
     /// Chunk of host memory mapped repeatedly over the guest's slots.
     static let memfdBytes = 8 << 20
 
+    /// The lifecycle's guest: memory of its own backed by `backing` (anonymous
+    /// memory with MADV_HUGEPAGE for 2 MiB, hugetlbfs 1 GiB pages for 1 GiB,
+    /// MADV_NOHUGEPAGE for 4 KiB), not populated, not logging: the caller
+    /// times each phase (`writeEveryPage`, `setDirtyLogging`, ...).
+    public let backing: Backing?
+
     /// The guest memory of a VM of `vmPages` pages whose first `slotPages`
     /// form the measured slot. Throws `.invalidSetup` before any ioctl when
     /// the sizes make no sense, and `.missingCapability` when a ring is asked
     /// for and not offered.
-    public init(device: KVMDevice, slotPages: Int, vmPages: Int? = nil, ringEntries: Int = 0) throws {
+    public convenience init(device: KVMDevice, slotPages: Int, vmPages: Int? = nil, ringEntries: Int = 0) throws {
+        try self.init(device: device, slotPages: slotPages, vmPages: vmPages, ringEntries: ringEntries, backing: nil)
+    }
+
+    /// The lifecycle's guest of `slotPages` pages backed by `backing`
+    /// (see `backing`). Throws `.invalidSetup` before any ioctl for a slot
+    /// that is not a whole number of host pages.
+    public convenience init(device: KVMDevice, lifecyclePages slotPages: Int, backing: Backing) throws {
+        guard slotPages % backing.pages == 0 else {
+            throw KVMError.invalidSetup("a slot of \(slotPages) pages is not a whole number of \(backing.label) pages")
+        }
+        try self.init(device: device, slotPages: slotPages, vmPages: nil, ringEntries: 0, backing: backing)
+    }
+
+    private init(device: KVMDevice, slotPages: Int, vmPages: Int?, ringEntries: Int, backing: Backing?) throws {
         let vmPages = vmPages ?? slotPages
+        self.backing = backing
         guard slotPages > 0 else { throw KVMError.invalidSetup("a slot of \(slotPages) pages: it needs at least one") }
         guard vmPages >= slotPages else {
             throw KVMError.invalidSetup("a VM of \(vmPages) pages cannot hold a slot of \(slotPages)")
@@ -94,7 +115,7 @@ public final class KVMGuest {
         if let r = run { munmap(r, runSize) }
         try? vcpuFD?.close()
         try? vmFD?.close()
-        if let g = guestRange { munmap(g, guestRangeBytes) }
+        if let m = guestMapping { munmap(m, guestMappingBytes) } else if let g = guestRange { munmap(g, guestRangeBytes) }
         if let c = code { munmap(c, codeBytes) }
         try? memFD?.close()
         bitmap.deallocate()
@@ -118,7 +139,11 @@ public final class KVMGuest {
             throw KVMError.systemCall(name: "ftruncate(memfd)", errno: e)
         }
         guestRangeBytes = vmPages * Int(GuestLayout.pageSize)
-        guestRange = try reserveGuestRange(bytes: guestRangeBytes)
+        if let b = backing {
+            guestRange = try mapBackedRange(bytes: guestRangeBytes, backing: b)
+        } else {
+            guestRange = try reserveGuestRange(bytes: guestRangeBytes)
+        }
         let base = GuestLayout.slotGPA(mode)
         try setRegion(slot: GuestLayout.measuredSlot, gpa: base, bytes: slotPages * 4096, host: guestRange!, flags: 0)
         if vmPages > slotPages {
@@ -139,6 +164,7 @@ public final class KVMGuest {
         try setCPUID()
         try setSegments()
         writeProgram()
+        guard backing == nil else { return }
 
         try populate()
         try setRegion(slot: GuestLayout.measuredSlot, gpa: base, bytes: slotPages * 4096, host: guestRange!,
@@ -189,6 +215,35 @@ public final class KVMGuest {
         guard let p, p != MAP_FAILED else { throw KVMError.systemCall(name: name, errno: .current) }
         return p
     }
+
+    /// The lifecycle's guest memory: anonymous, aligned to the host page
+    /// size and advised to be backed by it (THP for 2 MiB), or hugetlbfs
+    /// 1 GiB pages, which the host must have reserved.
+    private func mapBackedRange(bytes: Int, backing: Backing) throws -> UnsafeMutableRawPointer {
+        if backing == .page1G {
+            let p = mmap(nil, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | ck_map_hugetlb_1gb(), -1, 0)
+            guard let p, p != MAP_FAILED else {
+                throw KVMError.systemCall(name: "mmap(MAP_HUGETLB | MAP_HUGE_1GB): 1 GiB hugetlbfs pages (vm.nr_hugepages of hugepages-1048576kB)",
+                                          errno: .current)
+            }
+            guestMappingBytes = bytes
+            guestMapping = p
+            return p
+        }
+        let align = backing.pages * 4096
+        let total = bytes + align
+        let p = mmap(nil, total, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
+        guard let p, p != MAP_FAILED else { throw KVMError.systemCall(name: "mmap(guest memory)", errno: .current) }
+        guestMappingBytes = total
+        guestMapping = p
+        let aligned = UnsafeMutableRawPointer(bitPattern: (UInt(bitPattern: p) + UInt(align) - 1) & ~(UInt(align) - 1))!
+        _ = madvise(aligned, bytes, backing == .page2M ? 14 /* MADV_HUGEPAGE */ : 15 /* MADV_NOHUGEPAGE */)
+        return aligned
+    }
+
+    /// The whole anonymous mapping `mapBackedRange` made (its alignment slack included).
+    private var guestMapping: UnsafeMutableRawPointer?
+    private var guestMappingBytes = 0
 
     /// A range of host addresses with the memfd mapped over and over it.
     private func reserveGuestRange(bytes: Int) throws -> UnsafeMutableRawPointer {
@@ -472,6 +527,44 @@ public final class KVMGuest {
             throw KVMError.unexpectedExit(reason: ck_exit_dirty_ring_full(), detail: "the dirty ring is full but holds no dirty entry: "
                 + "the kernel overran the ring between two checks")
         }
+    }
+
+    // MARK: - The lifecycle (the caller times each call)
+
+    /// The guest writes every page of the slot once, in order (a pass of
+    /// dirty_log_perf_test's guest).
+    public func writeEveryPage() throws {
+        var list = [SlotOffset](repeating: SlotOffset(0), count: slotPages)
+        for i in 0..<slotPages { list[i] = SlotOffset(i) }
+        try list.withUnsafeBufferPointer { try loadWriteList($0) }
+        try writeAll()
+    }
+
+    /// KVM_SET_USER_MEMORY_REGION of the slot with KVM_MEM_LOG_DIRTY_PAGES
+    /// set or cleared: what enables and disables dirty logging.
+    public func setDirtyLogging(_ on: Bool) throws {
+        try setRegion(slot: GuestLayout.measuredSlot, gpa: GuestLayout.slotGPA(mode), bytes: slotPages * 4096, host: guestRange!,
+                      flags: on ? ck_mem_log_dirty_pages() : 0)
+    }
+
+    /// KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 with KVM_DIRTY_LOG_INITIALLY_SET
+    /// where the kernel offers it: logging starts with every bit set and
+    /// nothing protected; each KVM_CLEAR_DIRTY_LOG protects (and, with
+    /// eager_page_split, splits) what it clears. False when not offered.
+    public func enableInitiallySet() throws -> Bool {
+        let flags = ck_dirty_log_manual_protect_enable() | ck_dirty_log_initially_set()
+        guard UInt64(kvm.manualProtectFlags) & flags == flags else { return false }
+        try enableCap(UInt32(ck_cap_manual_dirty_log_protect2()), flags, name: "KVM_ENABLE_CAP(MANUAL_DIRTY_LOG_PROTECT2, INITIALLY_SET)")
+        manualProtect = true
+        return true
+    }
+
+    /// pages_4k, pages_2m, pages_1g from the VM's binary statistics, nil
+    /// where the kernel has not them (before 5.13: lpages only).
+    public func leafPages() throws -> (pages4K: Int, pages2M: Int, pages1G: Int)? {
+        let s = try vmStats()
+        guard let k4 = s["pages_4k"], let m2 = s["pages_2m"], let g1 = s["pages_1g"] else { return nil }
+        return (Int(k4), Int(m2), Int(g1))
     }
 
     // MARK: - Harvests (the caller times each call)

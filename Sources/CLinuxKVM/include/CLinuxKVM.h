@@ -38,6 +38,9 @@ static inline int ck_cap_manual_dirty_log_protect2(void) { return KVM_CAP_MANUAL
 static inline int ck_cap_dirty_log_ring(void) { return KVM_CAP_DIRTY_LOG_RING; }
 static inline int ck_cap_dirty_log_ring_acq_rel(void) { return KVM_CAP_DIRTY_LOG_RING_ACQ_REL; }
 static inline uint64_t ck_dirty_log_manual_protect_enable(void) { return KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE; }
+static inline uint64_t ck_dirty_log_initially_set(void) { return KVM_DIRTY_LOG_INITIALLY_SET; }
+/* MAP_HUGETLB | MAP_HUGE_1GB (30 << MAP_HUGE_SHIFT), for mmap(2). */
+static inline int ck_map_hugetlb_1gb(void) { return 0x40000 | (30 << 26); }
 static inline uint32_t ck_mem_log_dirty_pages(void) { return KVM_MEM_LOG_DIRTY_PAGES; }
 static inline long ck_dirty_log_page_offset(void) { return KVM_DIRTY_LOG_PAGE_OFFSET; }
 static inline uint32_t ck_dirty_gfn_f_dirty(void) { return KVM_DIRTY_GFN_F_DIRTY; }

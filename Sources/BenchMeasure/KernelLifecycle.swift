@@ -1,0 +1,97 @@
+import BenchAnalysis
+import DirtyLogCore
+import Foundation
+import HostKVM
+
+/// The lifecycle on the real kernel: the same guest memory and backing as
+/// a model series, the host's own enable and disable through
+/// KVM_SET_USER_MEMORY_REGION, in its two modes (KVM_GET_DIRTY_LOG
+/// re-protecting; manual protect with initially-set, KVM_CLEAR_DIRTY_LOG
+/// re-protecting), each phase timed once and the VM's pages_4k/2m/1g read
+/// after it. One vCPU writes the whole guest; it is stopped while logging
+/// is disabled. Within the kernel budget: after the populate, a series
+/// whose remaining passes would exceed it is skipped, and said to be.
+public final class KernelLifecycleSeries {
+    public let spec: LifecycleSpec
+    public let settings: KernelSettings
+    private let progress: Progress
+
+    public init(spec: LifecycleSpec, settings: KernelSettings, progress: Progress) {
+        self.spec = spec
+        self.settings = settings
+        self.progress = progress
+    }
+
+    public struct Outcome {
+        public var rows: [KernelLifecycleRow] = []
+        public var skipped: [SkipNote] = []
+        public var notes: [String] = []
+        public var phases = PhaseTimes()
+    }
+
+    public func run(device: KVMDevice) throws -> Outcome {
+        var out = Outcome()
+        let label = spec.key.label + " (kvm)"
+        let started = MonotonicClock.now()
+        for mode in [KernelStrategy.get, .getClear] {
+            if Termination.requested != nil { break }
+            progress.point(mode.rawValue)
+            let guest = try KVMGuest(device: device, lifecyclePages: spec.slotPages, backing: spec.backing)
+            var rows: [KernelLifecycleRow] = []
+            var emulated = false
+            func record(_ phase: LifecyclePhase, _ k: Int? = nil, _ body: () throws -> Void) throws {
+                let t0 = MonotonicClock.now()
+                try body()
+                var r = KernelLifecycleRow(series: spec.key, mode: mode, phase: phase, iteration: k, ns: Double(MonotonicClock.now() - t0))
+                if let p = try guest.leafPages() {
+                    r.pages4K = p.pages4K
+                    r.pages2M = p.pages2M
+                    r.pages1G = p.pages1G
+                }
+                r.emulated = emulated
+                rows.append(r)
+            }
+            try record(.populate) { try guest.writeEveryPage() }
+            if let p = rows.last, (p.pages4K ?? 0) + (p.pages2M ?? 0) + (p.pages1G ?? 0) == 0, p.pages4K != nil {
+                emulated = true
+                rows[rows.count - 1].emulated = true
+            }
+            // The budget: the passes still to come at the populate's pace.
+            let spent = MonotonicClock.seconds(since: started)
+            let perPass = rows[0].ns / 1e9
+            let left = perPass * Double(spec.iterations + 1) * (mode == .get ? 2 : 1)
+            guard spent + left <= settings.budgetSeconds else {
+                out.skipped.append(SkipNote(series: label, backend: .kvm, strategy: mode == .get ? "kvm-get kvm-get+clear" : mode.rawValue,
+                                            reason: String(format: "%d more passes at the populate's %.2f s would pass the kernel budget of %.0f s (--kvm-budget)",
+                                                           spec.iterations + 1, perPass, settings.budgetSeconds)))
+                out.rows += rows
+                break
+            }
+            if mode == .getClear {
+                guard try guest.enableInitiallySet() else {
+                    out.skipped.append(SkipNote(series: label, backend: .kvm, strategy: mode.rawValue,
+                                                reason: "KVM_DIRTY_LOG_INITIALLY_SET is not offered"))
+                    continue
+                }
+            }
+            try record(.enable) { try guest.setDirtyLogging(true) }
+            for k in 1...spec.iterations {
+                try record(.dirty, k) { try guest.writeEveryPage() }
+                try record(.get, k) { try guest.getDirtyLog() }
+                if mode == .getClear { try record(.clear, k) { try guest.clearDirtyLog() } }
+            }
+            try record(.disable) { try guest.setDirtyLogging(false) }
+            try record(.refault) { try guest.writeEveryPage() }
+            out.rows += rows
+            if emulated {
+                let n = "\(label): the kernel emulates the guest (no spte after populating): its lifecycle times the dirty log's bookkeeping, not write protection"
+                if !out.notes.contains(n) { out.notes.append(n) }
+            }
+        }
+        if spec.vcpus > 1 || spec.vcpusRunDuringDisable {
+            out.notes.append("\(label): one vCPU writes the whole guest, stopped while logging is disabled")
+        }
+        out.phases.add(.kernelWrites, MonotonicClock.seconds(since: started))
+        return out
+    }
+}
