@@ -533,9 +533,12 @@ public final class KVMGuest {
 
     /// The guest writes every page of the slot once, in order (a pass of
     /// dirty_log_perf_test's guest).
-    public func writeEveryPage() throws {
-        var list = [SlotOffset](repeating: SlotOffset(0), count: slotPages)
-        for i in 0..<slotPages { list[i] = SlotOffset(i) }
+    public func writeEveryPage() throws { try writePages(0..<slotPages) }
+
+    /// The guest writes the pages of `range` (offsets in the slot) once, in order.
+    public func writePages(_ range: Range<Int>) throws {
+        var list = [SlotOffset](repeating: SlotOffset(0), count: range.count)
+        for (i, p) in range.enumerated() { list[i] = SlotOffset(p) }
         try list.withUnsafeBufferPointer { try loadWriteList($0) }
         try writeAll()
     }
