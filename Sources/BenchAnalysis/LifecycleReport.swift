@@ -240,10 +240,14 @@ public enum LifecycleReport {
                 if let best = alts.min(by: { $0.ns < $1.ns }) {
                     s += "; " + alts.map { "\($0.alternative!.rawValue) \(Reports.duration($0.ns))" }.joined(separator: ", ")
                     s += String(format: ": regret %.0f%% against %@", 100 * max(0, g.ns - best.ns) / best.ns, best.alternative!.rawValue)
+                    if let same = alts.first(where: { $0.alternative == g.seedChoice }) {
+                        s += String(format: " (the rule's harvest and %@'s are the same walk: %.0f%% apart is the noise of one harvest each)",
+                                    same.alternative!.rawValue, 100 * abs(g.ns - same.ns) / min(g.ns, same.ns))
+                    }
                 }
                 return s
-            }.joined(separator: "; ") + " (each branch timed once on the same state as the rule, the guest's pass run again between "
-                + "them: one harvest each, so a difference of a few percent is noise).\n"
+            }.joined(separator: "; ") + ". Each branch is timed once on the same state as the rule, the guest's pass run again "
+                + "between them (untimed), in an order that turns with the iteration.\n"
         }
         return md
     }
