@@ -18,20 +18,7 @@ struct Bench: ParsableCommand {
         pages and one harvest of the dirty log is timed per strategy, interleaved, \
         caches cold, repeated until its median is known:
 
-          slot-walk      every shadow page of the VM (kvm_mmu_slot_remove_write_access)
-          rmap           per dirty page: walk its rmaps (the seed's new branch)
-          seed           the seed's rule: rmap if nr_dirty_pages < n_used_mmu_pages
-          masked         per dirty word: xchg it, protect its pages by rmap
-                         (kvm_mmu_write_protect_pt_masked)
-          rmap-walk      every rmap of the slot, yielding mmu_lock (slot_handle_level)
-          tdp-walk       the slot's range of the direct tree (TDP MMU)
-          tdp-masked     per dirty word, through the tree
-                         (tdp_mmu_clear_dirty_pt_masked)
-          dbit-clear     D-bit logging: clear dirty bits instead of write bits
-          clear-chunked  manual protect: get, then KVM_CLEAR_DIRTY_LOG in chunks
-          ring           per-vCPU dirty rings and KVM_RESET_DIRTY_RINGS
-          adaptive       per harvest, the cheapest of the above by a cost model
-                         calibrated on the series' own VM
+        \(Strategy.helpList)
 
         Every measured harvest is checked against the model's invariant (no \
         writable spte of a clean gfn, nothing logged lost); a run with a violation \
@@ -453,10 +440,9 @@ enum RunCommand {
         if lifecycleLines {
             print((Reports.lifecycleLines(results.lifecycle) + Reports.kernelLifecycleLines(results.kernelLifecycle)).joined(separator: "\n"))
         }
-        let tables = [Reports.summary(results.crossover), Reports.successorSummary(results.crossover),
-                      Reports.kernelSummary(results.crossover)].filter { !$0.isEmpty }
-        if !tables.isEmpty { print(tables.joined(separator: "\n\n")) }
-        for n in results.notes { print("\n" + n) }
+        let summary = Reports.terminal(results)
+        if !summary.isEmpty { print(summary) }
+        for n in results.notes { print("\n" + Reports.wrap(n)) }
         print("")
         let bad = results.unverifiedRows, badPollution = results.unverifiedPollution
         let dir = outcome.folder.path
@@ -481,18 +467,20 @@ enum RunCommand {
             let badLife = results.unverifiedLifecycle
             print("\nVIOLATIONS: \(results.violations) in \(bad.count + badPollution.count + badLife.count) rows")
             for r in badLife.prefix(10) {
-                print("  \(r.series.label), \(r.lifecycleLabel) \(r.phase.rawValue): \(r.violationCount): " + (r.violations.first ?? ""))
+                print(Reports.wrap("  \(r.series.label), \(r.lifecycleLabel) \(r.phase.rawValue): \(r.violationCount): "
+                    + (r.violations.first ?? ""), indent: "    "))
             }
             for r in bad.prefix(10) {
-                print("  \(r.series.label), \(r.strategy.name) at \(r.dirtyPages) dirty pages: \(r.violationCount): "
-                    + (r.violations.first ?? ""))
+                print(Reports.wrap("  \(r.series.label), \(r.strategy.name) at \(r.dirtyPages) dirty pages: \(r.violationCount): "
+                    + (r.violations.first ?? ""), indent: "    "))
             }
             for r in badPollution.prefix(10) {
-                print("  \(r.series.label), \(r.strategy.rawValue) pollution pairs: \(r.violationCount): " + (r.violations.first ?? ""))
+                print(Reports.wrap("  \(r.series.label), \(r.strategy.rawValue) pollution pairs: \(r.violationCount): "
+                    + (r.violations.first ?? ""), indent: "    "))
             }
         }
         if let i = outcome.interrupted {
-            print("\nINTERRUPTED by \(i.signal) during \(i.during): the files above hold every point finished before it")
+            print("\n" + Reports.wrap("INTERRUPTED by \(i.signal) during \(i.during): the files above hold every point finished before it"))
             throw ExitCode(i.signal == "SIGTERM" ? 143 : 130)
         }
         if !results.allVerified { throw ExitCode(1) }

@@ -165,7 +165,7 @@ extension Reports {
             func extra(_ r: LifecycleRow) -> String {
                 var s = "  [n_used \(r.nUsedMMUPages), 4K \(r.pages4K) 2M \(r.pages2M) 1G \(r.pages1G)"
                 if r.tablesAllocated > 0 || r.tablesFreed > 0 { s += ", +\(r.tablesAllocated)/-\(r.tablesFreed) pages" }
-                if let c = r.seedChoice { s += ", seed chose \(c.rawValue)" }
+                if let c = r.seedChoice { s += ", seed: \(c.rawValue)" }
                 return s + "]"
             }
             for r in rs {

@@ -149,14 +149,19 @@ public enum Reports {
     }
 
     /// Columns padded to their widest cell, the first left-aligned, a rule under the header.
-    public static func layout(_ table: [[String]]) -> String {
+    /// Columns padded to their widest cell, the first and (with
+    /// `leftLast`) the last left-aligned, the rest right-aligned; a rule
+    /// under the header; no trailing blanks.
+    public static func layout(_ table: [[String]], leftLast: Bool = false) -> String {
         let widths = table[0].indices.map { c in table.map { $0[c].count }.max() ?? 0 }
+        let last = widths.count - 1
         var lines: [String] = []
         for (i, row) in table.enumerated() {
-            lines.append(row.enumerated().map { c, v in
-                c == 0 ? v.padding(toLength: widths[c], withPad: " ", startingAt: 0)
+            let line = row.enumerated().map { c, v in
+                c == 0 || (leftLast && c == last) ? v.padding(toLength: widths[c], withPad: " ", startingAt: 0)
                     : String(repeating: " ", count: widths[c] - v.count) + v
-            }.joined(separator: "  "))
+            }.joined(separator: "  ")
+            lines.append(String(line.reversed().drop(while: { $0 == " " }).reversed()))
             if i == 0 { lines.append(widths.map { String(repeating: "-", count: $0) }.joined(separator: "  ")) }
         }
         return lines.joined(separator: "\n")

@@ -3,61 +3,108 @@ import Foundation
 
 /// What a run prints when it ends: tables for the terminal.
 extension Reports {
-    /// The terminal summary: one line per series (empty without model series).
-    public static func summary(_ rows: [CrossoverRow]) -> String {
-        guard !rows.isEmpty else { return "" }
-        let header = ["series", "n_used", "crossover", "×n_used", "rmap speedup@min", "slot-walk speedup@max", "seed regret max"]
-        var table: [[String]] = [header]
-        for r in rows {
-            table.append([
-                r.series.label, "\(r.nUsedMMUPages)",
-                r.crossoverDirtyPages.map { String(format: "%.0f", $0) } ?? "none",
-                r.crossoverPerUsed.map { String(format: "%.1f", $0) } ?? "-",
-                String(format: "%.1fx at %d", r.rmapSpeedupAtMin, r.minDirtyPages),
-                String(format: "%.1fx at %d", r.slotWalkSpeedupAtMax, r.maxDirtyPages),
-                String(format: "%.0f%% at %d", r.seedRegretMaxPct, r.seedRegretMaxAt),
-            ])
-        }
-        return layout(table)
-    }
+    /// The widest line the terminal summary prints.
+    public static let terminalColumns = 100
 
-    /// The successors, one line per series: the best of the KVM_GET_DIRTY_LOG
-    /// family by range, and what the seed's rule and adaptive cost against it.
-    public static func successorSummary(_ rows: [CrossoverRow]) -> String {
-        let with = rows.filter { $0.successors != nil }
-        guard !with.isEmpty else { return "" }
-        var table = [["series", "best (KVM_GET_DIRTY_LOG family) by dirty pages", "seed regret max", "adaptive regret max", "mean",
-                      "noise floor max", "mean"]]
-        for r in with {
-            let s = r.successors!
-            table.append([r.series.label, s.bestByRange, s.seed.map(regretAt) ?? "-", s.adaptive.map(regretAt) ?? "-",
-                          s.adaptive.map { String(format: "%.1f%%", $0.meanPct) } ?? "-",
-                          s.replicate.map(regretAt) ?? "-", s.replicate.map { String(format: "%.1f%%", $0.meanPct) } ?? "-"])
+    /// The terminal summary of a run, within `terminalColumns`: one line
+    /// per series, grouped by scenario: the rmap/slot-walk crossover (and
+    /// its multiple of n_used_mmu_pages), the seed's and the adaptive
+    /// rule's worst regret, and a last word: the kernel beside the model,
+    /// the guest's worst fault under the harvests, the lifecycle's enable
+    /// and disable. The detail is in report.md.
+    public static func terminal(_ results: RunResults) -> String {
+        var table: [[String]] = [["series", "crossover", "seed regret", "adaptive", "beside it"]]
+        var lastScenario = ""
+        func group(_ name: String) {
+            guard name != lastScenario else { return }
+            lastScenario = name
+            table.append([name + ":", "", "", "", ""])
         }
-        return layout(table)
+        for r in results.crossover {
+            group(r.series.scenario.rawValue)
+            let crossover = r.crossoverDirtyPages.map { String(format: "%.0f (%.1fx)", $0, $0 / Double(max(1, r.nUsedMMUPages))) } ?? "-"
+            let seed = r.successors?.seed.map(shortRegret) ?? String(format: "%.0f%%@%d", r.seedRegretMaxPct, r.seedRegretMaxAt)
+            let adaptive = r.successors?.adaptive.map(shortRegret) ?? "-"
+            var note = ""
+            if let k = r.kernel {
+                note = "kvm-get \(duration(k.kvmGetAtMin))-\(duration(k.kvmGetAtMax))"
+                if let a = k.modelOverKernelAtMin, let b = k.modelOverKernelAtMax { note += String(format: ", model %.2f-%.2fx", a, b) }
+            }
+            if r.series.scenario == .concurrent { note = guestVerdict(results.rows.filter { $0.series == r.series }) }
+            table.append(["  " + shortLabel(r.series), crossover, r.series.scenario == .concurrent ? "-" : seed,
+                          r.series.scenario == .concurrent ? "-" : adaptive, note])
+        }
+        for key in results.lifecycleKeys {
+            group("lifecycle")
+            let rows = results.lifecycle.filter { $0.series == key }
+            var seed = "-"
+            if let g = rows.first(where: { $0.strategy == .seed && $0.phase == .get && $0.alternative == nil && $0.iteration == 1 }) {
+                let alts = rows.filter { $0.phase == .get && $0.iteration == 1 && $0.alternative != nil }
+                if let best = alts.min(by: { $0.ns < $1.ns }) {
+                    seed = String(format: "%.0f%%@it1", 100 * max(0, g.ns - best.ns) / best.ns)
+                }
+            }
+            func phase(_ p: EnablePolicy, _ ph: LifecyclePhase, _ d: DisablePolicy? = nil) -> String? {
+                rows.first { $0.policy == p && $0.phase == ph && $0.alternative == nil && (d == nil || $0.disable == d) }.map { duration($0.ns) }
+            }
+            var note: [String] = []
+            if let w = phase(.wrprot, .enable), let e = phase(.eagerSplit, .enable) { note.append("enable \(w)→\(e) split") }
+            if let z = phase(.eagerSplit, .disable, .zap), let b = phase(.eagerSplit, .disable, .zapBatched) { note.append("zap \(z)→\(b)") }
+            let label = "\(Bytes.pages(key.slotPages)) \(key.paging.rawValue)\(key.sptesPerGFN > 1 ? "×\(key.sptesPerGFN)" : "") \(key.backing.rawValue)"
+            table.append(["  " + label, "-", seed, "-", note.joined(separator: ", ")])
+        }
+        guard table.count > 1 else { return "" }
+        return fit(layout(table, leftLast: true), columns: terminalColumns)
     }
 
     /// "94% at 16384"
     static func regretAt(_ r: RegretStats) -> String { String(format: "%.0f%% at %d", r.maxPct, r.maxAt) }
 
-    /// The kernel next to the model, one line per kernel series: kvm-get at
-    /// the fewest and most dirty pages it measured, and the model's
-    /// counterpart over it there.
-    public static func kernelSummary(_ rows: [CrossoverRow]) -> String {
-        let withKernel = rows.filter { $0.kernel != nil }
-        guard !withKernel.isEmpty else { return "" }
-        var table = [["series (kernel beside model)", "guest", "kvm-get@min", "kvm-get@max",
-                      "\(Strategy.counterpartOfKernelGet.rawValue)/kvm-get@min", "@max"]]
-        for r in withKernel {
-            let k = r.kernel!
-            table.append([r.series.label, k.guestMode,
-                          "\(duration(k.kvmGetAtMin)) at \(k.minDirtyPages)", "\(duration(k.kvmGetAtMax)) at \(k.maxDirtyPages)",
-                          k.modelOverKernelAtMin.map { String(format: "%.2fx", $0) } ?? "-",
-                          k.modelOverKernelAtMax.map { String(format: "%.2fx", $0) } ?? "-"])
-        }
-        return layout(table)
+    /// "823%@515"
+    static func shortRegret(_ r: RegretStats) -> String { String(format: "%.0f%%@%d", r.maxPct, r.maxAt) }
+
+    /// "1GiB tdp even", "16GiB shadow×2 even locked": the series without its scenario.
+    static func shortLabel(_ k: SeriesKey) -> String {
+        var s = "\(Bytes.pages(k.slotPages)) \(k.paging.rawValue)"
+        if k.sptesPerGFN > 1 { s += "×\(k.sptesPerGFN)" }
+        if k.vmPages != k.slotPages { s += " in \(Bytes.pages(k.vmPages))" }
+        s += " \(k.pattern.rawValue)"
+        if let f = k.faultPath { s += " \(f.rawValue)" }
+        return s
     }
 
+    /// A concurrent series' verdict on the guest: the strategies whose
+    /// harvests gave the vCPUs the worst and the best fault p99.
+    static func guestVerdict(_ rows: [PointRow]) -> String {
+        var worst: [MeasuredStrategy: Double] = [:]
+        for r in rows { if let p = r.guest?.faultP99Ns { worst[r.strategy] = max(worst[r.strategy] ?? 0, p) } }
+        guard let hi = worst.max(by: { $0.value < $1.value }), let lo = worst.min(by: { $0.value < $1.value }) else { return "" }
+        return "fault p99 \(lo.key.name) \(duration(lo.value)), \(hi.key.name) \(duration(hi.value))"
+    }
+
+    /// Lines longer than `columns` cut, with "…".
+    static func fit(_ text: String, columns: Int) -> String {
+        text.split(separator: "\n", omittingEmptySubsequences: false).map { line -> String in
+            line.count <= columns ? String(line) : String(line.prefix(columns - 1)) + "…"
+        }.joined(separator: "\n")
+    }
+
+    /// `text` wrapped at word boundaries within `columns`, continuation lines indented.
+    public static func wrap(_ text: String, columns: Int = terminalColumns, indent: String = "  ") -> String {
+        var lines: [String] = []
+        var line = ""
+        for word in text.split(separator: " ") {
+            let add = line.isEmpty ? String(word) : line + " " + word
+            if add.count > columns && !line.isEmpty {
+                lines.append(line)
+                line = indent + word
+            } else {
+                line = add
+            }
+        }
+        if !line.isEmpty { lines.append(line) }
+        return lines.joined(separator: "\n")
+    }
     /// dirty-log-perf's question, per dirty count: the kernel's harvest times
     /// and the model's, side by side, for every series of `scenario`.
     public static func sideBySide(_ rows: [PointRow], scenario: Scenario) -> String {

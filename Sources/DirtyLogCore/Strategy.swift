@@ -132,6 +132,52 @@ public enum Strategy: String, CaseIterable, Sendable, Hashable, Comparable {
         }
     }
 
+    /// What it models, in full: the README's table of strategies, which a
+    /// test checks against this (`markdownTable`).
+    public var details: String {
+        switch self {
+        case .slotWalk: "`kvm_mmu_slot_remove_write_access()` at the seed: one hold of `mmu_lock`, every shadow page on the VM-wide `active_mmu_pages` list, the slot's tables scanned whole, the TLB flush inside the hold"
+        case .rmap: "the seed's new branch as written: per set bit of the bitmap, take `mmu_lock`, write-protect the gfn's 4 KiB rmap, look up its 2 MiB and 1 GiB rmaps, release; one TLB flush after the last, outside the lock"
+        case .rmapFixed: "the same branch as 6dbf79e7 (\"KVM: Fix write protection race during dirty logging\") fixed it: one hold over every dirty page and the flush. Measured by default only in the concurrent scenario, where it differs"
+        case .seed: "the seed's rule: `rmap` when `nr_dirty_pages < n_used_mmu_pages`, else `slot-walk`"
+        case .masked: "Linux 3.4 on: per non-zero bitmap word, write-protect the 4 KiB rmap of each set bit (`kvm_mmu_write_protect_pt_masked`, 5dc99b23), each word taken with `xchg` under one hold of `mmu_lock` (60c34612); the TLB flush after the hold, where 198c74f4 moved it"
+        case .rmapWalk: "`slot_handle_level()`, the shadow MMU's way to enable logging: every rmap of the slot at every level, yielding `mmu_lock` when another thread waits for it (`spin_needbreak()`)"
+        case .tdpWalk: "the TDP MMU's `kvm_tdp_mmu_wrprot_slot()`, its enable-logging path, timed as if it served a harvest: the paging structure over the slot's gfn range, no rmaps, yielding when a writer waits (two-dimensional paging only)"
+        case .tdpMasked: "`clear_dirty_pt_masked()`: the paging structure, descended per bitmap word for its set bits (two-dimensional paging only)"
+        case .dbitClear: "PML: leaves stay writable, the hardware sets dirty bits and logs frames in per-vCPU PML buffers; the harvest flushes them and clears dirty bits per mask"
+        case .clearChunked: "`KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2`: GET copies the bitmap; CLEAR re-protects in `--clear-chunk-pages` chunks, a lock per chunk; both phases timed"
+        case .ring: "`KVM_CAP_DIRTY_LOG_RING`: per-vCPU rings (`--vcpus`, `--ring-entries`); a full ring stops its vCPU until harvested; reset merges entries within 64 pages into masks, a lock per mask; no bitmap scan"
+        case .adaptive: "this project's rule (below): per harvest, the cheapest of slot-walk, rmap, masked, rmap-walk, tdp-walk and tdp-masked"
+        }
+    }
+
+    /// The README's table of strategies, from `details`.
+    public static var markdownTable: String {
+        "| name | what it models |\n| --- | --- |\n" + allCases.map { "| `\($0.rawValue)` | \($0.details) |" }.joined(separator: "\n")
+    }
+
+    /// The help's list: each name and its summary, wrapped within 79
+    /// columns under the name's column.
+    public static var helpList: String {
+        let indent = String(repeating: " ", count: 17)
+        return allCases.map { s in
+            var lines: [String] = []
+            var line = "  " + s.rawValue + String(repeating: " ", count: max(1, 15 - s.rawValue.count))
+            var empty = true
+            for word in s.summary.split(separator: " ") {
+                if !empty && line.count + 1 + word.count > 79 {
+                    lines.append(line)
+                    line = indent + word
+                } else {
+                    line += (empty ? "" : " ") + word
+                }
+                empty = false
+            }
+            lines.append(line)
+            return lines.joined(separator: "\n")
+        }.joined(separator: "\n")
+    }
+
     /// Declaration order.
     public static func < (a: Strategy, b: Strategy) -> Bool {
         allCases.firstIndex(of: a)! < allCases.firstIndex(of: b)!

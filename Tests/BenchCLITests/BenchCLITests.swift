@@ -1,3 +1,5 @@
+import BenchAnalysis
+import DirtyLogCore
 import Foundation
 import Testing
 
@@ -318,11 +320,38 @@ import Testing
     }
     #endif
 
+    /// One table of strategies (`Strategy.details`, `summary`): the help
+    /// lists every one, `--strategy` names them all, the README's table is
+    /// the code's, results/README lists them in order. Change one and this
+    /// fails until all agree.
+    @Test func everyStrategyIsDescribedAlikeEverywhere() throws {
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        let readme = try String(contentsOf: root.appendingPathComponent("README.md"), encoding: .utf8)
+        #expect(readme.contains(Strategy.markdownTable + "\n\n"), "README.md's table of strategies differs from Strategy.markdownTable")
+        let results = try String(contentsOf: root.appendingPathComponent("results/README.md"), encoding: .utf8)
+        let listed = "model: " + Strategy.allCases.map { "`\($0.rawValue)`" }.joined(separator: ", ") + "; kvm: "
+            + KernelStrategy.allCases.map { "`\($0.rawValue)`" }.joined(separator: ", ")
+        #expect(results.contains(listed), "results/README.md's strategy column should read: \(listed)")
+        let help = try bench(["--help"])
+        #expect(help.status == 0)
+        for s in Strategy.allCases {
+            let first = s.summary.split(separator: " ").prefix(3).joined(separator: " ")
+            #expect(help.stdout.contains("\n  \(s.rawValue)" + String(repeating: " ", count: 15 - s.rawValue.count) + first),
+                    "the help's list of strategies lacks \(s.rawValue)")
+        }
+        // ArgumentParser wraps the option's help: compare it with its blanks collapsed.
+        let option = help.stdout.components(separatedBy: "--strategy <names>").last ?? ""
+        let flat = option.split(whereSeparator: { $0 == " " || $0 == "\n" }).joined(separator: " ")
+        #expect(flat.contains(Strategy.allCases.map(\.rawValue).joined(separator: ", ")), "--strategy names every strategy")
+    }
+
     @Test func aTinyRunPrintsTheSummaryAndPaths() throws {
         let dir = scratch + "/tiny"
         let r = try bench(["--slot-pages", "1024", "--reps", "2", "--cache", "warm", "--quiet", "--output", dir])
         #expect(r.status == 0, "\(r.stderr)")
-        #expect(r.stdout.contains("series") && r.stdout.contains("crossover") && r.stdout.contains("seed regret max"))
+        #expect(r.stdout.contains("series") && r.stdout.contains("crossover") && r.stdout.contains("seed regret"))
+        let wide = r.stdout.split(separator: "\n").filter { $0.count > Reports.terminalColumns }
+        #expect(wide.isEmpty, "lines over \(Reports.terminalColumns) columns: \(wide)")
         #expect(r.stdout.contains("rows, all verified)"))
         #expect(r.stdout.contains("points:    \(dir)/") && r.stdout.contains("report:    \(dir)/"))
         #expect(r.stderr.isEmpty, "--quiet")
