@@ -84,7 +84,7 @@ let package = Package(
         .testTarget(name: "ShadowMMUTests", dependencies: ["ShadowMMU", "DirtyLogCore", "CAtomics", "TestSupport"]),
         .testTarget(name: "HostKVMTests", dependencies: ["HostKVM", "DirtyLogCore"]),
         .testTarget(name: "BenchAnalysisTests", dependencies: ["BenchAnalysis", "DirtyLogCore"]),
-        .testTarget(name: "BenchMeasureTests", dependencies: ["BenchMeasure", "BenchAnalysis", "ShadowMMU", "HostKVM", "DirtyLogCore", "TestSupport"]),
+        .testTarget(name: "BenchMeasureTests", dependencies: ["BenchMeasure", "BenchAnalysis", "ShadowMMU", "HostKVM", "DirtyLogCore", "TestSupport", "CAtomics"]),
         // The `bench` command: its options, exit statuses and one-line errors,
         // and whole runs of the built executable.
         .testTarget(name: "BenchCLITests", dependencies: ["bench", "BenchMeasure", "BenchAnalysis", "ShadowMMU", "DirtyLogCore"]),

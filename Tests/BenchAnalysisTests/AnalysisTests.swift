@@ -16,6 +16,20 @@ import Testing
         #expect(s.cv > 1)
     }
 
+    /// An even number of samples has two middle ones: the median is their
+    /// mean, in `Statistics.median` and in a point's `SampleSummary` alike
+    /// (not the upper one, which would bias every median of an even
+    /// number of repetitions upwards).
+    @Test func theMedianOfAnEvenSampleIsTheMeanOfItsMiddleTwo() {
+        #expect(Statistics.median([40, 10, 30, 20]) == 25)
+        #expect(Statistics.median([3, 1]) == 2)
+        #expect(Statistics.median([5, 1, 9]) == 5)
+        #expect(SampleSummary([40, 10, 30, 20]).median == 25)
+        #expect(SampleSummary([100, 200]).median == 150)
+        #expect(SampleSummary([7, 1, 4, 4, 9, 2]).median == 4)
+        #expect(Statistics.mad([1, 2, 3, 4]) == 1, "deviations 1.5, 0.5, 0.5, 1.5: their median is 1")
+    }
+
     @Test func theMediansIntervalIsTheOrderStatisticsThatHoldItOftenEnough() {
         // Five samples at 90%: the whole range (1 - 2/32 = 93.75%); four cannot reach 90%.
         let five: [Double] = [1, 2, 3, 4, 5]

@@ -1,4 +1,5 @@
 import BenchAnalysis
+import CAtomics
 import DirtyLogCore
 import ShadowMMU
 import Testing
@@ -20,5 +21,69 @@ import Testing
         let bytes = try #require(r.table.columns.firstIndex(of: "full_read_bytes"))
         #expect(r.table.rows.count == 8 && r.table.rows.allSatisfy { $0[bytes] == "\(96 << 20)" })
         #expect(r.summary.contains("for the full read of 96MiB"), "\(r.summary)")
+    }
+}
+
+/// The eviction in the timed path (`TimedHarvest.measure`): the
+/// "harvest" of a probe backend times single loads of a 256 KiB buffer
+/// its round just read (the level-2 cache holds it) and its eviction was
+/// asked to empty. Through the timed path with the eviction, the loads come
+/// from memory; without it, from the cache. Take the eviction out of the
+/// timed path and every "cold" harvest runs warm: this fails.
+@Suite(.serialized) struct ColdHarvestTests {
+    struct ProbeBackend: HarvestBackend {
+        typealias Method = Int
+        typealias Round = Int
+        let buffer: UnsafeMutablePointer<UInt64>
+        static let words = 256 << 10 / 8
+        var ticks: [UInt64] = []
+
+        mutating func beginRound(_ method: Int, _ round: Int) {}
+        mutating func write(_ method: Int, _ round: Int) -> Bool {
+            var sum: UInt64 = 0
+            for i in stride(from: 0, to: Self.words, by: 8) { sum &+= buffer[i] }
+            buffer[1] = sum
+            return true
+        }
+        mutating func harvestFullRing() {}
+        func evict(_ method: Int, _ round: Int, with eviction: CacheEviction) {
+            eviction.evict(bitmap: UnsafeRawBufferPointer(start: buffer, count: Self.words * 8))
+        }
+        /// Lines in an order no prefetcher follows.
+        static let probes: [Int] = {
+            var lines = Array(stride(from: 0, to: words, by: 8))
+            var x: UInt64 = 0x9E37_79B9_7F4A_7C15
+            for i in stride(from: lines.count - 1, to: 0, by: -1) {
+                x ^= x << 13; x ^= x >> 7; x ^= x << 17
+                lines.swapAt(i, Int(x % UInt64(i + 1)))
+            }
+            return Array(lines.prefix(64))
+        }()
+
+        mutating func harvest(_ method: Int, phases: inout HarvestPhaseMarks) -> HarvestOutcome {
+            ticks = Self.probes.map { ca_load_ticks(buffer + $0) }
+            return HarvestOutcome()
+        }
+        mutating func verify(_ method: Int, _ round: Int, _ outcome: HarvestOutcome) -> Verdict { Verdict() }
+    }
+
+    func medianLoadTicks(eviction: CacheEviction?) throws -> UInt64 {
+        let buffer = UnsafeMutablePointer<UInt64>.allocate(capacity: ProbeBackend.words)
+        defer { buffer.deallocate() }
+        buffer.initialize(repeating: 1, count: ProbeBackend.words)
+        var backend = ProbeBackend(buffer: buffer)
+        var timer = TimedHarvest(eviction: eviction)
+        var all: [UInt64] = []
+        for _ in 0..<5 {
+            _ = try timer.measure(&backend, 0, 0)
+            all += backend.ticks
+        }
+        return all.sorted()[all.count / 2]
+    }
+
+    @Test func aColdHarvestFindsItsDataOutOfTheCaches() throws {
+        let warm = try medianLoadTicks(eviction: nil)
+        let cold = try medianLoadTicks(eviction: CacheEviction(forcing: .footprint))
+        #expect(cold > 3 * warm, "a load after the eviction took \(cold) ticks, without it \(warm): the caches were not emptied")
     }
 }

@@ -321,6 +321,18 @@ static inline void ca_flush_line(const void *p) {
     else __asm__ __volatile__("clflush %0" :: "m"(*(const char *)p) : "memory");
 }
 
+/* The time-stamp ticks one load of *p takes, lfence on both sides: a line
+ * in a near cache costs tens of ticks, one from memory hundreds. For the
+ * test that the eviction empties the caches. */
+static inline uint64_t ca_load_ticks(const uint64_t *p) {
+    uint32_t lo, hi;
+    __asm__ __volatile__("lfence; rdtsc" : "=a"(lo), "=d"(hi) :: "memory");
+    uint64_t t0 = (uint64_t)hi << 32 | lo;
+    uint64_t v = *(volatile const uint64_t *)p;
+    __asm__ __volatile__("lfence; rdtsc" : "=a"(lo), "=d"(hi) : "r"(v) : "memory");
+    return ((uint64_t)hi << 32 | lo) - t0;
+}
+
 /* mfence: every earlier load, store and line flush is complete. */
 static inline void ca_flush_fence(void) { __asm__ __volatile__("mfence" ::: "memory"); }
 
