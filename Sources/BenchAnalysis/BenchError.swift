@@ -8,10 +8,13 @@ public enum BenchError: Error, CustomStringConvertible {
     case failed(String)
     /// A backend asked for by name cannot be used: exit status 69 (EX_UNAVAILABLE).
     case unavailable(String)
+    /// A file read back is damaged (a row with a field that is not what its
+    /// column holds): exit status 65 (EX_DATAERR).
+    case data(String)
 
     public var description: String {
         switch self {
-        case .usage(let m), .output(let m), .failed(let m), .unavailable(let m): m
+        case .usage(let m), .output(let m), .failed(let m), .unavailable(let m), .data(let m): m
         }
     }
 
@@ -21,6 +24,7 @@ public enum BenchError: Error, CustomStringConvertible {
         case .output: 73
         case .failed: 70
         case .unavailable: 69
+        case .data: 65
         }
     }
 }

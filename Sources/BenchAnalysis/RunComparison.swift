@@ -1,3 +1,4 @@
+import DirtyLogCore
 import Foundation
 
 /// `bench compare`: every point and strategy two runs share, the change in
@@ -132,13 +133,18 @@ public struct RunComparison {
         return out
     }
 
+    /// A run's samples.csv, every row checked field by field: a damaged
+    /// row (a number that is not one, a name no run writes) stops the
+    /// comparison with the file, line and field (`BenchError.data`, exit
+    /// 65), rather than being dropped or read as a point of its own.
     static func samples(in dir: String, option: String) throws -> [[String]: [(rep: Int, ns: Double)]] {
         let path = dir + "/samples.csv"
         guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
             throw BenchError.usage("\(option): \(path) cannot be read; give a run folder written by bench")
         }
-        guard let table = CSVTable.parse(text), keyColumns.allSatisfy(table.columns.contains), table.columns.contains("ns") else {
-            throw BenchError.usage("\(option): \(path) is not a samples.csv written by bench")
+        let table = try CSVTable.parse(text, file: path)
+        guard keyColumns.allSatisfy(table.columns.contains), table.columns.contains("ns") else {
+            throw BenchError.usage("\(option): \(path) is not a samples.csv written by bench (its columns: \(table.columns.joined(separator: ",")))")
         }
         let idx = keyColumns.map { table.columns.firstIndex(of: $0)! }
         let ns = table.columns.firstIndex(of: "ns")!
@@ -147,11 +153,26 @@ public struct RunComparison {
         // before it have no such column).
         let faultPath = table.columns.firstIndex(of: "fault_path")
         var out: [[String]: [(rep: Int, ns: Double)]] = [:]
-        for r in table.rows {
-            guard let v = Double(r[ns]) else { continue }
+        for (i, r) in table.rows.enumerated() {
+            let line = table.lines[i]
+            func bad(_ column: String, _ value: String, _ what: String) -> BenchError {
+                BenchError.data("\(path):\(line): field '\(column)': '\(value)' is not \(what)")
+            }
+            for (c, column) in zip(idx, keyColumns) where !SampleField.valid(column, r[c]) {
+                throw bad(column, r[c], SampleField.expected(column))
+            }
+            guard let v = Double(r[ns]), v.isFinite, v >= 0 else { throw bad("ns", r[ns], "a time in ns") }
+            var repetition = 0
+            if let c = rep {
+                guard let n = Int(r[c]), n >= 0 else { throw bad("rep", r[c], "a repetition number") }
+                repetition = n
+            }
             var key = idx.map { r[$0] }
-            if let p = faultPath, !r[p].isEmpty { key[0] += "/" + r[p] }
-            out[key, default: []].append((rep.flatMap { Int(r[$0]) } ?? 0, v))
+            if let p = faultPath, !r[p].isEmpty {
+                guard FaultPath(rawValue: r[p]) != nil else { throw bad("fault_path", r[p], SampleField.names(FaultPath.allCases.map(\.rawValue))) }
+                key[0] += "/" + r[p]
+            }
+            out[key, default: []].append((repetition, v))
         }
         return out
     }
@@ -227,4 +248,35 @@ public struct RunComparison {
     static func seriesLabel(_ k: [String]) -> String {
         "\(k[0]) \(Bytes.pages(Int(k[4]) ?? 0)) \(k[2])\(k[3] == "1" ? "" : "×" + k[3]) \(k[6])\(k[1] == "kvm" ? " (kvm)" : "")"
     }
+}
+
+/// What each key column of samples.csv may hold.
+enum SampleField {
+    static func valid(_ column: String, _ v: String) -> Bool {
+        switch column {
+        case "scenario": Scenario(rawValue: v) != nil
+        case "backend": Backend(rawValue: v) != nil
+        case "paging": PagingMode(rawValue: v) != nil
+        case "sptes_per_gfn", "slot_pages", "vm_pages": Int(v).map { $0 >= 1 } ?? false
+        case "pattern": DirtyPattern(rawValue: v) != nil
+        case "dirty_pages": Int(v).map { $0 >= 0 } ?? false
+        case "strategy": Strategy(rawValue: v) != nil || KernelStrategy(rawValue: v) != nil
+        default: true
+        }
+    }
+
+    static func expected(_ column: String) -> String {
+        switch column {
+        case "scenario": names(Scenario.allCases.map(\.rawValue))
+        case "backend": names(Backend.allCases.map(\.rawValue))
+        case "paging": names(PagingMode.allCases.map(\.rawValue))
+        case "sptes_per_gfn", "slot_pages", "vm_pages": "a count of at least 1"
+        case "pattern": names(DirtyPattern.allCases.map(\.rawValue))
+        case "dirty_pages": "a count"
+        case "strategy": names(Strategy.allCases.map(\.rawValue) + KernelStrategy.allCases.map(\.rawValue))
+        default: "valid"
+        }
+    }
+
+    static func names(_ all: [String]) -> String { "one of " + all.joined(separator: ", ") }
 }

@@ -230,6 +230,33 @@ import Testing
         #expect(slower.stdout.contains("REGRESSION: rmap significantly slower by more than 10%: 1 series"))
         let same = try bench(["compare", run, try copy("same", factor: 1), "--check", "rmap", "--max-regression", "10"])
         #expect(same.status == 0, "\(same.stdout)\(same.stderr)")
+
+        // A damaged copy stops the comparison with the file, line and
+        // field, exit 65: a time that is not a number, a fault path, a
+        // strategy no run writes, a row cut short.
+        func damaged(_ name: String, line: Int, column: String, value: String?) throws -> String {
+            let dir = base + "/" + name
+            try fm.createDirectory(atPath: dir, withIntermediateDirectories: true)
+            var lines = try String(contentsOfFile: run + "/samples.csv", encoding: .utf8).split(separator: "\n", omittingEmptySubsequences: false)
+                .map(String.init)
+            let header = lines[0].split(separator: ",").map(String.init)
+            var f = lines[line - 1].split(separator: ",", omittingEmptySubsequences: false).map(String.init)
+            if let value { f[header.firstIndex(of: column)!] = value } else { f.removeLast() }
+            lines[line - 1] = f.joined(separator: ",")
+            try lines.joined(separator: "\n").write(toFile: dir + "/samples.csv", atomically: true, encoding: .utf8)
+            return dir
+        }
+        for (name, line, column, value, message) in [
+            ("ns", 4, "ns", Optional("12a"), "samples.csv:4: field 'ns': '12a' is not a time in ns"),
+            ("path", 5, "fault_path", "sloppy", "samples.csv:5: field 'fault_path': 'sloppy' is not one of locked, fast"),
+            ("strategy", 3, "strategy", "rmapp", "samples.csv:3: field 'strategy': 'rmapp' is not one of slot-walk"),
+            ("short", 6, "", nil, "samples.csv:6: 11 fields where the header has 12"),
+        ] {
+            let dir = try damaged(name, line: line, column: column, value: value)
+            let c = try bench(["compare", run, dir])
+            #expect(c.status == 65, "\(name): \(c.stdout)\(c.stderr)")
+            #expect(c.stderr.contains(dir + "/" + message) && c.stderr.split(separator: "\n").count == 1, "\(name): \(c.stderr)")
+        }
     }
 
     /// The concurrent scenario from the command line: vCPU threads, the
