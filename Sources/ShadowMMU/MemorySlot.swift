@@ -21,6 +21,15 @@ public struct SlotState {
     /// every bit set and nothing protected; each KVM_CLEAR_DIRTY_LOG splits
     /// and protects what it clears (kvm_dirty_log_manual_protect_and_init_set()).
     public var initiallySet = false
+    /// The adaptive rule's decision table (`VMState.adaptive`'s), here too
+    /// so that a decision reads its counts and the table's address from one
+    /// line, then the record: two dependent misses, not three.
+    public var decisionTable: UnsafeMutablePointer<UInt64>? = nil
+    /// Below this many dirty pages the table chooses lane `decisionSmallLane`
+    /// at every density, without looking (`DecisionTable.smallPages`): the
+    /// decision then reads this line alone.
+    public var decisionSmallPages: Int = 0
+    public var decisionSmallLane: Int = 0
 
     /// A harvest took the current half: nothing is dirty in it any more.
     @inline(__always)

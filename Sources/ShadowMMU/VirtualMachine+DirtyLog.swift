@@ -9,7 +9,11 @@ extension VirtualMachine {
         withMMU { mmu in
             let s = mmu.slot(id: slotID)
             s.bitmapHead.update(repeating: 0, count: 2 * s.bitmapWords)
+            let table = s.state.pointee.decisionTable, small = s.state.pointee.decisionSmallPages, lane = s.state.pointee.decisionSmallLane
             s.state.pointee = SlotState(activeHalf: 0, nrDirtyPages: 0, dirtyLogging: true)
+            s.state.pointee.decisionTable = table
+            s.state.pointee.decisionSmallPages = small
+            s.state.pointee.decisionSmallLane = lane
             var counters = ProtectCounters()
             mmu.slotRemoveWriteAccess(slot: s, counters: &counters)
         }
@@ -222,32 +226,30 @@ extension MMU {
     public func harvest(slot s: SlotView, strategy: Strategy, phases: inout HarvestPhaseMarks) -> Harvest {
         var counters = ProtectCounters()
         let nrDirty = s.state.pointee.nrDirtyPages
-        switch strategy {
-        case .slotWalk, .rmap, .rmapFixed, .rmapWalk, .tdpWalk:
-            let out = swapHarvest(slot: s, protect: strategy, nrDirty: nrDirty, counters: &counters)
-            return Harvest(bitmap: out, nrDirtyPages: nrDirty, choice: nil, counters: counters)
-
-        case .seed:
-            // Not many dirty pages compared to # of shadow pages.
-            return harvest(slot: s, chosen: Strategy.seedChoice(nrDirtyPages: nrDirty, nUsedMMUPages: vm.pointee.nUsedMMUPages), phases: &phases)
-
-        case .masked, .tdpMasked, .dbitClear:
-            let method: MaskProtect = strategy == .masked ? .rmap : strategy == .tdpMasked ? .tdp : .rmapDirtyBit
-            let out = maskedHarvest(slot: s, protect: method, counters: &counters)
-            return Harvest(bitmap: out, nrDirtyPages: nrDirty, choice: nil, counters: counters)
-
-        case .adaptive:
-            // Decide first, then harvest by the protocol of the choice.
-            return harvest(slot: s, chosen: chooseAdaptive(slot: s), phases: &phases)
-
-        case .clearChunked:
-            let out = clearChunkedHarvest(slot: s, counters: &counters, phases: &phases)
-            return Harvest(bitmap: out, nrDirtyPages: nrDirty, choice: nil, counters: counters)
-
-        case .ring:
-            ringHarvest(slot: s, into: s.otherBitmap, counters: &counters)
-            return Harvest(bitmap: s.otherBitmap, nrDirtyPages: nrDirty, choice: nil, counters: counters)
+        // A rule decides first (the seed: "not many dirty pages compared to
+        // # of shadow pages"), then the harvest runs by its choice's
+        // protocol, in this one dispatch.
+        let choice: Strategy? = switch strategy {
+        case .seed: Strategy.seedChoice(nrDirtyPages: nrDirty, nUsedMMUPages: vm.pointee.nUsedMMUPages)
+        case .adaptive: chooseAdaptive(slot: s)
+        default: nil
         }
+        let run = choice ?? strategy
+        let out: UnsafeMutablePointer<UInt64>
+        switch run {
+        case .slotWalk, .rmap, .rmapFixed, .rmapWalk, .tdpWalk:
+            out = swapHarvest(slot: s, protect: run, nrDirty: nrDirty, counters: &counters)
+        case .masked, .tdpMasked, .dbitClear:
+            out = maskedHarvest(slot: s, protect: run == .masked ? .rmap : run == .tdpMasked ? .tdp : .rmapDirtyBit, counters: &counters)
+        case .clearChunked:
+            out = clearChunkedHarvest(slot: s, counters: &counters, phases: &phases)
+        case .ring:
+            out = s.otherBitmap
+            ringHarvest(slot: s, into: out, counters: &counters)
+        case .seed, .adaptive:
+            preconditionFailure("a rule chooses a strategy that protects")
+        }
+        return Harvest(bitmap: out, nrDirtyPages: nrDirty, choice: choice, counters: counters)
     }
 
     /// A harvest nobody times the phases of: the untimed paths.
@@ -255,13 +257,6 @@ extension MMU {
     public func harvest(slot s: SlotView, strategy: Strategy) -> Harvest {
         var marks = HarvestPhaseMarks()
         return harvest(slot: s, strategy: strategy, phases: &marks)
-    }
-
-    /// A rule's harvest: the chosen strategy's, saying what was chosen.
-    @inline(__always)
-    func harvest(slot s: SlotView, chosen: Strategy, phases: inout HarvestPhaseMarks) -> Harvest {
-        let h = harvest(slot: s, strategy: chosen, phases: &phases)
-        return Harvest(bitmap: h.bitmap, nrDirtyPages: h.nrDirtyPages, choice: chosen, counters: h.counters)
     }
 
     /// The seed era's protocol: if anything is dirty, clear the other

@@ -22,7 +22,7 @@ extension MMU {
             forEachHarvestRange(strategy: Strategy.seedChoice(nrDirtyPages: s.state.pointee.nrDirtyPages, nUsedMMUPages: vm.pointee.nUsedMMUPages),
                                 slot: s, written: written, body)
         case .adaptive:
-            if let rows = vm.pointee.adaptive.rows { body(UnsafeRawPointer(rows), CostRows.count * MemoryLayout<SIMD8<Float>>.stride) }
+            if let record = adaptiveRecord(slot: s) { body(record, DecisionTable.wordsPerStep * 8) }
             forEachHarvestRange(strategy: chooseAdaptive(slot: s), slot: s, written: written, body)
         case .rmap, .rmapFixed, .masked, .dbitClear, .clearChunked, .ring:
             for off in written {
@@ -93,7 +93,7 @@ extension MMU {
             return harvestFootprintLines(strategy: Strategy.seedChoice(nrDirtyPages: s.state.pointee.nrDirtyPages, nUsedMMUPages: n),
                                          slot: s, written: written, sptesPerGFN: k, slotTables: slotTables)
         case .adaptive:
-            return CostRows.count / 2 + harvestFootprintLines(strategy: chooseAdaptive(slot: s), slot: s, written: written,
+            return (adaptiveRecord(slot: s) == nil ? 0 : 1) + harvestFootprintLines(strategy: chooseAdaptive(slot: s), slot: s, written: written,
                                                               sptesPerGFN: k, slotTables: slotTables)
         case .rmap, .rmapFixed, .masked, .dbitClear, .clearChunked, .ring:
             let descs = k > 1 ? (k + PteList.entriesPerDesc - 1) / PteList.entriesPerDesc : 0

@@ -20,6 +20,9 @@ public struct VMState {
     /// flushes wait for their acknowledgements, and nr_dirty_pages grows by
     /// atomic adds. Set by `startGuests`.
     public var concurrent = false
+    /// The adaptive rule's decision table, measured on the machine and
+    /// installed by `VirtualMachine.install(_:)`.
+    public var adaptive = AdaptiveState()
     /// The kernel the harvests and faults run in: mmu_lock's kind, whether
     /// faults have a fast path, what page-table shadowing flushes on
     /// (`VirtualMachine.enterEra`).
@@ -82,9 +85,6 @@ public struct VMState {
     public var tdpRoot: Int32 = -1
     /// clear-chunked re-protects in KVM_CLEAR_DIRTY_LOG calls of this many pages.
     public var clearChunkPages = 1 << 18
-    /// The adaptive rule's constants, measured on the machine and installed
-    /// by `VirtualMachine.install(_:)`: what its decision reads.
-    public var adaptive = AdaptiveState()
 }
 
 /// A virtual machine's shadow MMU: its slots, its shadow pages and the lock
@@ -140,7 +140,7 @@ public final class VirtualMachine {
             arena.free(v.pml)
         }
         arena.free(vcpus.baseAddress!)
-        if let rows = state.pointee.adaptive.rows { arena.free(rows) }
+        if let table = state.pointee.adaptive.table { arena.free(table) }
         arena.free(state)
         arena.free(memslots)
     }

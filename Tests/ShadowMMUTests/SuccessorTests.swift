@@ -172,6 +172,80 @@ import Testing
         #expect(!looked)
     }
 
+    /// The decision table the harvest reads chooses as the model does, at
+    /// every step of ρ and across page counts, looking where it looks.
+    @Test func theDecisionTableChoosesAsTheModel() {
+        for lookNs in [500.0, 50_000] {
+            var m = model(lookNs: lookNs)
+            for tdp in [false, true] {
+                m.hasTDP = tdp
+                let words = DecisionTable.build(m, maxPages: 1 << 20)
+                let small = DecisionTable.smallPages(words)
+                words.withUnsafeBufferPointer { t in
+                    // Below the small bound, one choice at every density, no look.
+                    for pages in [1, 2, 5, 17, 63, small.pages - 1] where pages >= 1 && pages < small.pages {
+                        for lines in [1, max(1, pages / 3), pages] {
+                            let c = DecisionTable.choose(t.baseAddress!, pages: pages, lines: lines) {
+                                Issue.record("a look below the small bound")
+                                return BitmapLook(regular: true)
+                            }
+                            #expect(c == CostModel.candidate(lane: small.lane), "\(pages) pages in \(lines) spans")
+                        }
+                    }
+                    for k in stride(from: 0, to: SpanDensity.steps, by: 3) {
+                        let rho = SpanDensity.rho(k)
+                        for pages in [1, 3, 10, 64, 700, 4000, 20_000, 1 << 18, 1 << 20] where Double(pages) >= rho {
+                            let lines = Int((Double(pages) / rho).rounded())
+                            guard lines >= 1, SpanDensity.position(Float(pages) / Float(lines)) == (k, 0) else { continue }
+                            for regular in [true, false] {
+                                var lookedModel = false, lookedTable = false
+                                let a = m.choose(pages: pages, lines: lines) { lookedModel = true; return BitmapLook(regular: regular) }
+                                let b = DecisionTable.choose(t.baseAddress!, pages: pages, lines: lines) {
+                                    lookedTable = true
+                                    return BitmapLook(regular: regular)
+                                }
+                                #expect(a == b && lookedModel == lookedTable, "\(pages) pages, ρ \(rho), look \(lookNs), tdp \(tdp), regular \(regular)")
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// A decision reads the slot's state and, past the pages below which
+    /// one choice holds at every density, one record of the installed
+    /// table: one line of its own, or none.
+    @Test func aDecisionReadsOneLine() {
+        let vm = VirtualMachine.small(.tdp)
+        vm.install(model())
+        let s = vm.measured
+        let small = s.state.pointee.decisionSmallPages
+        #expect(small > 64 && CostModel.candidate(lane: s.state.pointee.decisionSmallLane) == .masked,
+                "masked below \(small) pages, whatever the density")
+        for pages in [1, 37, small - 1, small, 4000] {
+            s.state.pointee.nrDirtyPages = pages
+            s.state.pointee.nrDirtyLines = max(1, pages / 8)
+            vm.withMMU { mmu in
+                guard pages >= small else {
+                    #expect(mmu.adaptiveRecord(slot: s) == nil, "\(pages) pages: decided from the slot's state alone")
+                    #expect(mmu.chooseAdaptive(slot: s) == .masked)
+                    return
+                }
+                let table = UInt(bitPattern: s.state.pointee.decisionTable!)
+                guard let r = mmu.adaptiveRecord(slot: s) else {
+                    Issue.record("\(pages) pages: no record")
+                    return
+                }
+                let record = UInt(bitPattern: r)
+                #expect(table % 64 == 0 && (record - table) % 32 == 0, "records are 32-byte aligned in a 64-byte aligned table")
+                #expect(record / 64 == (record + 31) / 64, "a record never straddles two lines")
+            }
+        }
+        s.state.pointee.nrDirtyPages = 0
+        s.state.pointee.nrDirtyLines = 0
+    }
+
     @Test func theDensityStepsAreFourAnOctave() {
         #expect(SpanDensity.steps == 37)
         #expect((0..<9).map(SpanDensity.rho) == [1, 1.25, 1.5, 1.75, 2, 2.5, 3, 3.5, 4])

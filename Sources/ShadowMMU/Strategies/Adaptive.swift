@@ -118,15 +118,118 @@ public struct CostModel: Sendable, Equatable {
     }
 }
 
-/// What the adaptive rule reads at harvest time, in the VM's arena: whether
-/// it is calibrated, what a look costs, and the rows of constants. A few
-/// scalars and a pointer, so that reading them through `VMState` copies
-/// nothing.
+/// The adaptive rule's decision table (`DecisionTable`), in the VM's
+/// arena, nil before calibration; each slot's state holds its address too.
 public struct AdaptiveState {
-    public var calibrated = false
-    public var lookNs: Float = 0
-    /// `CostRows.count` rows, or nil before calibration.
-    public var rows: UnsafeMutablePointer<SIMD8<Float>>? = nil
+    public var table: UnsafeMutablePointer<UInt64>? = nil
+}
+
+/// The adaptive rule reduced to what a decision needs: per density step
+/// (`SpanDensity`), the page counts at which its choice changes, computed
+/// once from the calibrated `CostModel`. A step's record is 32 bytes, two
+/// to a cache line, aligned:
+///
+///     words 0-2   six bounds (UInt32, ascending; UInt32.max unused):
+///                 segment i covers pages below bound i, from bound i-1
+///     word 3      seven choices, a byte per segment: the regular kind's
+///                 lane in the low nibble, the scattered kind's in the high;
+///                 equal nibbles choose without looking, different ones
+///                 look at the bitmap to tell the kind
+///
+/// A decision reads nr_dirty_pages, the dirty-line count and the table's
+/// address (the slot's state, which every harvest reads) and one record:
+/// one cache line of its own. The density is rounded to the nearest step (four an octave)
+/// where `CostModel` reads between steps; the choices are the model's at
+/// each step, segment bounds within 1% of where they change.
+public enum DecisionTable {
+    public static let wordsPerStep = 4
+    public static let segments = 7
+    public static var words: Int { SpanDensity.steps * wordsPerStep }
+
+    /// The records for `model` over 1 to `maxPages` dirty pages.
+    public static func build(_ model: CostModel, maxPages: Int) -> [UInt64] {
+        var out = [UInt64](repeating: 0, count: words)
+        for k in 0..<SpanDensity.steps {
+            func decision(_ p: Int) -> UInt8 {
+                model.rows.withUnsafeBufferPointer {
+                    let rows = CostRows(base: $0.baseAddress!)
+                    let (r, s) = CostRows.lanes(regular: rows.costs(.regular, pages: p, step: k), scattered: rows.costs(.scattered, pages: p, step: k),
+                                                lookNs: Float(model.lookNs))
+                    return UInt8(r | s << 4)
+                }
+            }
+            // The choice along a geometric grid of page counts, merged into segments.
+            var segs: [(start: Int, choice: UInt8)] = []
+            var p = 1
+            while p <= max(1, maxPages) {
+                let d = decision(p)
+                if segs.last?.choice != d { segs.append((p, d)) }
+                p = max(p + 1, Int(Double(p) * 1.01))
+            }
+            // At most `segments`: the narrowest (in octaves) folds into its left neighbour.
+            while segs.count > segments {
+                var narrowest = 1, least = Double.infinity
+                for i in 1..<segs.count {
+                    let end = i + 1 < segs.count ? Double(segs[i + 1].start) : Double(max(maxPages, segs[i].start + 1))
+                    let w = (end / Double(segs[i].start)).squareRoot()  // monotone in the width in octaves
+                    if w < least { least = w; narrowest = i }
+                }
+                segs.remove(at: narrowest)
+                var i = 1
+                while i < segs.count { if segs[i].choice == segs[i - 1].choice { segs.remove(at: i) } else { i += 1 } }
+            }
+            var bounds = [UInt32](repeating: .max, count: 6)
+            var choices: UInt64 = 0
+            for (i, seg) in segs.enumerated() {
+                if i > 0 { bounds[i - 1] = UInt32(min(seg.start, Int(UInt32.max))) }
+                choices |= UInt64(seg.choice) << UInt64(8 * i)
+            }
+            // Unused segments repeat the last choice.
+            for i in segs.count..<8 { choices |= UInt64(segs.last!.choice) << UInt64(8 * i) }
+            for w in 0..<3 { out[k * wordsPerStep + w] = UInt64(bounds[2 * w]) | UInt64(bounds[2 * w + 1]) << 32 }
+            out[k * wordsPerStep + 3] = choices
+        }
+        return out
+    }
+
+    /// The page count below which `table` chooses one lane whatever the
+    /// density, without looking, and that lane: every step's first segment
+    /// that choice (a step whose first segment differs bounds it by its ρ,
+    /// which so few pages cannot reach).
+    public static func smallPages(_ table: [UInt64]) -> (pages: Int, lane: Int) {
+        let first = Int(table[3] & 0xFF)
+        guard first & 15 == first >> 4 else { return (0, 0) }
+        var bound = Int(UInt32.max)
+        for k in 0..<SpanDensity.steps {
+            let c = Int(table[k * wordsPerStep + 3] & 0xFF)
+            let end = Int(table[k * wordsPerStep] & 0xFFFF_FFFF)
+            bound = min(bound, c == first ? end : Int(SpanDensity.rho(k).rounded(.up)))
+        }
+        return (bound, first & 15)
+    }
+
+    /// The decision for `pages` dirty pages in `lines` spans: one record read.
+    @inline(__always)
+    public static func choose(_ table: UnsafePointer<UInt64>, pages: Int, lines: Int, look: () -> BitmapLook) -> Strategy {
+        // Nothing dirty: the seed era's protocol returns at once.
+        guard pages > 0 else { return .rmap }
+        let (k0, t) = SpanDensity.position(Float(pages) / Float(max(1, lines)))
+        let k = t >= 0.5 && k0 &+ 1 < SpanDensity.steps ? k0 &+ 1 : k0
+        let rec = table + k &* wordsPerStep
+        let p = UInt64(pages)
+        let w0 = rec[0], w1 = rec[1], w2 = rec[2]
+        var seg = 0
+        seg &+= p >= w0 & 0xFFFF_FFFF ? 1 : 0
+        seg &+= p >= w0 >> 32 ? 1 : 0
+        seg &+= p >= w1 & 0xFFFF_FFFF ? 1 : 0
+        seg &+= p >= w1 >> 32 ? 1 : 0
+        seg &+= p >= w2 & 0xFFFF_FFFF ? 1 : 0
+        seg &+= p >= w2 >> 32 ? 1 : 0
+        let c = Int(truncatingIfNeeded: rec[3] >> UInt64(seg &* 8)) & 0xFF
+        let regular = c & 15, scattered = c >> 4
+        if regular == scattered { return CostModel.candidate(lane: regular) }
+        return CostModel.candidate(lane: look().regular ? regular : scattered)
+    }
 }
 
 /// The constants' layout: for each kind (regular, then scattered), one row
@@ -156,6 +259,13 @@ public struct CostRows {
         return row[0] + (lo + (hi - lo) * t) * Float(pages)
     }
 
+    /// Every candidate's predicted cost at exactly step `k` of ρ.
+    @inline(__always)
+    func costs(_ kind: DirtySetKind, pages: Int, step k: Int) -> SIMD8<Float> {
+        let row = base + Self.fixedRow(kind)
+        return row[0] + row[1 &+ k] * Float(pages)
+    }
+
     /// The cheapest candidate. When both kinds name the same one, that is
     /// the choice. Otherwise the candidate whose larger excess over the two
     /// kinds' bests is least, unless that excess is more than a look costs:
@@ -165,10 +275,21 @@ public struct CostRows {
         guard calibrated else { return .masked }
         // Nothing dirty: the seed era's protocol returns at once.
         guard pages > 0 else { return .rmap }
-        let r = costs(.regular, pages: pages, lines: lines), s = costs(.scattered, pages: pages, lines: lines)
-        let (ir, bestR) = Self.argmin(r), (iS, bestS) = Self.argmin(s)
+        let (ir, iS) = Self.lanes(regular: costs(.regular, pages: pages, lines: lines), scattered: costs(.scattered, pages: pages, lines: lines),
+                                  lookNs: lookNs)
         if ir == iS { return CostModel.candidate(lane: ir) }
-        // Blind: the candidate whose larger excess over the two kinds' bests is least.
+        return CostModel.candidate(lane: look().regular ? ir : iS)
+    }
+
+    /// The rule's lanes for one dirty set, given each kind's predicted
+    /// costs: the same lane twice when it chooses without looking (both
+    /// kinds' cheapest, or the blind choice: the candidate whose larger
+    /// excess over the two bests is least, when that is no more than a
+    /// look costs); else each kind's cheapest, for a look to pick.
+    @inline(__always)
+    static func lanes(regular r: SIMD8<Float>, scattered s: SIMD8<Float>, lookNs: Float) -> (regular: Int, scattered: Int) {
+        let (ir, bestR) = argmin(r), (iS, bestS) = argmin(s)
+        if ir == iS { return (ir, ir) }
         var blind = 0, least = Float.infinity
         var i = 0
         while i < CostModel.laneCount {
@@ -176,8 +297,7 @@ public struct CostRows {
             if e < least { least = e; blind = i }
             i &+= 1
         }
-        if least <= lookNs { return CostModel.candidate(lane: blind) }
-        return CostModel.candidate(lane: look().regular ? ir : iS)
+        return least <= lookNs ? (blind, blind) : (ir, iS)
     }
 
     /// The cheapest lane and its cost, first on ties.
@@ -194,30 +314,55 @@ public struct CostRows {
 }
 
 extension VirtualMachine {
-    /// Installs the adaptive rule's constants where its decision reads them.
+    /// Installs the adaptive rule's decision table, built from `model` for
+    /// up to the measured slot's pages, where its decision reads it; an
+    /// uncalibrated model removes it (the rule then takes masked).
     public func install(_ model: CostModel) {
-        if state.pointee.adaptive.rows == nil {
-            state.pointee.adaptive.rows = arena.allocate(SIMD8<Float>.self, count: CostRows.count)
+        guard model.calibrated else {
+            if let t = state.pointee.adaptive.table { arena.free(t) }
+            state.pointee.adaptive.table = nil
+            for slot in slots { slot.view.state.pointee.decisionTable = nil }
+            return
         }
-        let rows = state.pointee.adaptive.rows!
-        for i in 0..<CostRows.count { rows[i] = model.rows[i] }
-        state.pointee.adaptive.lookNs = Float(model.lookNs)
-        state.pointee.adaptive.calibrated = model.calibrated
+        if state.pointee.adaptive.table == nil {
+            state.pointee.adaptive.table = arena.allocate(UInt64.self, count: DecisionTable.words, alignment: 64)
+        }
+        let maxPages = slots.map(\.view.npages).max() ?? 1
+        let words = DecisionTable.build(model, maxPages: maxPages)
+        let t = state.pointee.adaptive.table!
+        for i in 0..<words.count { t[i] = words[i] }
+        let small = DecisionTable.smallPages(words)
+        for slot in slots {
+            slot.view.state.pointee.decisionTable = t
+            slot.view.state.pointee.decisionSmallPages = small.pages
+            slot.view.state.pointee.decisionSmallLane = small.lane
+        }
     }
 }
 
 extension MMU {
-    /// The adaptive rule's decision for the slot's next harvest, from the
-    /// counts the fault path keeps and, when needed, a look at the bitmap.
+    /// The adaptive rule's decision for the slot's next harvest: one record
+    /// of its decision table (`DecisionTable.choose`) and, when the kinds
+    /// disagree by more than a look costs, a look at the bitmap.
     @inline(__always)
     func chooseAdaptive(slot s: SlotView) -> Strategy {
-        let a = vm.pointee.adaptive
-        guard let rows = a.rows else { return .masked }
+        guard let table = s.state.pointee.decisionTable else { return .masked }
+        let pages = s.state.pointee.nrDirtyPages
+        if pages > 0 && pages < s.state.pointee.decisionSmallPages { return CostModel.candidate(lane: s.state.pointee.decisionSmallLane) }
         let current = s.dirtyBitmap
-        return CostRows(base: rows).choose(pages: s.state.pointee.nrDirtyPages, lines: s.state.pointee.nrDirtyLines,
-                                           lookNs: a.lookNs, calibrated: a.calibrated) {
+        return DecisionTable.choose(table, pages: pages, lines: s.state.pointee.nrDirtyLines) {
             MMU.lookAtBitmap(current, words: s.bitmapWords)
         }
+    }
+
+    /// The record `chooseAdaptive` will read: its cache line.
+    func adaptiveRecord(slot s: SlotView) -> UnsafeRawPointer? {
+        guard let table = s.state.pointee.decisionTable else { return nil }
+        let pages = s.state.pointee.nrDirtyPages
+        guard pages > 0, pages >= s.state.pointee.decisionSmallPages else { return nil }
+        let (k0, t) = SpanDensity.position(Float(pages) / Float(max(1, s.state.pointee.nrDirtyLines)))
+        let k = t >= 0.5 && k0 + 1 < SpanDensity.steps ? k0 + 1 : k0
+        return UnsafeRawPointer(table + k * DecisionTable.wordsPerStep)
     }
 }
 
