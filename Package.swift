@@ -43,6 +43,8 @@ let package = Package(
         .target(name: "CAtomics"),
         // <linux/kvm.h> structs and the ioctl request numbers its macros compute.
         .target(name: "CLinuxKVM"),
+        // The seed's two write-protection branches as plain C on the model's data: the yardstick of `bench breakdown`.
+        .target(name: "CMinimalHarvest"),
         // SIGINT and SIGTERM: the first recorded for a clean stop, a second exits at once.
         .target(name: "CTermination"),
         // The names the model, the kernel backend, the measuring and the reports share.
@@ -63,7 +65,7 @@ let package = Package(
         // Series, calibration, eviction, patterns, the sweep plan and the one timed path.
         .target(
             name: "BenchMeasure",
-            dependencies: ["DirtyLogCore", "ShadowMMU", "HostKVM", "BenchAnalysis", "CJemalloc", "CAtomics", "CTermination",
+            dependencies: ["DirtyLogCore", "ShadowMMU", "HostKVM", "BenchAnalysis", "CJemalloc", "CAtomics", "CMinimalHarvest", "CTermination",
                            .product(name: "Histogram", package: "hdrhistogram-swift")],
             swiftSettings: hotLoopSettings
         ),

@@ -205,6 +205,13 @@ public final class VirtualMachine {
 /// The handle every hot path runs on: the VM's columns, slots and lock as
 /// raw pointers, copied into locals once. Nothing reached through it is
 /// reference counted.
+/// mmu_lock as a loop that takes it per page holds it: the era's kind and
+/// whether the harness records this thread's holds, fixed for the loop.
+public struct LockForLoop {
+    let kind: UInt32
+    let recorded: Int32
+}
+
 public struct MMU {
     public let vm: UnsafeMutablePointer<VMState>
     public let pages: ShadowPageColumns
@@ -226,6 +233,16 @@ public struct MMU {
 
     /// spin_unlock() / write_unlock().
     @inline(__always) public func unlockMMUExclusive() { ca_mmu_unlock_exclusive(lockWord) }
+
+    /// The same, for a loop that takes mmu_lock per page: its kind and
+    /// whether this thread records holds, read once before the loop
+    /// (`lockForLoop()`), so that the loop pays the era's lock and nothing
+    /// of the harness (ca_mmu_lock_exclusive_as).
+    @inline(__always) public func lockMMUExclusive(_ lock: LockForLoop) { ca_mmu_lock_exclusive_as(lockWord, lock.kind, lock.recorded) }
+    @inline(__always) public func unlockMMUExclusive(_ lock: LockForLoop) { ca_mmu_unlock_exclusive_as(lockWord, lock.kind, lock.recorded) }
+    @inline(__always) public func lockForLoop() -> LockForLoop {
+        LockForLoop(kind: lockWord.pointee.kind, recorded: ca_lock_stats_get() != nil ? 1 : 0)
+    }
 
     /// mmu_lock's shared side: read_lock() of the rwlock since 5.12; in the
     /// eras of a spinlock, which has no such side, spin_lock(), as the same

@@ -1,4 +1,5 @@
 import BenchAnalysis
+import BenchMeasure
 import DirtyLogCore
 import Foundation
 import Testing
@@ -56,6 +57,9 @@ import Testing
         (["--kvm-budget", "0"], "--kvm-budget: 0 is out of range; accepted: 1 to 86400 seconds"),
         (["compare", "a", "b", "--reps", "3"], "--reps: an option of a run, not of compare"),
         (["check-eviction", "--cache", "warm"], "--cache: does not apply to check-eviction"),
+        (["breakdown", "--pattern", "random"], "--pattern: does not apply to breakdown"),
+        (["breakdown", "--dirty", "1,2"], "--dirty: breakdown takes one dirty count"),
+        (["breakdown", "--slot-pages", "64MiB", "--dirty", "20000"], "--dirty: 20000 is out of range"),
     ])
     func badInputIsOneLineAndExitStatus64(args: [String], expected: String) throws {
         let r = try bench(args + ["--output", scratch + "/never"])
@@ -334,6 +338,20 @@ import Testing
         #expect(shadow.status == 64 && shadow.stderr.contains("under --paging tdp only"), "\(shadow.stderr)")
         let odd = try bench(["--scenario", "lifecycle", "--vcpu-memory", "3MiB", "--output", scratch + "/never"])
         #expect(odd.status == 64 && odd.stderr.contains("--vcpu-memory: 768 pages is not a whole number of 2 MiB regions"), "\(odd.stderr)")
+    }
+
+    @Test func aBreakdownPrintsEachStepAndTheModelsRatio() throws {
+        let dir = scratch + "/breakdown"
+        let r = try bench(["breakdown", "--slot-pages", "16MiB", "--reps", "3", "--quiet", "--output", dir])
+        #expect(r.status == 0, "\(r.stdout)\(r.stderr)")
+        #expect(r.stdout.hasPrefix("tdp 16MiB, 4096 dirty pages, 3 repetitions:"), "\(r.stdout)")
+        for step in BreakdownVariant.rmapSteps + BreakdownVariant.walkSteps { #expect(r.stdout.contains(step), "\(step)") }
+        #expect(r.stdout.contains("x the minimal"))
+        #expect(r.stdout.split(separator: "\n").allSatisfy { $0.count <= 100 }, "within 100 columns")
+        let run = try FileManager.default.contentsOfDirectory(atPath: dir).sorted().last!
+        let csv = try String(contentsOfFile: dir + "/" + run + "/breakdown.csv", encoding: .utf8)
+        #expect(csv.hasPrefix("paging,sptes_per_gfn,slot_pages,dirty_pages,cache,side,variant,step,"))
+        #expect(csv.split(separator: "\n").count == 1 + 2 * (BreakdownVariant.rmapSteps.count + BreakdownVariant.walkSteps.count + 2))
     }
 
     #if DEBUG

@@ -87,3 +87,23 @@ import Testing
         #expect(cold > 3 * warm, "a load after the eviction took \(cold) ticks, without it \(warm): the caches were not emptied")
     }
 }
+
+/// `bench breakdown` as a function: the model's rmap and slot-walk beside
+/// the minimal C implementation, step by step, warm and cold, each harvest
+/// checked. The C functions with all their steps must leave every spte the
+/// round wrote read-only before the model's untimed harvest completes the
+/// protocol: a minimal implementation that skips the store fails here.
+@Suite struct CostBreakdownTests {
+    @Test(arguments: [Paging.tdp, Paging.shadow(mappings: 2)])
+    func everyVariantIsTimedAndTheCompleteOnesProtectEverySpte(paging: Paging) throws {
+        let b = CostBreakdown(layout: VMLayout(paging: paging, slotPages: 4096), dirtyPages: 4096, reps: 3, seed: 5)
+        let r = try b.run(progress: Progress(quiet: true))
+        #expect(r.violations == 0, "\(r.messages)")
+        #expect(r.rows.count == 2 * CostBreakdown.variants.count)
+        #expect(r.rows.allSatisfy { $0.samples.count == 3 && $0.median > 0 })
+        #expect(r.rmapSptes == 4096 * paging.sptesPerGFN, "every spte of every dirty page visited")
+        #expect(r.walkSptes > 0 && r.walkSptes % SPTE.perPage == 0)
+        #expect(r.table.rows.count == 2 * (BreakdownVariant.rmapSteps.count + BreakdownVariant.walkSteps.count + 2))
+        #expect(r.ratio(.warm, .rmap) > 0 && r.ratio(.cold, .slotWalk) > 0)
+    }
+}

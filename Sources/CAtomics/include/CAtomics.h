@@ -173,23 +173,36 @@ static inline void ca_rw_write_unlock(ca_mmu_lock *l) { __atomic_store_n(&l->rw,
 
 /* The exclusive side: the whole spinlock (spin_lock), or the rwlock's
  * write side (write_lock). */
-static inline void ca_mmu_lock_exclusive(ca_mmu_lock *l) {
-    uint64_t t0 = ca_lock_t0();
-    switch (l->kind) {
+/* The exclusive side with the lock's kind and whether this thread records
+ * its holds given by the caller (`kind` is l->kind, `recorded` whether
+ * ca_lock_stats_get() is set): a loop that takes the lock per page reads
+ * them once, before it, so that each acquisition in it is the era's lock
+ * and a predicted branch, not a reload of both after every atomic. */
+static inline __attribute__((always_inline)) void ca_mmu_lock_exclusive_as(ca_mmu_lock *l, uint32_t kind, int recorded) {
+    uint64_t t0 = recorded ? ca_ticks() : 0;
+    switch (kind) {
     case CA_LOCK_TICKET: ca_ticket_lock(l); break;
     case CA_LOCK_QUEUED: ca_mcs_lock(l); break;
     default: ca_rw_write_lock(l); break;
     }
-    ca_lock_acquired(t0);
+    if (recorded) ca_lock_acquired(t0);
 }
 
-static inline void ca_mmu_unlock_exclusive(ca_mmu_lock *l) {
-    ca_lock_released(0);
-    switch (l->kind) {
+static inline __attribute__((always_inline)) void ca_mmu_unlock_exclusive_as(ca_mmu_lock *l, uint32_t kind, int recorded) {
+    if (recorded) ca_lock_released(0);
+    switch (kind) {
     case CA_LOCK_TICKET: ca_ticket_unlock(l); break;
     case CA_LOCK_QUEUED: ca_mcs_unlock(l); break;
     default: ca_rw_write_unlock(l); break;
     }
+}
+
+static inline void ca_mmu_lock_exclusive(ca_mmu_lock *l) {
+    ca_mmu_lock_exclusive_as(l, l->kind, ca_lock_stats_current != 0);
+}
+
+static inline void ca_mmu_unlock_exclusive(ca_mmu_lock *l) {
+    ca_mmu_unlock_exclusive_as(l, l->kind, ca_lock_stats_current != 0);
 }
 
 /* The shared side: the rwlock's read side (read_lock); in the eras of a

@@ -20,15 +20,16 @@ extension MMU {
     public func rmapWriteProtectDirty(slot s: SlotView, bitmap: UnsafeMutablePointer<UInt64>, counters: inout ProtectCounters) {
         var visited = 0, protected = 0, dropped = 0, locks = 0, descs = 0
         let words = s.bitmapWords
+        let lock = lockForLoop()
         var w = 0
         while w < words {
             var mask = bitmap[w]
             while mask != 0 {
                 let gfn = s.gfn(at: SlotOffset(w << 6 | mask.trailingZeroBitCount))
                 mask &= mask &- 1
-                lockMMUExclusive()
+                lockMMUExclusive(lock)
                 rmapWriteProtect(gfn: gfn, slot: s, visited: &visited, protected: &protected, dropped: &dropped, descs: &descs)
-                unlockMMUExclusive()
+                unlockMMUExclusive(lock)
                 locks &+= 1
             }
             w &+= 1
@@ -94,24 +95,26 @@ extension MMU {
     @inline(__always)
     func rmapWriteProtect(gfn: GFN, slot s: SlotView, visited: inout Int, protected: inout Int, dropped: inout Int) {
         rmapClearBit(s.rmapHead(gfn: gfn, level: 1).pointee, SPTE.writable, visited: &visited, protected: &protected)
-        var level = 2
-        while level <= 3 {
-            if let ls = gfnToMemslot(gfn) {
-                let head = ls.rmapHead(gfn: gfn, level: level)
-                if head.pointee != 0 {
-                    var large = RmapIterator(head.pointee)
-                    while let sptep = large.next() {
-                        visited &+= 1
-                        if isWritableSPTE(sptep.pointee) {
-                            dropLargeSPTE(sptep, gfn: gfn, level: level)
-                            dropped &+= 1
-                            // The list changed under the iterator: start over, as the kernel does.
-                            large = RmapIterator(head.pointee)
-                        }
-                    }
-                }
+        dropWritableLarge(gfn: gfn, level: 2, visited: &visited, dropped: &dropped)
+        dropWritableLarge(gfn: gfn, level: 3, visited: &visited, dropped: &dropped)
+    }
+
+    /// One large level of kvm_mmu_rmap_write_protect(): gfn_to_rmap(), then
+    /// every writable leaf on that rmap dropped.
+    @inline(__always)
+    func dropWritableLarge(gfn: GFN, level: Int, visited: inout Int, dropped: inout Int) {
+        guard let ls = gfnToMemslot(gfn) else { return }
+        let head = ls.rmapHead(gfn: gfn, level: level)
+        guard head.pointee != 0 else { return }
+        var large = RmapIterator(head.pointee)
+        while let sptep = large.next() {
+            visited &+= 1
+            if isWritableSPTE(sptep.pointee) {
+                dropLargeSPTE(sptep, gfn: gfn, level: level)
+                dropped &+= 1
+                // The list changed under the iterator: start over, as the kernel does.
+                large = RmapIterator(head.pointee)
             }
-            level &+= 1
         }
     }
 }

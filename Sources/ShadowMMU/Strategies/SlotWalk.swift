@@ -26,21 +26,31 @@ extension MMU {
             if slotBitmap[p] & slotBit != 0 {
                 let pt = sptColumn[p].unsafelyUnwrapped
                 let level = Int(levelColumn[p])
+                // The kernel's one loop, in two passes: 4 KiB leaves first
+                // in a loop that calls nothing (so its counts stay in
+                // registers), then, in a table that had any, the large
+                // leaves dropped. The same sptes change, under the same hold.
+                var tableProtected = 0
+                var sawLarge = false
                 var i = 0
                 while i < SPTE.perPage {
                     let spte = pt[i]
                     if isShadowPresentSPTE(spte) && isLastSPTE(spte, level: level) {
                         if isLargeSPTE(spte) {
-                            if !plantedLeaveLarge {
-                                dropLargeSPTE(pt + i, gfn: pages.gfn(ofPage: p, index: i), level: level)
-                                dropped &+= 1
-                            }
+                            sawLarge = true
                         } else if spteWriteProtect(pt + i, spte) != 0 {
-                            protected &+= 1
+                            tableProtected &+= 1
                         }
                     }
                     i &+= 1
                 }
+                if sawLarge && !plantedLeaveLarge {
+                    for j in 0..<SPTE.perPage where isShadowPresentSPTE(pt[j]) && isLargeSPTE(pt[j]) {
+                        dropLargeSPTE(pt + j, gfn: pages.gfn(ofPage: p, index: j), level: level)
+                        dropped &+= 1
+                    }
+                }
+                protected &+= tableProtected
                 scanned &+= SPTE.perPage
             }
             sp = next[p]
