@@ -442,6 +442,7 @@ enum RunCommand {
         }
         let summary = Reports.terminal(results)
         if !summary.isEmpty { print(summary) }
+        if let p = SeriesPrecision.line(SeriesPrecision.of(results)) { print("\n" + Reports.wrap(p)) }
         for n in results.notes { print("\n" + Reports.wrap(n)) }
         print("")
         let bad = results.unverifiedRows, badPollution = results.unverifiedPollution

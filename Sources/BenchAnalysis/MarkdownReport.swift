@@ -136,6 +136,8 @@ public enum RunReport {
             }.joined(separator: "\n") + "\n"
         }
 
+        md += SeriesPrecision.section(SeriesPrecision.of(outcome), policy: meta.repetitions)
+
         if !outcome.adaptiveFits.isEmpty {
             md += "\n## The adaptive rule\n\n"
             md += "Per harvest, adaptive predicts each candidate's time as `fixed + pages · perPage(ρ)` and takes the cheapest. "

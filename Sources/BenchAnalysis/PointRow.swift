@@ -22,6 +22,9 @@ public struct PointRow: Sendable {
     public var cache: CacheMode
     /// Why the repetitions stopped where they did.
     public var stop: RepetitionStop = .fixed
+    /// The confidence of the median's interval in points.csv: the run's
+    /// repetition policy's (`RepetitionPolicy.confidence`).
+    public var intervalConfidence = SampleSummary.intervalConfidence
     /// What only kernel rows have.
     public var kernel: KernelExtras? = nil
     public var phases: PhaseExtras? = nil
@@ -51,7 +54,7 @@ public struct PointRow: Sendable {
         choices.max { $0.value < $1.value || ($0.value == $1.value && $0.key > $1.key) }?.key
     }
 
-    public var summary: SampleSummary { SampleSummary(samples) }
+    public var summary: SampleSummary { SampleSummary(samples, confidence: intervalConfidence) }
     /// The whole protection work of each repetition's round: the timed
     /// harvest plus, for rings, the harvests full rings forced while the
     /// guest wrote. What plots and "best" compare.
@@ -62,16 +65,51 @@ public struct PointRow: Sendable {
     public var dirtyPerUsed: Double { Double(dirtyPages) / Double(max(1, nUsedMMUPages)) }
 }
 
-/// Why a point's repetitions stopped.
-public enum RepetitionStop: String, Sendable, CaseIterable {
-    /// `--reps` asked for a fixed count.
+/// Why a point's repetitions stopped: the rule, named in points.csv's
+/// reps_stop with what it claims of the row.
+public enum RepetitionStop: Sendable, Equatable {
+    /// `--reps` asked for a fixed count: "fixed".
     case fixed
-    /// The median's confidence interval became narrow enough.
-    case converged
-    /// The most repetitions allowed, before the interval was narrow enough.
-    case maxReps = "max-reps"
-    /// The point's time allowance ran out first.
-    case timeCap = "time-cap"
+    /// The median's interval at `confidence` within `width` of the median:
+    /// "ci90<=10%".
+    case interval(confidence: Double, width: Double)
+    /// A long harvest's few samples within `width` of their median from
+    /// lowest to highest: "range<=10%".
+    case range(width: Double)
+    /// Every sample above `factor` times the best other strategy's median
+    /// at the point, once `RepetitionPolicy.separatedMinimum` are in: a
+    /// strategy that cannot decide anything there, "separated>2x".
+    case separated(factor: Double)
+    /// The most repetitions the point allowed (more where it decides),
+    /// before any rule held: "max-reps=9". It claims nothing.
+    case maxReps(Int)
+
+    public var name: String {
+        switch self {
+        case .fixed: "fixed"
+        case .interval(let c, let w): String(format: "ci%.0f<=%.0f%%", c * 100, w * 100)
+        case .range(let w): String(format: "range<=%.0f%%", w * 100)
+        case .separated(let f): String(format: "separated>%gx", f)
+        case .maxReps(let n): "max-reps=\(n)"
+        }
+    }
+
+    /// Whether `samples` bear out the rule's claim (the interval or range
+    /// it names is as narrow as it says): what every row must satisfy.
+    public func holds(for samples: [Double]) -> Bool {
+        let s = samples.sorted()
+        guard !s.isEmpty else { return false }
+        let median = Statistics.quantile(sorted: s, 0.5)
+        switch self {
+        case .interval(let c, let w):
+            guard let i = Statistics.medianInterval(sorted: s, confidence: c) else { return false }
+            return median <= 0 || (i.high - i.low) / median <= w + 1e-12
+        case .range(let w):
+            return median <= 0 || (s[s.count - 1] - s[0]) / median <= w + 1e-12
+        case .fixed, .separated, .maxReps:
+            return true
+        }
+    }
 }
 
 /// Two-phase harvests and dirty rings: what one median does not show.

@@ -59,17 +59,39 @@ public struct MachineCalibration: Sendable, Codable {
     }
 }
 
-/// How a run decided how many repetitions each point gets.
+/// How a run decided how many repetitions each point gets: repetitions go
+/// where a decision depends on them. Each strategy at a point repeats until
+/// one of these rules holds, checked in this order after each repetition
+/// (the first that holds is the row's reps_stop, `RepetitionStop`):
+///
+/// - long repetitions (over `longNs`, writes and checks included) where
+///   the point does not decide: `longMinimum` to `longMaximum`, until
+///   their range is within `relativeWidth`;
+/// - separated: after `separatedMinimum`, every sample above `separation`
+///   times the best other strategy's median at the point: it decides
+///   nothing there;
+/// - converged: after `minimum`, the median's interval at `confidence`
+///   within `relativeWidth` of it;
+/// - the cap: `maximum` repetitions, or `decidingMaximum` where the point
+///   decides (within an octave of n_used_mmu_pages or of the rmap/slot-walk
+///   crossover, or its interval overlapping the best other strategy's);
+///   `longDecidingMaximum` there for a harvest over half of `longNs`.
 public struct RepetitionPolicy: Codable, Sendable, Equatable {
     /// `--reps N`: exactly N timed repetitions everywhere; nil when adaptive.
     public var fixed: Int?
     /// Adaptive: at least and at most this many timed repetitions...
     public var minimum: Int
     public var maximum: Int
+    /// ... and at most this many where the point decides.
+    public var decidingMaximum: Int
     /// ... stopping once the median's interval at `confidence` is at most
     /// this wide, relative to the median.
     public var relativeWidth: Double
     public var confidence: Double
+    /// A strategy all of whose samples exceed this many times the best
+    /// other strategy's median stops after `separatedMinimum` repetitions.
+    public var separation: Double
+    public var separatedMinimum: Int
     /// Repetitions that take longer than this many nanoseconds each, guest
     /// writes and checks included (whole-slot walks of large VMs, rounds of
     /// millions of pages: few, stable, costly), stop at `longMinimum` to
@@ -77,32 +99,46 @@ public struct RepetitionPolicy: Codable, Sendable, Equatable {
     public var longNs: Double
     public var longMinimum: Int
     public var longMaximum: Int
+    /// Where the point decides, a long repetition too repeats until its
+    /// median's interval is narrow enough, but at most this many times when
+    /// the harvest itself takes over half of `longNs` (a walk of a 16 GiB
+    /// slot: where the repetition is long only for its writes and checks,
+    /// `decidingMaximum`).
+    public var longDecidingMaximum: Int
     /// Untimed repetitions first, for harvests shorter than `warmupBelowNs`
     /// (a longer harvest trains its own predictors and caches).
     public var warmup: Int
     public var warmupBelowNs: Double
 
-    public init(fixed: Int?, minimum: Int, maximum: Int, relativeWidth: Double, confidence: Double,
-                longNs: Double = 1e18, longMinimum: Int = 3, longMaximum: Int = 5, warmup: Int, warmupBelowNs: Double) {
+    public init(fixed: Int?, minimum: Int, maximum: Int, decidingMaximum: Int? = nil, relativeWidth: Double, confidence: Double,
+                separation: Double = 2, separatedMinimum: Int = 3,
+                longNs: Double = 1e18, longMinimum: Int = 3, longMaximum: Int = 5, longDecidingMaximum: Int = 5,
+                warmup: Int, warmupBelowNs: Double) {
         self.fixed = fixed
         self.minimum = minimum
         self.maximum = maximum
+        self.decidingMaximum = decidingMaximum ?? maximum
         self.relativeWidth = relativeWidth
         self.confidence = confidence
+        self.separation = separation
+        self.separatedMinimum = min(separatedMinimum, minimum)
         self.longNs = longNs
         self.longMinimum = longMinimum
         self.longMaximum = longMaximum
+        self.longDecidingMaximum = longDecidingMaximum
         self.warmup = warmup
         self.warmupBelowNs = warmupBelowNs
     }
 
-    /// For reports: "5-11 repetitions until the median's 90% interval is within 10% of it ...".
+    /// For reports: "5-9 repetitions (15 where the point decides) until ...".
     public var description: String {
         if let n = fixed { return "\(n) repetitions (+\(warmup) warm-up)" }
-        var s = String(format: "%d-%d repetitions until the median's %.0f%% interval is within %.0f%% of it", minimum, maximum,
-                       confidence * 100, relativeWidth * 100)
+        var s = String(format: "%d-%d repetitions (%d where the point decides) until the median's %.0f%% interval is within %.0f%% of it",
+                       minimum, maximum, decidingMaximum, confidence * 100, relativeWidth * 100)
+        s += String(format: "; %d where every sample is above %gx the best other strategy's median", separatedMinimum, separation)
         if longNs < 1e17 {
-            s += String(format: " (repetitions over %@ each: %d-%d, until their range is)", Reports.duration(longNs), longMinimum, longMaximum)
+            s += String(format: "; repetitions over %@ each: %d-%d, until their range is within %.0f%% (where the point decides, as above, at most %d for a harvest over %@)",
+                        Reports.duration(longNs), longMinimum, longMaximum, relativeWidth * 100, longDecidingMaximum, Reports.duration(longNs / 2))
         }
         return s + " (+\(warmup) warm-up below \(Reports.duration(warmupBelowNs)))"
     }
@@ -115,20 +151,22 @@ public struct RepetitionPolicy: Codable, Sendable, Equatable {
     }
 
     /// Why to stop after these timed samples, each repetition having taken
-    /// `repetitionNs` in all, or nil to go on.
-    public func stop(after samples: [Double], repetitionNs: Double) -> RepetitionStop? {
+    /// `repetitionNs` in all, or nil to go on. `deciding`: the point decides
+    /// something for this strategy; `bestOther`: the best median of the
+    /// other strategies at the point, if any has `separatedMinimum` samples.
+    public func stop(after samples: [Double], repetitionNs: Double, deciding: Bool = false, bestOther: Double? = nil) -> RepetitionStop? {
         if let n = fixed { return samples.count >= n ? .fixed : nil }
         guard !samples.isEmpty else { return nil }
         let sorted = samples.sorted()
-        let median = Statistics.quantile(sorted: sorted, 0.5)
-        if repetitionNs >= longNs {
-            if samples.count >= longMaximum { return .maxReps }
-            guard samples.count >= longMinimum else { return nil }
-            return (sorted.last! - sorted.first!) / median <= relativeWidth ? .converged : nil
+        if repetitionNs >= longNs && !deciding {
+            if samples.count >= longMinimum, RepetitionStop.range(width: relativeWidth).holds(for: sorted) { return .range(width: relativeWidth) }
+            return samples.count >= longMaximum ? .maxReps(longMaximum) : nil
         }
-        if samples.count >= maximum { return .maxReps }
-        guard samples.count >= minimum, let interval = Statistics.medianInterval(sorted: sorted, confidence: confidence) else { return nil }
-        return median <= 0 || (interval.high - interval.low) / median <= relativeWidth ? .converged : nil
+        if samples.count >= separatedMinimum, let best = bestOther, sorted[0] > separation * best { return .separated(factor: separation) }
+        let converged = RepetitionStop.interval(confidence: confidence, width: relativeWidth)
+        if samples.count >= minimum, converged.holds(for: sorted) { return converged }
+        let cap = !deciding ? maximum : Statistics.quantile(sorted: sorted, 0.5) >= longNs / 2 ? longDecidingMaximum : decidingMaximum
+        return samples.count >= cap ? .maxReps(cap) : nil
     }
 }
 

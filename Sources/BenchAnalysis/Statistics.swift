@@ -41,6 +41,10 @@ public enum Statistics {
         guard j >= 1 else { return nil }
         return (xs[j - 1], xs[n - j])
     }
+
+    /// The probability that the range of `n` samples holds the median:
+    /// 1 − 2·2⁻ⁿ.
+    public static func rangeLevel(_ n: Int) -> Double { 1 - 2 * pow(0.5, Double(n)) }
 }
 
 /// The summary of one point's samples for one strategy.
@@ -53,18 +57,29 @@ public struct SampleSummary: Sendable {
     public let mad: Double
     /// Coefficient of variation (standard deviation over mean).
     public let cv: Double
-    /// The median's distribution-free interval at `intervalConfidence`
-    /// (nil below 5 samples).
+    /// The median's distribution-free interval at `confidence` (90% unless
+    /// the run's repetition policy says otherwise); with too few samples
+    /// for that (fewer than 5 at 90%), their range, whose own level,
+    /// 1 − 2·2⁻ⁿ, `intervalLevel` says (50% for two, 75% for three). Nil
+    /// for a single sample.
     public let interval: (low: Double, high: Double)?
+    /// The probability that `interval` holds the median.
+    public let intervalLevel: Double
 
-    /// The confidence of `interval`.
+    /// The default confidence of `interval`.
     public static let intervalConfidence = 0.90
 
-    public init(_ samples: [Double]) {
+    public init(_ samples: [Double], confidence: Double = Self.intervalConfidence) {
         precondition(!samples.isEmpty)
         let s = samples.sorted()
         count = s.count
-        interval = Statistics.medianInterval(sorted: s, confidence: Self.intervalConfidence)
+        if let i = Statistics.medianInterval(sorted: s, confidence: confidence) {
+            interval = i
+            intervalLevel = confidence
+        } else {
+            interval = s.count > 1 ? (s[0], s[s.count - 1]) : nil
+            intervalLevel = s.count > 1 ? Statistics.rangeLevel(s.count) : 0
+        }
         median = Statistics.quantile(sorted: s, 0.5)
         p10 = Statistics.quantile(sorted: s, 0.1)
         p90 = Statistics.quantile(sorted: s, 0.9)

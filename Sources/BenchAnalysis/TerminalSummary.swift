@@ -13,13 +13,14 @@ extension Reports {
     /// the guest's worst fault under the harvests, the lifecycle's enable
     /// and disable. The detail is in report.md.
     public static func terminal(_ results: RunResults) -> String {
-        var table: [[String]] = [["series", "crossover", "seed regret", "adaptive", "beside it"]]
+        var table: [[String]] = [["series", "crossover", "seed regret", "adaptive", "±10%", "beside it"]]
         var lastScenario = ""
         func group(_ name: String) {
             guard name != lastScenario else { return }
             lastScenario = name
-            table.append([name + ":", "", "", "", ""])
+            table.append([name + ":", "", "", "", "", ""])
         }
+        let precision = SeriesPrecision.of(results)
         for r in results.crossover {
             group(r.series.scenario.rawValue)
             let crossover = r.crossoverDirtyPages.map { String(format: "%.0f (%.1fx)", $0, $0 / Double(max(1, r.nUsedMMUPages))) } ?? "-"
@@ -31,8 +32,11 @@ extension Reports {
                 if let a = k.modelOverKernelAtMin, let b = k.modelOverKernelAtMax { note += String(format: ", model %.2f-%.2fx", a, b) }
             }
             if r.series.scenario == .concurrent { note = guestVerdict(results.rows.filter { $0.series == r.series }) }
+            // The share of the rows near the crossover and n_used whose
+            // median is known within 10%.
+            let known = precision.first { $0.series == r.series }.map { $0.nearRows > 0 ? String(format: "%.0f%%", 100 * $0.nearShare) : "-" } ?? "-"
             table.append(["  " + shortLabel(r.series), crossover, r.series.scenario == .concurrent ? "-" : seed,
-                          r.series.scenario == .concurrent ? "-" : adaptive, note])
+                          r.series.scenario == .concurrent ? "-" : adaptive, known, note])
         }
         for key in results.lifecycleKeys {
             group("lifecycle")
@@ -51,7 +55,7 @@ extension Reports {
             if let w = phase(.wrprot, .enable), let e = phase(.eagerSplit, .enable) { note.append("enable \(w)→\(e) split") }
             if let z = phase(.eagerSplit, .disable, .zap), let b = phase(.eagerSplit, .disable, .zapBatched) { note.append("zap \(z)→\(b)") }
             let label = "\(Bytes.pages(key.slotPages)) \(key.paging.rawValue)\(key.sptesPerGFN > 1 ? "×\(key.sptesPerGFN)" : "") \(key.backing.rawValue)"
-            table.append(["  " + label, "-", seed, "-", note.joined(separator: ", ")])
+            table.append(["  " + label, "-", seed, "-", "-", note.joined(separator: ", ")])
         }
         guard table.count > 1 else { return "" }
         return fit(layout(table, leftLast: true), columns: terminalColumns)

@@ -189,7 +189,7 @@ public final class KernelSeries {
         extras.sptes4k = stats["pages_4k"] ?? 0
         extras.emulatedInstructionsPerWrite = writes > 0 ? Double(emulatedAfter &- emulatedBefore) / Double(writes) : 0
         progress.pointDone()
-        return record.rows(series: spec.key, nUsed: nUsed, dirtyPages: d, cache: measure.cache).map { row in
+        return record.rows(series: spec.key, nUsed: nUsed, dirtyPages: d, cache: measure.cache, confidence: policy.confidence).map { row in
             var r = row
             r.kernel = extras
             if r.strategy == .kernel(.get) { r.phases = nil }

@@ -318,7 +318,8 @@ public final class ModelSeries {
         var record = PointRecord(strategies.map { .model($0) })
         let policy = spec.scenario == .concurrent && settings.repetitions.fixed == nil ? .concurrent : settings.repetitions
         let warmups = strategies.map { policy.warmups(lastMedianNs: lastMedian[$0]) }
-        let finished = try interleave(strategies, &record, policy: policy, warmups: warmups, seed: settings.seed ^ mix64(UInt64(d))) { si in
+        let finished = try interleave(strategies, &record, policy: policy, warmups: warmups, seed: settings.seed ^ mix64(UInt64(d)),
+                                      nearThreshold: 2 * d >= nUsed && d <= 2 * nUsed) { si in
             let m = try timer.measure(&backend, strategies[si], round)
             return (m, backend.guestCost, nil)
         }
@@ -333,7 +334,7 @@ public final class ModelSeries {
         out.phases.add(.checks, MonotonicClock.seconds(since: checked))
         progress.pointDone()
         return record.rows(series: spec.key, nUsed: nUsed, dirtyPages: d, cache: spec.scenario == .concurrent ? .warm : settings.cache,
-                           extra: full, guests: guestSetting)
+                           extra: full, guests: guestSetting, confidence: policy.confidence)
     }
 
     /// The repetitions of one point: each visits the strategies whose
@@ -342,6 +343,7 @@ public final class ModelSeries {
     /// the policy says so after its warm-ups. False when a signal asked the
     /// run to stop (or `measure` returned nil): the point is abandoned.
     private func interleave(_ strategies: [Strategy], _ record: inout PointRecord, policy: RepetitionPolicy, warmups: [Int], seed: UInt64,
+                            nearThreshold: Bool = false,
                             _ measure: (Int) throws -> (Measurement, GuestCost?, [Strategy: Int]?)?) throws -> Bool {
         var order = SeededGenerator(seed: seed)
         var done = [Int](repeating: 0, count: strategies.count)
@@ -353,7 +355,11 @@ public final class ModelSeries {
                 guard Termination.requested == nil, let (m, guest, choices) = try measure(si) else { return false }
                 record.add(si, m, timed: done[si] >= warmups[si], roundChoices: choices, guestCost: guest)
                 done[si] += 1
-                if done[si] > warmups[si] { record.stops[si] = policy.stop(after: record.samples[si], repetitionNs: Double(m.repetitionNs)) }
+                if done[si] > warmups[si] {
+                    record.stops[si] = policy.stop(after: record.samples[si], repetitionNs: Double(m.repetitionNs),
+                                                   deciding: nearThreshold || record.decides(si, strategies: strategies, confidence: policy.confidence),
+                                                   bestOther: record.bestMedian(other: si, atLeast: policy.separatedMinimum))
+                }
             }
             rep += 1
         }
@@ -396,7 +402,7 @@ public final class ModelSeries {
         let full = Verdict(backend.vm.checkInvariants(slotID: slotID, at: .afterProtection))
         progress.pointDone()
         let total = rounds.reduce(0) { $0 + $1.count }
-        return record.rows(series: spec.key, nUsed: nUsed, dirtyPages: total, cache: settings.cache, extra: full)
+        return record.rows(series: spec.key, nUsed: nUsed, dirtyPages: total, cache: settings.cache, extra: full, confidence: policy.confidence)
             .map { var row = $0; row.rounds = rounds.count; return row }
     }
 }

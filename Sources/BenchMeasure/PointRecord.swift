@@ -53,10 +53,35 @@ struct PointRecord {
         phases[si].ringNsDuringWrites.append(Double(m.ringNs))
     }
 
+    /// The best median among the strategies other than `si` with at least
+    /// `atLeast` timed samples: what `si` is separated from.
+    func bestMedian(other si: Int, atLeast: Int) -> Double? {
+        samples.indices.filter { $0 != si && samples[$0].count >= atLeast }.map { Statistics.median(samples[$0]) }.min()
+    }
+
+    /// Whether strategy `si`'s median decides something at this point
+    /// beyond n_used_mmu_pages (which the caller knows): the point lies
+    /// within an octave of the rmap/slot-walk crossover (their medians
+    /// within 2x of each other), or `si`'s interval overlaps that of the
+    /// best other strategy (which of the two is cheaper is not yet known).
+    func decides(_ si: Int, strategies: [Strategy], confidence: Double) -> Bool {
+        if let r = strategies.firstIndex(of: .rmap), let w = strategies.firstIndex(of: .slotWalk),
+           !samples[r].isEmpty, !samples[w].isEmpty {
+            let ratio = Statistics.median(samples[r]) / Statistics.median(samples[w])
+            if ratio >= 0.5 && ratio <= 2 { return true }
+        }
+        guard samples[si].count > 1,
+              let best = samples.indices.filter({ $0 != si && samples[$0].count > 1 }).min(by: { Statistics.median(samples[$0]) < Statistics.median(samples[$1]) })
+        else { return false }
+        let mine = SampleSummary(samples[si], confidence: confidence), theirs = SampleSummary(samples[best], confidence: confidence)
+        guard let a = mine.interval, let b = theirs.interval else { return false }
+        return a.low <= b.high && b.low <= a.high
+    }
+
     /// The rows of the point, `extra` merged into every strategy's checks
     /// (the whole invariant after the point's last harvest).
     func rows(series: SeriesKey, nUsed: Int, dirtyPages: Int, cache: CacheMode, extra: Verdict = Verdict(),
-              guests: GuestSetting? = nil) -> [PointRow] {
+              guests: GuestSetting? = nil, confidence: Double) -> [PointRow] {
         strategies.indices.compactMap { si in
             guard !samples[si].isEmpty else { return nil }
             var row = PointRow(series: series, strategy: strategies[si], nUsedMMUPages: nUsed, dirtyPages: dirtyPages,
@@ -68,6 +93,8 @@ struct PointRecord {
             row.choices = choices[si]
             row.allocatedBytesInTimedRegion = allocated[si]
             row.stop = stops[si] ?? .fixed
+            row.intervalConfidence = confidence
+            precondition(row.stop.holds(for: samples[si]), "\(row.stop.name) stopped a row its samples do not bear out")
             var ph = phases[si]
             if !strategies[si].usesRing { ph.ringNsDuringWrites = []; ph.ringFullExits = 0; ph.ringHarvestsDuringWrites = 0 }
             row.phases = ph.getNs.isEmpty && ph.ringNsDuringWrites.isEmpty ? nil : ph

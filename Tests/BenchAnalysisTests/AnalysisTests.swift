@@ -40,6 +40,61 @@ import Testing
         #expect(Statistics.medianInterval(sorted: eleven, confidence: 0.90)! == (3, 9))
         #expect(Statistics.medianInterval(sorted: [7, 8, 9], confidence: 0.75)! == (7, 9))
         #expect(SampleSummary(eleven).intervalRelativeWidth! == 1)
+        // Too few for the confidence: the range, at its own level.
+        let two = SampleSummary([10, 12])
+        #expect(two.interval! == (10, 12) && two.intervalLevel == 0.5)
+        #expect(SampleSummary([10, 11, 12]).intervalLevel == 0.75)
+        #expect(SampleSummary([10]).interval == nil)
+    }
+}
+
+/// The repetition rules: each stops where it says, and no row can claim
+/// an interval narrower than its samples give.
+@Suite struct RepetitionRuleTests {
+    let policy = RepetitionPolicy(fixed: nil, minimum: 5, maximum: 7, decidingMaximum: 15, relativeWidth: 0.10, confidence: 0.90,
+                                  longNs: 10e6, longMinimum: 2, longMaximum: 2, longDecidingMaximum: 5, warmup: 1, warmupBelowNs: 2e6)
+
+    @Test func eachRuleStopsWhereItSaysAndNamesItself() {
+        let tight: [Double] = [100, 101, 99, 100, 102]
+        #expect(policy.stop(after: Array(tight.prefix(4)), repetitionNs: 1e6) == nil, "four samples have no 90% interval")
+        #expect(policy.stop(after: tight, repetitionNs: 1e6) == .interval(confidence: 0.90, width: 0.10))
+        #expect(RepetitionStop.interval(confidence: 0.90, width: 0.10).name == "ci90<=10%")
+        let loose: [Double] = [100, 130, 80, 120, 90, 140, 70]
+        #expect(policy.stop(after: Array(loose.prefix(6)), repetitionNs: 1e6) == nil)
+        #expect(policy.stop(after: loose, repetitionNs: 1e6) == .maxReps(7))
+        #expect(policy.stop(after: loose, repetitionNs: 1e6, deciding: true) == nil, "a deciding point goes on")
+        #expect(policy.stop(after: loose + [100, 110, 95, 105, 100, 98, 101, 99], repetitionNs: 1e6, deciding: true) == .maxReps(15))
+        #expect(RepetitionStop.maxReps(15).name == "max-reps=15")
+        // Far above the best other strategy: three suffice.
+        #expect(policy.stop(after: [300, 310, 290], repetitionNs: 1e6, bestOther: 100) == .separated(factor: 2))
+        #expect(policy.stop(after: [300, 310, 190], repetitionNs: 1e6, bestOther: 100) == nil, "one sample within 2x")
+        #expect(RepetitionStop.separated(factor: 2).name == "separated>2x")
+        // Long repetitions: their range, unless the point decides.
+        #expect(policy.stop(after: [100, 105], repetitionNs: 20e6) == .range(width: 0.10))
+        #expect(policy.stop(after: [100, 150], repetitionNs: 20e6) == .maxReps(2))
+        #expect(policy.stop(after: [100, 150], repetitionNs: 20e6, deciding: true) == nil)
+        #expect(policy.stop(after: [6e6, 9e6, 7e6, 8e6, 6.5e6], repetitionNs: 20e6, deciding: true) == .maxReps(5),
+                "a deciding long harvest stops at longDecidingMaximum")
+        #expect(RepetitionStop.range(width: 0.10).name == "range<=10%")
+    }
+
+    /// Whatever the samples, a rule that claims a width is borne out by
+    /// them: a row whose interval is wider than its reps_stop says cannot
+    /// be written (PointRecord.rows checks `holds` too).
+    @Test func noStopClaimsAnIntervalItsSamplesDoNotGive() {
+        var rng = SystemRandomNumberGenerator()
+        for _ in 0..<2000 {
+            let n = Int.random(in: 1...15, using: &rng)
+            let spread = [0.01, 0.05, 0.2, 1.0].randomElement(using: &rng)!
+            let xs = (0..<n).map { _ in 1000 * (1 + spread * Double.random(in: -1...1, using: &rng)) }
+            let long = Bool.random(using: &rng), deciding = Bool.random(using: &rng)
+            guard let stop = policy.stop(after: xs, repetitionNs: long ? 20e6 : 1e6, deciding: deciding,
+                                         bestOther: Bool.random(using: &rng) ? 400 : nil) else { continue }
+            #expect(stop.holds(for: xs), "\(stop.name) for \(xs)")
+            let s = SampleSummary(xs, confidence: policy.confidence)
+            if case .interval(_, let w) = stop { #expect(s.intervalLevel == 0.90 && s.intervalRelativeWidth! <= w + 1e-12) }
+            if case .range(let w) = stop { #expect((xs.max()! - xs.min()!) / s.median <= w + 1e-12) }
+        }
     }
 }
 

@@ -344,13 +344,25 @@ extension MMU {
     /// The adaptive rule's decision for the slot's next harvest: one record
     /// of its decision table (`DecisionTable.choose`) and, when the kinds
     /// disagree by more than a look costs, a look at the bitmap.
+    ///
+    /// Below the pages where one candidate holds at every density, the
+    /// decision is three loads of the slot's state (whose line the harvest
+    /// reads anyway) and a compare, inline; the table's path is out of
+    /// line, so that the few instruction lines a decision on the small
+    /// path adds to the harvest (each a miss after the eviction) stay few.
     @inline(__always)
     func chooseAdaptive(slot s: SlotView) -> Strategy {
+        let state = s.state
+        let pages = state.pointee.nrDirtyPages
+        if pages > 0 && pages < state.pointee.decisionSmallPages { return CostModel.candidate(lane: state.pointee.decisionSmallLane) }
+        return chooseAdaptiveFromTable(slot: s)
+    }
+
+    @inline(never)
+    func chooseAdaptiveFromTable(slot s: SlotView) -> Strategy {
         guard let table = s.state.pointee.decisionTable else { return .masked }
-        let pages = s.state.pointee.nrDirtyPages
-        if pages > 0 && pages < s.state.pointee.decisionSmallPages { return CostModel.candidate(lane: s.state.pointee.decisionSmallLane) }
         let current = s.dirtyBitmap
-        return DecisionTable.choose(table, pages: pages, lines: s.state.pointee.nrDirtyLines) {
+        return DecisionTable.choose(table, pages: s.state.pointee.nrDirtyPages, lines: s.state.pointee.nrDirtyLines) {
             MMU.lookAtBitmap(current, words: s.bitmapWords)
         }
     }
