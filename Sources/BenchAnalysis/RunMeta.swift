@@ -64,18 +64,18 @@ public struct MachineCalibration: Sendable, Codable {
 /// one of these rules holds, checked in this order after each repetition
 /// (the first that holds is the row's reps_stop, `RepetitionStop`):
 ///
-/// - long repetitions (over `longNs`, writes and checks included) where
-///   the point does not decide: `longMinimum` to `longMaximum`, until
-///   their range is within `relativeWidth`;
-/// - separated: after `separatedMinimum`, every sample above `separation`
-///   times the best other strategy's median at the point: it decides
-///   nothing there;
+/// - separated: every sample above `separation` times the best other
+///   strategy's median at the point, after `separatedMinimum` repetitions,
+///   or one when a repetition is long (over `longNs`, writes and checks
+///   included): it decides nothing there;
+/// - long repetitions where the point does not decide: `longMinimum` to
+///   `longMaximum`, until their range is within `relativeWidth`;
 /// - converged: after `minimum`, the median's interval at `confidence`
 ///   within `relativeWidth` of it;
 /// - the cap: `maximum` repetitions, or `decidingMaximum` where the point
 ///   decides (within an octave of n_used_mmu_pages or of the rmap/slot-walk
 ///   crossover, or its interval overlapping the best other strategy's);
-///   `longDecidingMaximum` there for a harvest over half of `longNs`.
+///   `longDecidingMaximum` there for a long repetition.
 public struct RepetitionPolicy: Codable, Sendable, Equatable {
     /// `--reps N`: exactly N timed repetitions everywhere; nil when adaptive.
     public var fixed: Int?
@@ -100,10 +100,7 @@ public struct RepetitionPolicy: Codable, Sendable, Equatable {
     public var longMinimum: Int
     public var longMaximum: Int
     /// Where the point decides, a long repetition too repeats until its
-    /// median's interval is narrow enough, but at most this many times when
-    /// the harvest itself takes over half of `longNs` (a walk of a 16 GiB
-    /// slot: where the repetition is long only for its writes and checks,
-    /// `decidingMaximum`).
+    /// median's interval is narrow enough, but at most this many times.
     public var longDecidingMaximum: Int
     /// Untimed repetitions first, for harvests shorter than `warmupBelowNs`
     /// (a longer harvest trains its own predictors and caches).
@@ -137,8 +134,9 @@ public struct RepetitionPolicy: Codable, Sendable, Equatable {
                        minimum, maximum, decidingMaximum, confidence * 100, relativeWidth * 100)
         s += String(format: "; %d where every sample is above %gx the best other strategy's median", separatedMinimum, separation)
         if longNs < 1e17 {
-            s += String(format: "; repetitions over %@ each: %d-%d, until their range is within %.0f%% (where the point decides, as above, at most %d for a harvest over %@)",
-                        Reports.duration(longNs), longMinimum, longMaximum, relativeWidth * 100, longDecidingMaximum, Reports.duration(longNs / 2))
+            let long = longMinimum == longMaximum ? "\(longMinimum)" : "\(longMinimum)-\(longMaximum)"
+            s += String(format: "; repetitions over %@ each: 1 as far from the best, else %@ until their range is within %.0f%% (%d where the point decides)",
+                        Reports.duration(longNs), long, relativeWidth * 100, longDecidingMaximum)
         }
         return s + " (+\(warmup) warm-up below \(Reports.duration(warmupBelowNs)))"
     }
@@ -158,6 +156,11 @@ public struct RepetitionPolicy: Codable, Sendable, Equatable {
         if let n = fixed { return samples.count >= n ? .fixed : nil }
         guard !samples.isEmpty else { return nil }
         let sorted = samples.sorted()
+        // A long repetition twice the best other strategy's median: one
+        // (a walk of the 16 GiB slot under shadow paging takes a quarter
+        // of a second; nothing turns on its precision).
+        if repetitionNs >= longNs, let best = bestOther, sorted[0] > separation * best { return .separated(factor: separation) }
+        // A long repetition where the point decides nothing: few.
         if repetitionNs >= longNs && !deciding {
             if samples.count >= longMinimum, RepetitionStop.range(width: relativeWidth).holds(for: sorted) { return .range(width: relativeWidth) }
             return samples.count >= longMaximum ? .maxReps(longMaximum) : nil
@@ -165,7 +168,7 @@ public struct RepetitionPolicy: Codable, Sendable, Equatable {
         if samples.count >= separatedMinimum, let best = bestOther, sorted[0] > separation * best { return .separated(factor: separation) }
         let converged = RepetitionStop.interval(confidence: confidence, width: relativeWidth)
         if samples.count >= minimum, converged.holds(for: sorted) { return converged }
-        let cap = !deciding ? maximum : Statistics.quantile(sorted: sorted, 0.5) >= longNs / 2 ? longDecidingMaximum : decidingMaximum
+        let cap = !deciding ? maximum : repetitionNs >= longNs ? longDecidingMaximum : decidingMaximum
         return samples.count >= cap ? .maxReps(cap) : nil
     }
 }

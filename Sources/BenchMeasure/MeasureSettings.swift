@@ -75,12 +75,14 @@ extension RepetitionPolicy {
     /// The default: from 5 to 7 timed repetitions, 15 where the point
     /// decides, until the median's 90% interval is within 10% of it; 3
     /// for a strategy whose every sample is above twice the best other's
-    /// median; repetitions over 10 ms each (walks of the 16 GiB VMs,
-    /// millions of pages written) 2, whose cost barely varies (no single
-    /// point of so few can be told apart anyway: compare judges them by
-    /// series); one warm-up for harvests under 2 ms.
+    /// median (1 when a repetition is long); repetitions over 10 ms each
+    /// (walks of the 16 GiB VMs, millions of pages written) 2, 3 where the
+    /// point decides (a 90%
+    /// interval would take 5 of each, more than the run's two minutes
+    /// allow: compare judges them by series); one warm-up for harvests
+    /// under 2 ms.
     public static let standard = RepetitionPolicy(fixed: nil, minimum: 5, maximum: 7, decidingMaximum: 15, relativeWidth: 0.10, confidence: 0.90,
-                                                  longNs: 10e6, longMinimum: 2, longMaximum: 2, longDecidingMaximum: 5,
+                                                  longNs: 10e6, longMinimum: 2, longMaximum: 2, longDecidingMaximum: 3,
                                                   warmup: 1, warmupBelowNs: 2e6)
 
     /// `--quick`: from 3 to 7 (9 where the point decides), until the

@@ -358,7 +358,7 @@ public final class ModelSeries {
                 if done[si] > warmups[si] {
                     record.stops[si] = policy.stop(after: record.samples[si], repetitionNs: Double(m.repetitionNs),
                                                    deciding: nearThreshold || record.decides(si, strategies: strategies, confidence: policy.confidence),
-                                                   bestOther: record.bestMedian(other: si, atLeast: policy.separatedMinimum))
+                                                   bestOther: record.bestMedian(other: si, atLeast: 1))
                 }
             }
             rep += 1

@@ -53,10 +53,20 @@ struct PointRecord {
         phases[si].ringNsDuringWrites.append(Double(m.ringNs))
     }
 
+    /// Strategy `si`'s whole protection work per repetition: the timed
+    /// harvest plus, for rings, the harvests full rings forced while the
+    /// guest wrote (what "best" compares everywhere: `PointRow.roundSummary`).
+    func roundSamples(_ si: Int) -> [Double] {
+        let during = phases[si].ringNsDuringWrites
+        guard strategies[si].usesRing, during.count == samples[si].count else { return samples[si] }
+        return zip(samples[si], during).map { $0 + $1 }
+    }
+
     /// The best median among the strategies other than `si` with at least
-    /// `atLeast` timed samples: what `si` is separated from.
+    /// `atLeast` timed samples, each strategy's whole work
+    /// (`roundSamples`): what `si` is separated from.
     func bestMedian(other si: Int, atLeast: Int) -> Double? {
-        samples.indices.filter { $0 != si && samples[$0].count >= atLeast }.map { Statistics.median(samples[$0]) }.min()
+        samples.indices.filter { $0 != si && samples[$0].count >= atLeast }.map { Statistics.median(roundSamples($0)) }.min()
     }
 
     /// Whether strategy `si`'s median decides something at this point
@@ -71,9 +81,10 @@ struct PointRecord {
             if ratio >= 0.5 && ratio <= 2 { return true }
         }
         guard samples[si].count > 1,
-              let best = samples.indices.filter({ $0 != si && samples[$0].count > 1 }).min(by: { Statistics.median(samples[$0]) < Statistics.median(samples[$1]) })
+              let best = samples.indices.filter({ $0 != si && samples[$0].count > 1 })
+                .min(by: { Statistics.median(roundSamples($0)) < Statistics.median(roundSamples($1)) })
         else { return false }
-        let mine = SampleSummary(samples[si], confidence: confidence), theirs = SampleSummary(samples[best], confidence: confidence)
+        let mine = SampleSummary(roundSamples(si), confidence: confidence), theirs = SampleSummary(roundSamples(best), confidence: confidence)
         guard let a = mine.interval, let b = theirs.interval else { return false }
         return a.low <= b.high && b.low <= a.high
     }

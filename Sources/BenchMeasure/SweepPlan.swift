@@ -22,10 +22,10 @@ public struct SweepDensity: Hashable, Sendable {
     /// points where it lies).
     public static let full = SweepDensity(octavesPerCoarseStep: 1, densePointsPerOctave: 2)
     /// Larger slots in the default run, where every point costs more and
-    /// the walks cost the same at every count: coarse points every three
-    /// octaves, one an octave around n_used_mmu_pages, two bisections of
-    /// the crossover (to a quarter octave).
-    public static let large = SweepDensity(octavesPerCoarseStep: 3, densePointsPerOctave: 1, refinements: 2)
+    /// the walks cost the same at every count: coarse points every four
+    /// octaves, one an octave around n_used_mmu_pages, three bisections of
+    /// the crossover's bracket (to half an octave).
+    public static let large = SweepDensity(octavesPerCoarseStep: 4, densePointsPerOctave: 1, refinements: 3)
     /// --quick.
     public static let quick = SweepDensity(octavesPerCoarseStep: 2, densePointsPerOctave: 2, refinements: 2)
 }

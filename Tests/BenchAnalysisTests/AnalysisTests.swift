@@ -73,8 +73,12 @@ import Testing
         #expect(policy.stop(after: [100, 105], repetitionNs: 20e6) == .range(width: 0.10))
         #expect(policy.stop(after: [100, 150], repetitionNs: 20e6) == .maxReps(2))
         #expect(policy.stop(after: [100, 150], repetitionNs: 20e6, deciding: true) == nil)
+        #expect(policy.stop(after: [300], repetitionNs: 20e6, deciding: true, bestOther: 100) == .separated(factor: 2),
+                "a long repetition twice the best: one")
+        #expect(policy.stop(after: [300], repetitionNs: 1e6, bestOther: 100) == nil, "a short one: three")
         #expect(policy.stop(after: [6e6, 9e6, 7e6, 8e6, 6.5e6], repetitionNs: 20e6, deciding: true) == .maxReps(5),
-                "a deciding long harvest stops at longDecidingMaximum")
+                "a deciding long repetition stops at longDecidingMaximum")
+        #expect(policy.stop(after: [100, 101, 99, 100, 100], repetitionNs: 20e6, deciding: true) == .interval(confidence: 0.90, width: 0.10))
         #expect(RepetitionStop.range(width: 0.10).name == "range<=10%")
     }
 
