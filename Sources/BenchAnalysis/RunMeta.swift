@@ -102,13 +102,15 @@ public struct RepetitionPolicy: Codable, Sendable, Equatable {
     /// Where the point decides, a long repetition too repeats until its
     /// median's interval is narrow enough, but at most this many times.
     public var longDecidingMaximum: Int
-    /// Untimed repetitions first, for harvests shorter than `warmupBelowNs`
-    /// (a longer harvest trains its own predictors and caches).
+    /// Untimed repetitions first: at a series' first point, and at later
+    /// ones for harvests shorter than `warmupBelowNs` (0: never; the
+    /// previous point's repetitions trained the strategy's predictors, and
+    /// the eviction empties the caches before every timed one anyway).
     public var warmup: Int
     public var warmupBelowNs: Double
 
     public init(fixed: Int?, minimum: Int, maximum: Int, decidingMaximum: Int? = nil, relativeWidth: Double, confidence: Double,
-                separation: Double = 2, separatedMinimum: Int = 3,
+                separation: Double = 2, separatedMinimum: Int = 2,
                 longNs: Double = 1e18, longMinimum: Int = 3, longMaximum: Int = 5, longDecidingMaximum: Int = 5,
                 warmup: Int, warmupBelowNs: Double) {
         self.fixed = fixed
@@ -130,15 +132,16 @@ public struct RepetitionPolicy: Codable, Sendable, Equatable {
     /// For reports: "5-9 repetitions (15 where the point decides) until ...".
     public var description: String {
         if let n = fixed { return "\(n) repetitions (+\(warmup) warm-up)" }
-        var s = String(format: "%d-%d repetitions (%d where the point decides) until the median's %.0f%% interval is within %.0f%% of it",
-                       minimum, maximum, decidingMaximum, confidence * 100, relativeWidth * 100)
+        var s = String(format: "%@ repetitions (%d where the point decides) until the median's %.0f%% interval is within %.0f%% of it",
+                       minimum == maximum ? "\(minimum)" : "\(minimum)-\(maximum)", decidingMaximum, confidence * 100, relativeWidth * 100)
         s += String(format: "; %d where every sample is above %gx the best other strategy's median", separatedMinimum, separation)
         if longNs < 1e17 {
             let long = longMinimum == longMaximum ? "\(longMinimum)" : "\(longMinimum)-\(longMaximum)"
             s += String(format: "; repetitions over %@ each: 1 as far from the best, else %@ until their range is within %.0f%% (%d where the point decides)",
                         Reports.duration(longNs), long, relativeWidth * 100, longDecidingMaximum)
         }
-        return s + " (+\(warmup) warm-up below \(Reports.duration(warmupBelowNs)))"
+        return s + (warmupBelowNs > 0 ? " (+\(warmup) warm-up below \(Reports.duration(warmupBelowNs)))"
+                                      : " (+\(warmup) warm-up at a series' first point)")
     }
 
     /// Untimed repetitions before the timed ones, given what the strategy

@@ -62,18 +62,29 @@ struct PointRecord {
         return zip(samples[si], during).map { $0 + $1 }
     }
 
-    /// The best median among the strategies other than `si` with at least
-    /// `atLeast` timed samples, each strategy's whole work
-    /// (`roundSamples`): what `si` is separated from.
+    /// The strategies a point's best is judged among: the KVM_GET_DIRTY_LOG
+    /// family the rules choose from (`Strategy.adaptiveCandidates`), whose
+    /// regrets are read from these medians; every strategy when the run
+    /// measures none of them. A dirty ring or PML, other protocols, may be
+    /// cheaper than all of them and must not cut their repetitions short.
+    func judged(other si: Int) -> [Int] {
+        let family = samples.indices.filter { $0 != si && strategies[$0].model.map(Strategy.adaptiveCandidates.contains) == true }
+        return family.isEmpty ? samples.indices.filter { $0 != si } : family
+    }
+
+    /// The best median among the strategies `si` is judged against
+    /// (`judged`) with at least `atLeast` timed samples, each strategy's
+    /// whole work (`roundSamples`): what `si` is separated from.
     func bestMedian(other si: Int, atLeast: Int) -> Double? {
-        samples.indices.filter { $0 != si && samples[$0].count >= atLeast }.map { Statistics.median(roundSamples($0)) }.min()
+        judged(other: si).filter { samples[$0].count >= atLeast }.map { Statistics.median(roundSamples($0)) }.min()
     }
 
     /// Whether strategy `si`'s median decides something at this point
     /// beyond n_used_mmu_pages (which the caller knows): the point lies
     /// within an octave of the rmap/slot-walk crossover (their medians
     /// within 2x of each other), or `si`'s interval overlaps that of the
-    /// best other strategy (which of the two is cheaper is not yet known).
+    /// best other strategy it is judged against (which of the two is
+    /// cheaper is not yet known).
     func decides(_ si: Int, strategies: [Strategy], confidence: Double) -> Bool {
         if let r = strategies.firstIndex(of: .rmap), let w = strategies.firstIndex(of: .slotWalk),
            !samples[r].isEmpty, !samples[w].isEmpty {
@@ -81,7 +92,7 @@ struct PointRecord {
             if ratio >= 0.5 && ratio <= 2 { return true }
         }
         guard samples[si].count > 1,
-              let best = samples.indices.filter({ $0 != si && samples[$0].count > 1 })
+              let best = judged(other: si).filter({ samples[$0].count > 1 })
                 .min(by: { Statistics.median(roundSamples($0)) < Statistics.median(roundSamples($1)) })
         else { return false }
         let mine = SampleSummary(roundSamples(si), confidence: confidence), theirs = SampleSummary(roundSamples(best), confidence: confidence)
