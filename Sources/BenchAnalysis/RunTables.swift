@@ -43,7 +43,6 @@ public enum Reports {
             let c = r.counters
             let k = r.kernel
             let ph = r.phases
-            let g = r.guest
             func count(_ f: (ProtectCounters) -> Int) -> String { c.map { "\(f($0))" } ?? "" }
             t.append([
                 r.series.scenario.rawValue, r.backend.rawValue, r.series.paging.rawValue, "\(r.series.sptesPerGFN)", "\(r.series.slotPages)",

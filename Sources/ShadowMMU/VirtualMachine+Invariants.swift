@@ -248,7 +248,6 @@ extension VirtualMachine {
         withMMU { mmu in
             let s = mmu.slot(id: slotID)
             let cols = mmu.pages
-            let slotBit: UInt64 = 1 << UInt64(s.id)
             let dirtyBitMode = s.state.pointee.protection == .dirtyBit
             let unprotected = dirtyBitMode ? SPTE.dirty : SPTE.writable
             let what = dirtyBitMode ? "dirty" : "writable"

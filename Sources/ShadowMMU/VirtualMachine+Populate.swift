@@ -208,7 +208,7 @@ extension MMU {
             if shared { _ = ca_fetch_or64(pages.slotBitmap + p, bit) } else { pages.slotBitmap[p] |= bit }
         }
         if vm.pointee.memslotsHaveRmaps {
-            descPool._withUnsafeGuaranteedRef { PteList.add(sptep, to: slot.rmapHead(gfn: gfn, level: level), pool: $0) }
+            _ = descPool._withUnsafeGuaranteedRef { PteList.add(sptep, to: slot.rmapHead(gfn: gfn, level: level), pool: $0) }
         }
         accountLeaf(level: level, 1)
         return true
