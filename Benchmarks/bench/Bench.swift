@@ -182,6 +182,29 @@ struct Bench: ParsableCommand {
     /// refuses rather than ignores.
     var optionsGiven: [String] { sweepOptionsGiven + measurement.optionsGiven }
 
+    /// Refuses, before any work, a run option that `command` does not take
+    /// (any outside `accepted`): refused, not ignored.
+    func refuseOptions(except accepted: Set<String>, in command: String) throws {
+        if let option = optionsGiven.first(where: { !accepted.contains($0) }) {
+            throw BenchError.usage("\(option): does not apply to \(command), which takes \(accepted.sorted().joined(separator: ", "))")
+        }
+    }
+
+    /// A checking subcommand's end: its table written to `file` in
+    /// `folder` (made under --output before the work, so that an unwritable
+    /// one stops it first), its summary printed, and exit 1 when any of
+    /// its harvests failed a check.
+    func finishCheck(in folder: RunFolder, table: CSVTable, file: String, summary: String, violations: Int, messages: [String] = []) throws {
+        try AtomicFile.write(table.text, to: folder.path + "/" + file)
+        print(summary)
+        print("\ncsv: \(folder.path)/\(file)")
+        guard violations == 0 else {
+            print("\nVIOLATIONS: \(violations) checks failed")
+            for message in messages { print("  \(message)") }
+            throw ExitCode(1)
+        }
+    }
+
     var sweepOptionsGiven: [String] {
         var given: [String] = []
         if quick { given.append("--quick") }
@@ -442,7 +465,6 @@ enum RunCommand {
         }
         let summary = Reports.terminal(results)
         if !summary.isEmpty { print(summary) }
-        if let p = SeriesPrecision.line(SeriesPrecision.of(results)) { print("\n" + Reports.wrap(p)) }
         for n in results.notes { print("\n" + Reports.wrap(n)) }
         print("")
         let bad = results.unverifiedRows, badPollution = results.unverifiedPollution

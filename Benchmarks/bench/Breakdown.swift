@@ -29,9 +29,7 @@ struct Breakdown: ParsableCommand {
     static let accepted: Set = ["--slot-pages", "--paging", "--mappings", "--dirty", "--reps", "--seed", "--output", "--quiet"]
 
     func run() throws {
-        if let option = bench.optionsGiven.first(where: { !Self.accepted.contains($0) }) {
-            throw BenchError.usage("\(option): does not apply to breakdown, which takes \(Self.accepted.sorted().joined(separator: ", "))")
-        }
+        try bench.refuseOptions(except: Self.accepted, in: "breakdown")
         let m = bench.measurement
         let slots = try (bench.slotPages?.values ?? [PageCount(1 << 18)]).map { try Check.pages($0, "--slot-pages", SweepLimits.slotPages) }
         guard slots.count == 1 else { throw BenchError.usage("--slot-pages: breakdown takes one slot size") }
@@ -45,13 +43,7 @@ struct Breakdown: ParsableCommand {
                                       dirtyPages: counts[0], reps: reps, seed: m.seed)
         let folder = try RunFolder.create(under: m.output)
         let result = try breakdown.run(progress: Progress(quiet: m.quiet))
-        try AtomicFile.write(result.table.text, to: folder.path + "/breakdown.csv")
-        print(result.summary)
-        print("\ncsv: \(folder.path)/breakdown.csv")
-        if result.violations > 0 {
-            print("\nVIOLATIONS: \(result.violations) checks failed")
-            for message in result.messages { print("  \(message)") }
-            throw ExitCode(1)
-        }
+        try bench.finishCheck(in: folder, table: result.table, file: "breakdown.csv", summary: result.summary, violations: result.violations,
+                              messages: result.messages)
     }
 }

@@ -39,9 +39,7 @@ struct CheckEviction: ParsableCommand {
     static let accepted: Set = ["--slot-pages", "--paging", "--mappings", "--pattern", "--dirty", "--strategy", "--reps", "--seed", "--output", "--quiet"]
 
     func run() throws {
-        if let option = bench.optionsGiven.first(where: { !Self.accepted.contains($0) }) {
-            throw BenchError.usage("\(option): does not apply to check-eviction, which takes \(Self.accepted.sorted().joined(separator: ", "))")
-        }
+        try bench.refuseOptions(except: Self.accepted, in: "check-eviction")
         let m = bench.measurement
         let slots = try (bench.slotPages?.values ?? [PageCount(1 << 18)]).map { try Check.pages($0, "--slot-pages", SweepLimits.slotPages) }
         let reps = try Check.int(m.reps ?? 11, "--reps", 3...1000)
@@ -56,13 +54,7 @@ struct CheckEviction: ParsableCommand {
         check.fullReadBytes = fullBytes
         let folder = try RunFolder.create(under: m.output)
         let result = try check.run(progress: Progress(quiet: m.quiet))
-        try AtomicFile.write(result.table.text, to: folder.path + "/eviction-check.csv")
-        print(result.summary)
-        print("\ncsv: \(folder.path)/eviction-check.csv")
-        if result.violations > 0 {
-            print("\nVIOLATIONS: \(result.violations) checks failed")
-            throw ExitCode(1)
-        }
+        try bench.finishCheck(in: folder, table: result.table, file: "eviction-check.csv", summary: result.summary, violations: result.violations)
         if !result.differing.isEmpty { throw ExitCode(1) }
     }
 }

@@ -159,19 +159,21 @@ public struct RepetitionPolicy: Codable, Sendable, Equatable {
         if let n = fixed { return samples.count >= n ? .fixed : nil }
         guard !samples.isEmpty else { return nil }
         let sorted = samples.sorted()
-        // A long repetition twice the best other strategy's median: one
-        // (a walk of the 16 GiB slot under shadow paging takes a quarter
-        // of a second; nothing turns on its precision).
-        if repetitionNs >= longNs, let best = bestOther, sorted[0] > separation * best { return .separated(factor: separation) }
+        // Twice the best other strategy's median: nothing turns on its
+        // precision; one long repetition is enough for that (a walk of the
+        // 16 GiB slot under shadow paging takes a quarter of a second).
+        let long = repetitionNs >= longNs
+        if samples.count >= (long ? 1 : separatedMinimum), let best = bestOther, sorted[0] > separation * best {
+            return .separated(factor: separation)
+        }
         // A long repetition where the point decides nothing: few.
-        if repetitionNs >= longNs && !deciding {
+        if long && !deciding {
             if samples.count >= longMinimum, RepetitionStop.range(width: relativeWidth).holds(for: sorted) { return .range(width: relativeWidth) }
             return samples.count >= longMaximum ? .maxReps(longMaximum) : nil
         }
-        if samples.count >= separatedMinimum, let best = bestOther, sorted[0] > separation * best { return .separated(factor: separation) }
         let converged = RepetitionStop.interval(confidence: confidence, width: relativeWidth)
         if samples.count >= minimum, converged.holds(for: sorted) { return converged }
-        let cap = !deciding ? maximum : repetitionNs >= longNs ? longDecidingMaximum : decidingMaximum
+        let cap = !deciding ? maximum : long ? longDecidingMaximum : decidingMaximum
         return samples.count >= cap ? .maxReps(cap) : nil
     }
 }

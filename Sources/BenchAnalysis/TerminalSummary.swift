@@ -11,7 +11,8 @@ extension Reports {
     /// its multiple of n_used_mmu_pages), the seed's and the adaptive
     /// rule's worst regret, and a last word: the kernel beside the model,
     /// the guest's worst fault under the harvests, the lifecycle's enable
-    /// and disable. The detail is in report.md.
+    /// and disable; then the run's precision in a line. The detail is in
+    /// report.md.
     public static func terminal(_ results: RunResults) -> String {
         var table: [[String]] = [["series", "crossover", "seed regret", "adaptive", "±10%", "beside it"]]
         var lastScenario = ""
@@ -59,6 +60,7 @@ extension Reports {
         }
         guard table.count > 1 else { return "" }
         return fit(layout(table, leftLast: true), columns: terminalColumns)
+            + (SeriesPrecision.line(precision).map { "\n\n" + wrap($0) } ?? "")
     }
 
     /// "94% at 16384"

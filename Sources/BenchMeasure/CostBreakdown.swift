@@ -26,6 +26,17 @@ public enum BreakdownVariant: Hashable, Sendable {
         "write-protect each writable 4 KiB leaf",
     ]
 
+    /// The sides a breakdown times: the two branches of the seed.
+    public static let sides: [Strategy] = [.rmap, .slotWalk]
+
+    /// The steps of `side`'s kernel function, by name.
+    public static func steps(of side: Strategy) -> [String] { side == .rmap ? rmapSteps : walkSteps }
+
+    /// The minimal implementation of `side` run to its first `steps` steps.
+    public static func minimal(_ side: Strategy, steps: Int) -> BreakdownVariant {
+        side == .rmap ? .minimalRmap(steps: steps) : .minimalWalk(steps: steps)
+    }
+
     /// The model strategy whose kernel function it is (and whose footprint
     /// an eviction empties from the caches).
     public var strategy: Strategy {
@@ -106,7 +117,7 @@ struct BreakdownBackend: HarvestBackend {
     mutating func verify(_ v: BreakdownVariant, _ round: GuestRound, _ outcome: HarvestOutcome) -> Verdict {
         if case .model(let strategy) = v { return model.verify(strategy, round, outcome) }
         var verdict = Verdict()
-        let complete = if case .minimalRmap(let n) = v { n >= BreakdownVariant.rmapSteps.count } else { v == .minimalWalk(steps: BreakdownVariant.walkSteps.count) }
+        let complete = v == .minimal(v.strategy, steps: BreakdownVariant.steps(of: v.strategy).count)
         if complete {
             let left = round.sptes.reduce(0) { $0 + ($1.pointee & SPTE.writable != 0 ? 1 : 0) }
             if left != 0 { verdict.fail("\(v.label): \(left) of the \(round.count) sptes written left writable") }
@@ -142,8 +153,9 @@ public struct CostBreakdown {
     }
 
     public static var variants: [BreakdownVariant] {
-        [.model(.rmap)] + (1...BreakdownVariant.rmapSteps.count).map { .minimalRmap(steps: $0) }
-            + [.model(.slotWalk)] + (1...BreakdownVariant.walkSteps.count).map { .minimalWalk(steps: $0) }
+        BreakdownVariant.sides.flatMap { side in
+            [.model(side)] + (1...BreakdownVariant.steps(of: side).count).map { BreakdownVariant.minimal(side, steps: $0) }
+        }
     }
 
     public struct Row: Sendable {
@@ -169,36 +181,54 @@ public struct CostBreakdown {
         }
 
         /// The model's harvest over the minimal implementation's with all its steps.
-        public func ratio(_ cache: CacheMode, _ strategy: Strategy) -> Double {
-            let full: BreakdownVariant = strategy == .rmap ? .minimalRmap(steps: BreakdownVariant.rmapSteps.count)
-                : .minimalWalk(steps: BreakdownVariant.walkSteps.count)
-            return median(cache, .model(strategy)) / median(cache, full)
+        public func ratio(_ cache: CacheMode, _ side: Strategy) -> Double {
+            median(cache, .model(side)) / median(cache, .minimal(side, steps: BreakdownVariant.steps(of: side).count))
         }
+
+        /// One line of the breakdown: a step of the minimal function, with
+        /// what it adds over the steps before it, or the model's harvest
+        /// (`step` nil), with what it adds over the whole minimal function.
+        public struct Line: Sendable {
+            public var cache: CacheMode
+            public var side: Strategy
+            public var step: Int?
+            public var name: String
+            public var reps: Int
+            public var medianNs: Double
+            public var addedNs: Double
+        }
+
+        /// Per cache and side, each step in order, then the model.
+        public var lines: [Line] {
+            var out: [Line] = []
+            for cache in [CacheMode.warm, .cold] {
+                for side in BreakdownVariant.sides {
+                    var before = 0.0
+                    func add(_ v: BreakdownVariant, step: Int?, name: String) {
+                        let row = rows.first { $0.cache == cache && $0.variant == v }
+                        let m = row?.median ?? .nan
+                        out.append(Line(cache: cache, side: side, step: step, name: name, reps: row?.samples.count ?? 0, medianNs: m, addedNs: m - before))
+                        before = m
+                    }
+                    for (i, name) in BreakdownVariant.steps(of: side).enumerated() { add(.minimal(side, steps: i + 1), step: i + 1, name: name) }
+                    add(.model(side), step: nil, name: "the model's harvest")
+                }
+            }
+            return out
+        }
+
+        /// Sptes the `side`'s model harvest visited: what per-spte costs are of.
+        func sptes(_ side: Strategy) -> Double { Double(side == .rmap ? rmapSptes : walkSptes) }
 
         public var table: CSVTable {
             var t = CSVTable(columns: ["paging", "sptes_per_gfn", "slot_pages", "dirty_pages", "cache", "side", "variant", "step", "step_name",
                                        "reps", "median_ns", "ns_per_page", "ns_per_spte", "step_ns_per_page", "step_ns_per_spte"])
-            for cache in [CacheMode.warm, .cold] {
-                for (side, strategy, steps) in [("rmap", Strategy.rmap, BreakdownVariant.rmapSteps), ("slot-walk", .slotWalk, BreakdownVariant.walkSteps)] {
-                    let sptes = Double(strategy == .rmap ? rmapSptes : walkSptes)
-                    func line(_ v: BreakdownVariant, step: String, name: String, added: Double?) {
-                        let m = median(cache, v)
-                        let n = rows.first { $0.cache == cache && $0.variant == v }?.samples.count ?? 0
-                        t.append([layout.paging.mode.rawValue, "\(layout.paging.sptesPerGFN)", "\(layout.slotPages)", "\(dirtyPages)", cache.rawValue,
-                                  side, v == .model(strategy) ? "model" : "minimal", step, name, "\(n)", String(format: "%.0f", m),
-                                  String(format: "%.3f", m / Double(dirtyPages)), String(format: "%.3f", m / sptes),
-                                  added.map { String(format: "%.3f", $0 / Double(dirtyPages)) } ?? "",
-                                  added.map { String(format: "%.3f", $0 / sptes) } ?? ""])
-                    }
-                    var before = 0.0
-                    for (i, name) in steps.enumerated() {
-                        let v: BreakdownVariant = strategy == .rmap ? .minimalRmap(steps: i + 1) : .minimalWalk(steps: i + 1)
-                        let m = median(cache, v)
-                        line(v, step: "\(i + 1)", name: name, added: m - before)
-                        before = m
-                    }
-                    line(.model(strategy), step: "all", name: "the model's harvest", added: median(cache, .model(strategy)) - before)
-                }
+            let pages = Double(dirtyPages)
+            for l in lines {
+                t.append([layout.paging.mode.rawValue, "\(layout.paging.sptesPerGFN)", "\(layout.slotPages)", "\(dirtyPages)", l.cache.rawValue,
+                          l.side.rawValue, l.step == nil ? "model" : "minimal", l.step.map { "\($0)" } ?? "all", l.name, "\(l.reps)",
+                          String(format: "%.0f", l.medianNs), String(format: "%.3f", l.medianNs / pages), String(format: "%.3f", l.medianNs / sptes(l.side)),
+                          String(format: "%.3f", l.addedNs / pages), String(format: "%.3f", l.addedNs / sptes(l.side))])
             }
             return t
         }
@@ -206,21 +236,12 @@ public struct CostBreakdown {
         /// For the terminal and the closing notes.
         public var summary: String {
             var out = [["", "", "median", "ns/page", "ns/spte", "+ns/page"]]
-            for cache in [CacheMode.warm, .cold] {
-                out.append(["\(cache.rawValue):", "", "", "", "", ""])
-                for (side, strategy, steps) in [("rmap", Strategy.rmap, BreakdownVariant.rmapSteps), ("slot-walk", .slotWalk, BreakdownVariant.walkSteps)] {
-                    let sptes = Double(strategy == .rmap ? rmapSptes : walkSptes)
-                    var before = 0.0
-                    func line(_ what: String, _ m: Double) {
-                        out.append([side, what, Reports.duration(m), String(format: "%.2f", m / Double(dirtyPages)),
-                                    String(format: "%.2f", m / sptes), String(format: "%+.2f", (m - before) / Double(dirtyPages))])
-                        before = m
-                    }
-                    for (i, name) in steps.enumerated() {
-                        line("\(i + 1) \(name)", median(cache, strategy == .rmap ? .minimalRmap(steps: i + 1) : .minimalWalk(steps: i + 1)))
-                    }
-                    line("the model: \(String(format: "%.2fx", ratio(cache, strategy))) the minimal", median(cache, .model(strategy)))
-                }
+            let pages = Double(dirtyPages)
+            for l in lines {
+                if l.side == BreakdownVariant.sides[0] && l.step == 1 { out.append(["\(l.cache.rawValue):", "", "", "", "", ""]) }
+                let what = l.step.map { "\($0) \(l.name)" } ?? "the model: \(String(format: "%.2fx", ratio(l.cache, l.side))) the minimal"
+                out.append([l.side.rawValue, what, Reports.duration(l.medianNs), String(format: "%.2f", l.medianNs / pages),
+                            String(format: "%.2f", l.medianNs / sptes(l.side)), String(format: "%+.2f", l.addedNs / pages)])
             }
             return "\(layout.paging) \(Bytes.pages(layout.slotPages)), \(dirtyPages) dirty pages, \(rows.first?.samples.count ?? 0) repetitions:\n"
                 + Reports.layout(out)

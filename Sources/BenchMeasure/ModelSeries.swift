@@ -357,8 +357,8 @@ public final class ModelSeries {
                 done[si] += 1
                 if done[si] > warmups[si] {
                     record.stops[si] = policy.stop(after: record.samples[si], repetitionNs: Double(m.repetitionNs),
-                                                   deciding: nearThreshold || record.decides(si, strategies: strategies, confidence: policy.confidence),
-                                                   bestOther: record.bestMedian(other: si, atLeast: 1))
+                                                   deciding: nearThreshold || record.decides(si, confidence: policy.confidence),
+                                                   bestOther: record.best(other: si, atLeast: 1)?.median)
                 }
             }
             rep += 1

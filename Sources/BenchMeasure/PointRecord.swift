@@ -72,11 +72,11 @@ struct PointRecord {
         return family.isEmpty ? samples.indices.filter { $0 != si } : family
     }
 
-    /// The best median among the strategies `si` is judged against
-    /// (`judged`) with at least `atLeast` timed samples, each strategy's
-    /// whole work (`roundSamples`): what `si` is separated from.
-    func bestMedian(other si: Int, atLeast: Int) -> Double? {
-        judged(other: si).filter { samples[$0].count >= atLeast }.map { Statistics.median(roundSamples($0)) }.min()
+    /// The best of the strategies `si` is judged against (`judged`) with
+    /// at least `atLeast` timed samples, by the median of its whole work
+    /// (`roundSamples`): what `si` is separated from, and compared with.
+    func best(other si: Int, atLeast: Int) -> (index: Int, median: Double)? {
+        judged(other: si).filter { samples[$0].count >= atLeast }.map { ($0, Statistics.median(roundSamples($0))) }.min { $0.1 < $1.1 }
     }
 
     /// Whether strategy `si`'s median decides something at this point
@@ -85,16 +85,13 @@ struct PointRecord {
     /// within 2x of each other), or `si`'s interval overlaps that of the
     /// best other strategy it is judged against (which of the two is
     /// cheaper is not yet known).
-    func decides(_ si: Int, strategies: [Strategy], confidence: Double) -> Bool {
-        if let r = strategies.firstIndex(of: .rmap), let w = strategies.firstIndex(of: .slotWalk),
+    func decides(_ si: Int, confidence: Double) -> Bool {
+        if let r = strategies.firstIndex(of: .model(.rmap)), let w = strategies.firstIndex(of: .model(.slotWalk)),
            !samples[r].isEmpty, !samples[w].isEmpty {
             let ratio = Statistics.median(samples[r]) / Statistics.median(samples[w])
             if ratio >= 0.5 && ratio <= 2 { return true }
         }
-        guard samples[si].count > 1,
-              let best = judged(other: si).filter({ samples[$0].count > 1 })
-                .min(by: { Statistics.median(roundSamples($0)) < Statistics.median(roundSamples($1)) })
-        else { return false }
+        guard samples[si].count > 1, let best = best(other: si, atLeast: 2)?.index else { return false }
         let mine = SampleSummary(roundSamples(si), confidence: confidence), theirs = SampleSummary(roundSamples(best), confidence: confidence)
         guard let a = mine.interval, let b = theirs.interval else { return false }
         return a.low <= b.high && b.low <= a.high

@@ -208,14 +208,20 @@ public enum DecisionTable {
         return (bound, first & 15)
     }
 
+    /// The record a decision for `pages` dirty pages in `lines` spans
+    /// reads: its density rounded to the nearest step.
+    @inline(__always)
+    public static func record(_ table: UnsafePointer<UInt64>, pages: Int, lines: Int) -> UnsafePointer<UInt64> {
+        let (k0, t) = SpanDensity.position(Float(pages) / Float(max(1, lines)))
+        return table + (t >= 0.5 && k0 &+ 1 < SpanDensity.steps ? k0 &+ 1 : k0) &* wordsPerStep
+    }
+
     /// The decision for `pages` dirty pages in `lines` spans: one record read.
     @inline(__always)
     public static func choose(_ table: UnsafePointer<UInt64>, pages: Int, lines: Int, look: () -> BitmapLook) -> Strategy {
         // Nothing dirty: the seed era's protocol returns at once.
         guard pages > 0 else { return .rmap }
-        let (k0, t) = SpanDensity.position(Float(pages) / Float(max(1, lines)))
-        let k = t >= 0.5 && k0 &+ 1 < SpanDensity.steps ? k0 &+ 1 : k0
-        let rec = table + k &* wordsPerStep
+        let rec = record(table, pages: pages, lines: lines)
         let p = UInt64(pages)
         let w0 = rec[0], w1 = rec[1], w2 = rec[2]
         var seg = 0
@@ -372,9 +378,7 @@ extension MMU {
         guard let table = s.state.pointee.decisionTable else { return nil }
         let pages = s.state.pointee.nrDirtyPages
         guard pages > 0, pages >= s.state.pointee.decisionSmallPages else { return nil }
-        let (k0, t) = SpanDensity.position(Float(pages) / Float(max(1, s.state.pointee.nrDirtyLines)))
-        let k = t >= 0.5 && k0 + 1 < SpanDensity.steps ? k0 + 1 : k0
-        return UnsafeRawPointer(table + k * DecisionTable.wordsPerStep)
+        return UnsafeRawPointer(DecisionTable.record(table, pages: pages, lines: s.state.pointee.nrDirtyLines))
     }
 }
 
