@@ -591,15 +591,15 @@ extension GuestThreads {
         let p = box.pointee.lifecycle
         let slot = mmu.slot(id: VMLayout.measuredSlotID)
         var st = LifecyclePassStats()
-        var rng = SplitMix(seed: p.seed)
+        var rng = SeededGenerator(seed: p.seed)
         let expected = p.expected
         mmu.vcpuEnterGuest(vcpu)
         ca_store32(&box.pointee.running, 1)
         repeat {
             var i = 0
             while i < p.count {
-                let page = p.random && !untilStopped ? Int(rng.next() % UInt64(p.count)) : i
-                let write = untilStopped || p.writePercent >= 100 || Int(rng.next() % 100) < p.writePercent
+                let page = p.random && !untilStopped ? rng.below(p.count) : i
+                let write = untilStopped || p.writePercent >= 100 || rng.below(100) < p.writePercent
                 let gfn = GFN(p.first &+ UInt64(page))
                 if mmu.vcpuTakeInterrupts(vcpu) { st.ipiExits &+= 1 }
                 let t0 = ca_ticks()
@@ -632,19 +632,6 @@ extension GuestThreads {
         } while untilStopped && ca_load32(&box.pointee.stop) == 0
         mmu.vcpuLeaveGuest(vcpu)
         box.pointee.lifecycleStats = st
-    }
-}
-
-/// splitmix64: the lifecycle guest's random pages, cheap and seeded.
-struct SplitMix {
-    private var state: UInt64
-    init(seed: UInt64) { state = seed }
-    @inline(__always) mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }
 

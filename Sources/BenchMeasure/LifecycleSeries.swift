@@ -154,9 +154,7 @@ public final class LifecycleSeries {
         let costs = settings.exitCosts
         vm.setExitCosts(exitTicks: TickClock.ticks(costs.exitNs), ipiTicks: TickClock.ticks(costs.ipiNs))
         vm.state.pointee.clearChunkPages = settings.clearChunkPages
-        #if DEBUG
-        vm.state.pointee.leaveLargeLeavesWritable = plantedBug == .largeLeafWritable
-        #endif
+        vm.faultInjection.leaveLargeLeavesWritable = plantedBug == .largeLeafWritable
         return try vm.withMMU { mmu in
             let guests = GuestThreads(vm: vm, mmu: mmu, count: spec.vcpus, faultPath: .fast, shadowing: false,
                                       maxPages: spec.pagesPerVCPU)

@@ -35,7 +35,7 @@ public struct MeasureSettings: Sendable {
     public static func defaultWorkingSets(effectiveLastLevelCacheBytes: Int) -> [Int] {
         [CacheGeometry.levelTwoCacheBytes, effectiveLastLevelCacheBytes / 2 / 4096 * 4096]
     }
-    /// Pauses before each TLB flush with vCPUs running (`VMState.flushWindowSpins`):
+    /// Pauses before each TLB flush with vCPUs running (`FaultInjection.flushWindowSpins`):
     /// the flush-placement tests' injection point, 0 in every run.
     var flushWindowSpins = 0
 

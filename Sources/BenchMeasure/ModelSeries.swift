@@ -164,10 +164,8 @@ public final class ModelSeries {
             }
         }
         vm.state.pointee.clearChunkPages = settings.clearChunkPages
-        vm.state.pointee.flushWindowSpins = settings.flushWindowSpins
-        #if DEBUG
-        vm.state.pointee.skipFlushes = plantedBug == .skipFlush
-        #endif
+        vm.faultInjection.flushWindowSpins = settings.flushWindowSpins
+        vm.faultInjection.skipFlushes = plantedBug == .skipFlush
         let nUsed = vm.nUsedMMUPages
         // Everything measured runs on one handle, hoisted here.
         if spec.scenario == .concurrent {
@@ -188,6 +186,9 @@ public final class ModelSeries {
         progress.point("starting \(settings.guestThreads) vCPU thread\(settings.guestThreads == 1 ? "" : "s")")
         let costs = settings.exitCosts
         vm.setExitCosts(exitTicks: TickClock.ticks(costs.exitNs), ipiTicks: TickClock.ticks(costs.ipiNs))
+        // Holds and waits are reported here: the instrumented lock, which
+        // records them only on the threads of an instrumented repetition.
+        vm.instrumentLock(true)
         let guests = GuestThreads(vm: vm, mmu: mmu, count: settings.guestThreads, faultPath: spec.faultPath ?? .locked,
                                   shadowing: spec.layout.paging != .tdp, maxPages: spec.layout.slotPages)
         var backend = ConcurrentBackend(vm: vm, mmu: mmu, guests: guests)
@@ -195,6 +196,7 @@ public final class ModelSeries {
             backend.release()
             guests.shutdown(vm: vm)
             vm.setExitCosts(exitTicks: 0, ipiTicks: 0)
+            vm.instrumentLock(false)
         }
         guestSetting = GuestSetting(vcpus: settings.guestThreads, pinned: guests.pinned)
         out.rows = try sweep(&backend, nUsed: nUsed, out: &out)

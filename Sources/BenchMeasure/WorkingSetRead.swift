@@ -33,11 +33,11 @@ final class WorkingSet {
         _ = madvise(UnsafeMutableRawPointer(bitPattern: aligned), mappedBytes - Self.hugePage, MADV_HUGEPAGE)
         base = UnsafeMutableRawPointer(bitPattern: aligned)!.bindMemory(to: UInt64.self, capacity: lines * 8)
         base.initialize(repeating: 0, count: lines * 8)
-        var rng = SplitMix(seed: seed)
+        var rng = SeededGenerator(seed: seed)
         var order = [Int](0..<lines)
         var i = lines - 1
         while i > 0 {
-            order.swapAt(i, Int(rng.next() % UInt64(i)))
+            order.swapAt(i, rng.below(i))
             i -= 1
         }
         // Sattolo: order is one cycle; line order[k] links to order[k + 1].
@@ -55,18 +55,5 @@ final class WorkingSet {
             k &+= 1
         }
         return line
-    }
-
-    /// A small seeded generator for the cycle (splitmix64).
-    struct SplitMix {
-        var state: UInt64
-        init(seed: UInt64) { state = seed }
-        mutating func next() -> UInt64 {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
-        }
     }
 }

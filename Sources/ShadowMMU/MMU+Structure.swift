@@ -7,16 +7,6 @@ import DirtyLogCore
 /// of mmu_lock) each is a cmpxchg that may lose to another thread; under
 /// the shadow MMU's exclusive lock, a plain store.
 extension MMU {
-    /// `VMState.leaveLargeLeavesWritable`, the planted bug's seam in the
-    /// walks that enable logging; false in release builds.
-    @inline(__always) var plantedLeaveLarge: Bool {
-        #if DEBUG
-        vm.pointee.leaveLargeLeavesWritable
-        #else
-        false
-        #endif
-    }
-
     /// Whether structural changes follow the TDP MMU (5.13 on, under
     /// two-dimensional paging): the read side of mmu_lock, entries changed
     /// by cmpxchg, a removed table's entries frozen and the table freed;

@@ -54,7 +54,7 @@ public struct VCPUFault: Equatable, Sendable {
 ///
 /// A vCPU is in guest mode between `vcpuEnterGuest` and a fault or an
 /// interrupt's exit. A VM exit and the entry after it cost
-/// `VMState.exitCostTicks` together, paid half on each side: the world
+/// `ChargedCosts.exitTicks` together, paid half on each side: the world
 /// switch the kernel's fault handler, or its IPI handler, sits between.
 extension MMU {
     /// The vCPU thread starts or stops running in the MMU: outside guest
@@ -82,14 +82,14 @@ extension MMU {
         let c = context(vcpu)
         ca_store_seq32(&c.pointee.mode, VCPUContext.inGuest)
         serveFlushRequest(c)
-        ca_spin_ticks(vm.pointee.exitCostTicks >> 1)
+        chargeEntry()
     }
 
     /// A VM exit: the exit's half of the world switch, then vcpu->mode =
     /// OUTSIDE_GUEST_MODE; flushes stop waiting for this vCPU.
     @inline(__always)
     func vcpuExitGuest(_ c: UnsafeMutablePointer<VCPUContext>) {
-        ca_spin_ticks(vm.pointee.exitCostTicks &- vm.pointee.exitCostTicks >> 1)
+        chargeExit()
         ca_store32(&c.pointee.mode, VCPUContext.outsideGuest)
     }
 
@@ -111,7 +111,7 @@ extension MMU {
 
     /// A vCPU in guest mode takes the IPI of a flush once it has arrived:
     /// the IPIs go out one after another, vCPU `i`'s reaching it
-    /// (i + 1) · `VMState.ipiCostTicks` after the flush began. It exits (the
+    /// (i + 1) · `ChargedCosts.ipiTicks` after the flush began. It exits (the
     /// sender, waiting in kvm_flush_remote_tlbs(), sees it leave guest mode),
     /// and serves the flush request as it enters again. Returns whether it
     /// took one: an exit it paid for.
@@ -120,7 +120,7 @@ extension MMU {
         let c = context(vcpu)
         let generation = ca_load64(&vm.pointee.flushGeneration)
         guard generation != c.pointee.ackedFlush,
-              ca_ticks() &- ca_load64(&vm.pointee.flushPostedAt) >= vm.pointee.ipiCostTicks &* UInt64(vcpu &+ 1) else { return false }
+              flushIPIHasArrived(position: vcpu) else { return false }
         vcpuExitGuest(c)
         vcpuEnterGuest(vcpu)
         return true

@@ -107,19 +107,32 @@ extension VirtualMachine {
     }
 
     /// What a VM exit and entry cost a vCPU together, and an IPI from its
-    /// sending to the target's exit, in time-stamp ticks.
+    /// sending to the target's exit, in time-stamp ticks (`ChargedCosts`).
     public func setExitCosts(exitTicks: UInt64, ipiTicks: UInt64) {
-        state.pointee.exitCostTicks = exitTicks
-        state.pointee.ipiCostTicks = ipiTicks
+        state.pointee.charged.exitTicks = exitTicks
+        state.pointee.charged.ipiTicks = ipiTicks
     }
+
+    /// The measuring side's choice of mmu_lock: the era's lock alone, or
+    /// the instrumented one that records each thread's holds and waits for
+    /// the threads that ask (`ca_lock_stats_set`). Between rounds only.
+    public func instrumentLock(_ on: Bool) {
+        precondition(ca_mmu_is_locked(&state.pointee.mmuLock) == 0, "instrumenting mmu_lock while it is held")
+        let kind = state.pointee.mmuLock.kind & UInt32(CA_LOCK_KIND_MASK)
+        state.pointee.mmuLock.kind = on ? kind | UInt32(CA_LOCK_INSTRUMENTED) : kind
+    }
+
+    /// Whether mmu_lock is the instrumented one.
+    public var lockInstrumented: Bool { state.pointee.mmuLock.kind & UInt32(CA_LOCK_INSTRUMENTED) != 0 }
 
     /// Between rounds, with no vCPU in the MMU: the era the next harvest and
     /// the faults through it run in. mmu_lock becomes that era's lock.
     public func enterEra(_ era: KernelEra) {
         guard state.pointee.era != era else { return }
         precondition(ca_mmu_is_locked(&state.pointee.mmuLock) == 0, "changing mmu_lock while it is held")
+        let instrumented = state.pointee.mmuLock.kind & UInt32(CA_LOCK_INSTRUMENTED)
         state.pointee.mmuLock = ca_mmu_lock()
-        state.pointee.mmuLock.kind = era.lockKind
+        state.pointee.mmuLock.kind = era.lockKind | instrumented
         state.pointee.era = era
     }
 
@@ -148,15 +161,12 @@ extension MMU {
     /// (kvm_make_all_cpus_request(KVM_REQ_TLB_FLUSH) with KVM_REQUEST_WAIT):
     /// a new flush generation and an IPI to every vCPU in guest mode, then
     /// wait until each has taken the IPI's exit. The IPI reaches a vCPU
-    /// `ipiCostTicks` after it is sent (`vcpuTakeInterrupts`). A vCPU
+    /// `ChargedCosts.ipiTicks` after it is sent (`vcpuTakeInterrupts`). A vCPU
     /// outside guest mode is not waited for: it catches up when it enters.
     @inline(never)
     func flushRemoteTLBsAndWait() {
-        if vm.pointee.flushWindowSpins > 0 { for _ in 0..<vm.pointee.flushWindowSpins { ca_cpu_relax() } }
-        #if DEBUG
-        if vm.pointee.skipFlushes { return }
-        #endif
-        withUnsafeMutablePointer(to: &vm.pointee.flushPostedAt) { ca_store64($0, ca_ticks()) }
+        if injectedSkipFlush { return }
+        stampFlushPosted()
         let generation = withUnsafeMutablePointer(to: &vm.pointee.flushGeneration) { ca_fetch_add64($0, 1) } &+ 1
         for i in 0..<vm.pointee.guestCount {
             let c = context(i)

@@ -13,9 +13,6 @@ public struct VMState {
     /// kvm_make_all_cpus_request(KVM_REQ_TLB_FLUSH): bumped by each
     /// kvm_flush_remote_tlbs(); a vCPU acknowledges it by flushing its TLB.
     public var flushGeneration: UInt64 = 0
-    /// When the last flush's IPIs were sent (`ca_ticks`): a vCPU in guest
-    /// mode takes its exit `ipiCostTicks` later.
-    public var flushPostedAt: UInt64 = 0
     /// vCPU threads run through the harvests (the concurrent scenario):
     /// flushes wait for their acknowledgements, and nr_dirty_pages grows by
     /// atomic adds. Set by `startGuests`.
@@ -27,29 +24,16 @@ public struct VMState {
     /// faults have a fast path, what page-table shadowing flushes on
     /// (`VirtualMachine.enterEra`).
     public var era = KernelEra.linux3_3
-    /// What a VM exit and the entry after it cost a vCPU, together, and what
-    /// an IPI takes from its sending to the target's exit, in time-stamp
-    /// ticks (`VirtualMachine.setExitCosts`; 0 until set).
-    public var exitCostTicks: UInt64 = 0
-    public var ipiCostTicks: UInt64 = 0
+    /// What the model charges in time for work it does not do (a VM exit
+    /// and entry, an IPI's delivery): the one seam between the model and the
+    /// clock, set by the measuring side (`VirtualMachine.setExitCosts`).
+    public var charged = ChargedCosts()
     /// The vCPU threads' shared state (`VCPUContext`), nil without them.
     public var guests: UnsafeMutablePointer<VCPUContext>? = nil
     public var guestCount = 0
     /// Harvests begun and ended, as the vCPU threads see them: odd while
     /// one runs (the window their measurements are taken in).
     public var harvestState: UInt64 = 0
-    /// Pauses before each kvm_flush_remote_tlbs() while vCPU threads run:
-    /// widens the window between a harvest's protection and its flush, for
-    /// the tests of every strategy's flush placement (0 in every run).
-    public var flushWindowSpins = 0
-    #if DEBUG
-    /// A planted bug (`BenchMeasure.PlantedBug.skipFlush`): flushes are
-    /// counted but not sent. Debug builds only.
-    public var skipFlushes = false
-    /// A planted bug (`BenchMeasure.PlantedBug.largeLeafWritable`): the
-    /// walks that enable logging pass large leaves by. Debug builds only.
-    public var leaveLargeLeavesWritable = false
-    #endif
     /// Head of `active_mmu_pages` (the newest page), -1 when empty.
     public var activeHead: Int32 = -1
     /// n_used_mmu_pages: every live shadow page, all slots and levels, roots included.
@@ -99,6 +83,8 @@ public final class VirtualMachine {
     let descPool: PteListDescPool
     private(set) var slots: [MemorySlot] = []
     package let state: UnsafeMutablePointer<VMState>
+    /// Bugs planted on purpose (`FaultInjection`), apart from the kernel's state.
+    let injected: UnsafeMutablePointer<FaultInjection>
     /// memslots in `search_memslots()` order: largest first, as the seed's kernel kept them.
     private var memslots: UnsafeMutablePointer<SlotView>
     private static let maxSlots = 32
@@ -124,6 +110,8 @@ public final class VirtualMachine {
         precondition(MemoryLayout<VMState>.offset(of: \VMState.mmuLock) == 0, "MMU.lockWord needs mmu_lock first in VMState")
         state = arena.allocate(VMState.self, count: 1, alignment: 64)
         state.initialize(to: VMState())
+        injected = arena.allocate(FaultInjection.self, count: 1, alignment: 64)
+        injected.initialize(to: FaultInjection())
         memslots = arena.allocate(SlotView.self, count: Self.maxSlots)
         let v = arena.allocate(VCPULogBuffers.self, count: vcpus)
         for i in 0..<vcpus {
@@ -142,6 +130,7 @@ public final class VirtualMachine {
         arena.free(vcpus.baseAddress!)
         if let table = state.pointee.adaptive.table { arena.free(table) }
         arena.free(state)
+        arena.free(injected)
         arena.free(memslots)
     }
 
@@ -185,7 +174,8 @@ public final class VirtualMachine {
                 pages: table.columns,
                 memslots: UnsafeBufferPointer(start: memslots, count: slots.count),
                 vcpus: vcpus,
-                descPool: Unmanaged.passUnretained(descPool)
+                descPool: Unmanaged.passUnretained(descPool),
+                injected: injected
             ))
         }
     }
@@ -202,16 +192,15 @@ public final class VirtualMachine {
     }
 }
 
+/// mmu_lock as a loop that takes it per page holds it: its kind (the
+/// era's, instrumented or not), read once before the loop.
+public struct LockForLoop {
+    let kind: UInt32
+}
+
 /// The handle every hot path runs on: the VM's columns, slots and lock as
 /// raw pointers, copied into locals once. Nothing reached through it is
 /// reference counted.
-/// mmu_lock as a loop that takes it per page holds it: the era's kind and
-/// whether the harness records this thread's holds, fixed for the loop.
-public struct LockForLoop {
-    let kind: UInt32
-    let recorded: Int32
-}
-
 public struct MMU {
     public let vm: UnsafeMutablePointer<VMState>
     public let pages: ShadowPageColumns
@@ -220,6 +209,8 @@ public struct MMU {
     /// Each vCPU's ring and PML buffer.
     public let vcpus: UnsafeMutableBufferPointer<VCPULogBuffers>
     let descPool: Unmanaged<PteListDescPool>
+    /// Bugs planted on purpose (`FaultInjection`): all off in every run.
+    let injected: UnsafeMutablePointer<FaultInjection>
 
     /// The lock, by address (it is a C struct the lock functions mutate):
     /// `VMState`'s first field, as `VirtualMachine.init` checks.
@@ -234,15 +225,12 @@ public struct MMU {
     /// spin_unlock() / write_unlock().
     @inline(__always) public func unlockMMUExclusive() { ca_mmu_unlock_exclusive(lockWord) }
 
-    /// The same, for a loop that takes mmu_lock per page: its kind and
-    /// whether this thread records holds, read once before the loop
-    /// (`lockForLoop()`), so that the loop pays the era's lock and nothing
-    /// of the harness (ca_mmu_lock_exclusive_as).
-    @inline(__always) public func lockMMUExclusive(_ lock: LockForLoop) { ca_mmu_lock_exclusive_as(lockWord, lock.kind, lock.recorded) }
-    @inline(__always) public func unlockMMUExclusive(_ lock: LockForLoop) { ca_mmu_unlock_exclusive_as(lockWord, lock.kind, lock.recorded) }
-    @inline(__always) public func lockForLoop() -> LockForLoop {
-        LockForLoop(kind: lockWord.pointee.kind, recorded: ca_lock_stats_get() != nil ? 1 : 0)
-    }
+    /// The same, for a loop that takes mmu_lock per page: its kind read
+    /// once before the loop (`lockForLoop()`), so that the loop pays the
+    /// era's lock and nothing more (ca_mmu_lock_exclusive_as).
+    @inline(__always) public func lockMMUExclusive(_ lock: LockForLoop) { ca_mmu_lock_exclusive_as(lockWord, lock.kind) }
+    @inline(__always) public func unlockMMUExclusive(_ lock: LockForLoop) { ca_mmu_unlock_exclusive_as(lockWord, lock.kind) }
+    @inline(__always) public func lockForLoop() -> LockForLoop { LockForLoop(kind: lockWord.pointee.kind) }
 
     /// mmu_lock's shared side: read_lock() of the rwlock since 5.12; in the
     /// eras of a spinlock, which has no such side, spin_lock(), as the same
@@ -264,13 +252,13 @@ public struct MMU {
     /// and waits until each has taken its exit; one outside guest mode
     /// flushes when it next enters. Without them, it is only counted.
     ///
-    /// A harvest's flush (`widen`) starts with `VMState.flushWindowSpins`
-    /// pauses, the flush-placement tests' window; a shadowing fault's own
-    /// flush does not.
+    /// A harvest's flush (`widen`) starts with the planted window
+    /// (`FaultInjection.flushWindowSpins`) of the flush-placement tests; a
+    /// shadowing fault's or a zap's own flush does not.
     @inline(__always) public func flushRemoteTLBs(widen: Bool = true) {
         vm.pointee.tlbFlushes &+= 1
         guard vm.pointee.concurrent else { return }
-        if widen, vm.pointee.flushWindowSpins > 0 { for _ in 0..<vm.pointee.flushWindowSpins { ca_cpu_relax() } }
+        if widen { injectedFlushDelay() }
         flushRemoteTLBsAndWait()
     }
 

@@ -390,7 +390,7 @@ import Testing
                 let sptep = mmu.spte(gfn: target, mapping: 0, slot: s)!
                 mmu.vcpuEnterGuest(0)
                 #expect(mmu.vcpuWrite(0, gfn: target, sptep: sptep) == .cached)
-                vm.state.pointee.flushWindowSpins = 4_000_000
+                vm.faultInjection.flushWindowSpins = 4_000_000
                 let handle = Shared(mmu)
                 let harvested = DispatchSemaphore(value: 0)
                 Thread {
@@ -403,7 +403,7 @@ import Testing
                 let write = mmu.vcpuWrite(0, gfn: target, sptep: sptep)
                 while harvested.wait(timeout: .now()) == .timedOut && MonotonicClock.now() < deadline { _ = mmu.vcpuTakeInterrupts(0) }
                 mmu.vcpuLeaveGuest(0)
-                vm.state.pointee.flushWindowSpins = 0
+                vm.faultInjection.flushWindowSpins = 0
                 if racy {
                     #expect(write == .cachedRace, "\(strategy) flushes after unlocking: the shadower must race it")
                 } else {

@@ -15,6 +15,9 @@ static inline void ca_cpu_relax(void) { __builtin_ia32_pause(); }
 
 /* Which lock an mmu_lock is. */
 enum { CA_LOCK_TICKET = 0, CA_LOCK_QUEUED = 1, CA_LOCK_RW = 2 };
+/* A bit of `ca_mmu_lock.kind`: the lock records holds and waits
+ * (`ca_instrumented_lock_exclusive`); the low byte is the era's kind. */
+enum { CA_LOCK_INSTRUMENTED = 0x100, CA_LOCK_KIND_MASK = 0xff };
 
 /* A node of the queued (MCS) lock, one per thread, on its own line. */
 typedef struct ca_mcs_node {
@@ -32,8 +35,8 @@ typedef struct {
     uint64_t ticks_total, ticks_max;
 } ca_hold_stats;
 
-/* What a thread's lock operations record when the harness asks
- * (`ca_lock_stats_set`): its holds of the exclusive side (the whole
+/* What a thread's operations on an instrumented lock record when the
+ * harness asks (`ca_lock_stats_set`): its holds of the exclusive side (the whole
  * spinlock, or the rwlock's write side) and of the shared side (the
  * rwlock's read side) apart, and the ticks spent waiting to acquire
  * either. Recording costs a time-stamp read at each acquire and release,
@@ -171,25 +174,20 @@ static inline void ca_rw_write_lock(ca_mmu_lock *l) {
 
 static inline void ca_rw_write_unlock(ca_mmu_lock *l) { __atomic_store_n(&l->rw, 0, __ATOMIC_RELEASE); }
 
-/* The exclusive side: the whole spinlock (spin_lock), or the rwlock's
- * write side (write_lock). */
-/* The exclusive side with the lock's kind and whether this thread records
- * its holds given by the caller (`kind` is l->kind, `recorded` whether
- * ca_lock_stats_get() is set): a loop that takes the lock per page reads
- * them once, before it, so that each acquisition in it is the era's lock
- * and a predicted branch, not a reload of both after every atomic. */
-static inline __attribute__((always_inline)) void ca_mmu_lock_exclusive_as(ca_mmu_lock *l, uint32_t kind, int recorded) {
-    uint64_t t0 = recorded ? ca_ticks() : 0;
+/* The era's lock itself, with nothing of the harness in it: the exclusive
+ * side is the whole spinlock (spin_lock) or the rwlock's write side
+ * (write_lock); the shared side the rwlock's read side (read_lock) or, in
+ * the eras of a spinlock, which has none, the whole lock (what the same
+ * code path took then: spin_lock). `kind` without CA_LOCK_INSTRUMENTED. */
+static inline __attribute__((always_inline)) void ca_era_lock_exclusive(ca_mmu_lock *l, uint32_t kind) {
     switch (kind) {
     case CA_LOCK_TICKET: ca_ticket_lock(l); break;
     case CA_LOCK_QUEUED: ca_mcs_lock(l); break;
     default: ca_rw_write_lock(l); break;
     }
-    if (recorded) ca_lock_acquired(t0);
 }
 
-static inline __attribute__((always_inline)) void ca_mmu_unlock_exclusive_as(ca_mmu_lock *l, uint32_t kind, int recorded) {
-    if (recorded) ca_lock_released(0);
+static inline __attribute__((always_inline)) void ca_era_unlock_exclusive(ca_mmu_lock *l, uint32_t kind) {
     switch (kind) {
     case CA_LOCK_TICKET: ca_ticket_unlock(l); break;
     case CA_LOCK_QUEUED: ca_mcs_unlock(l); break;
@@ -197,33 +195,61 @@ static inline __attribute__((always_inline)) void ca_mmu_unlock_exclusive_as(ca_
     }
 }
 
-static inline void ca_mmu_lock_exclusive(ca_mmu_lock *l) {
-    ca_mmu_lock_exclusive_as(l, l->kind, ca_lock_stats_current != 0);
-}
-
-static inline void ca_mmu_unlock_exclusive(ca_mmu_lock *l) {
-    ca_mmu_unlock_exclusive_as(l, l->kind, ca_lock_stats_current != 0);
-}
-
-/* The shared side: the rwlock's read side (read_lock); in the eras of a
- * spinlock, which has none, the whole lock (what the same code path took
- * then: spin_lock). */
-static inline void ca_mmu_lock_shared(ca_mmu_lock *l) {
-    if (l->kind != CA_LOCK_RW) { ca_mmu_lock_exclusive(l); return; }
+/* The instrumented lock (kind | CA_LOCK_INSTRUMENTED), which the measuring
+ * side chooses for a VM whose holds and waits it reports (the concurrent
+ * scenario): the era's lock, and around it, on a thread that asked
+ * (`ca_lock_stats_set`), a time-stamp read at each acquire and release.
+ * The model's code is the same for both; only the lock's kind differs. */
+static inline __attribute__((noinline)) void ca_instrumented_lock_exclusive(ca_mmu_lock *l, uint32_t kind) {
     uint64_t t0 = ca_lock_t0();
-    ca_rw_read_lock(l);
+    ca_era_lock_exclusive(l, kind);
     ca_lock_acquired(t0);
 }
 
+static inline __attribute__((noinline)) void ca_instrumented_unlock_exclusive(ca_mmu_lock *l, uint32_t kind) {
+    ca_lock_released(0);
+    ca_era_unlock_exclusive(l, kind);
+}
+
+/* mmu_lock's exclusive side as `kind` (l->kind, read once by a loop that
+ * takes the lock per page, so that each acquisition in it is the era's
+ * lock and a predicted branch, not a reload of the kind after every atomic). */
+static inline __attribute__((always_inline)) void ca_mmu_lock_exclusive_as(ca_mmu_lock *l, uint32_t kind) {
+    if (__builtin_expect(kind & CA_LOCK_INSTRUMENTED, 0)) ca_instrumented_lock_exclusive(l, kind & CA_LOCK_KIND_MASK);
+    else ca_era_lock_exclusive(l, kind);
+}
+
+static inline __attribute__((always_inline)) void ca_mmu_unlock_exclusive_as(ca_mmu_lock *l, uint32_t kind) {
+    if (__builtin_expect(kind & CA_LOCK_INSTRUMENTED, 0)) ca_instrumented_unlock_exclusive(l, kind & CA_LOCK_KIND_MASK);
+    else ca_era_unlock_exclusive(l, kind);
+}
+
+static inline void ca_mmu_lock_exclusive(ca_mmu_lock *l) { ca_mmu_lock_exclusive_as(l, l->kind); }
+
+static inline void ca_mmu_unlock_exclusive(ca_mmu_lock *l) { ca_mmu_unlock_exclusive_as(l, l->kind); }
+
+static inline void ca_mmu_lock_shared(ca_mmu_lock *l) {
+    uint32_t kind = l->kind;
+    if ((kind & CA_LOCK_KIND_MASK) != CA_LOCK_RW) { ca_mmu_lock_exclusive_as(l, kind); return; }
+    if (__builtin_expect(kind & CA_LOCK_INSTRUMENTED, 0)) {
+        uint64_t t0 = ca_lock_t0();
+        ca_rw_read_lock(l);
+        ca_lock_acquired(t0);
+    } else {
+        ca_rw_read_lock(l);
+    }
+}
+
 static inline void ca_mmu_unlock_shared(ca_mmu_lock *l) {
-    if (l->kind != CA_LOCK_RW) { ca_mmu_unlock_exclusive(l); return; }
-    ca_lock_released(1);
+    uint32_t kind = l->kind;
+    if ((kind & CA_LOCK_KIND_MASK) != CA_LOCK_RW) { ca_mmu_unlock_exclusive_as(l, kind); return; }
+    if (__builtin_expect(kind & CA_LOCK_INSTRUMENTED, 0)) ca_lock_released(1);
     ca_rw_read_unlock(l);
 }
 
 /* Whether anyone holds it (for assertions). */
 static inline int ca_mmu_is_locked(ca_mmu_lock *l) {
-    switch (l->kind) {
+    switch (l->kind & CA_LOCK_KIND_MASK) {
     case CA_LOCK_TICKET: return __atomic_load_n(&l->ticket_next, __ATOMIC_RELAXED) != __atomic_load_n(&l->ticket_owner, __ATOMIC_RELAXED);
     case CA_LOCK_QUEUED: return __atomic_load_n(&l->mcs_tail, __ATOMIC_RELAXED) != 0;
     default: return __atomic_load_n(&l->rw, __ATOMIC_RELAXED) != 0;
@@ -236,7 +262,7 @@ static inline int ca_mmu_is_locked(ca_mmu_lock *l) {
  * owner's; an MCS queue with a node behind this thread's; an rwlock with
  * a writer (or, for a writer, a reader) waiting. */
 static inline int ca_mmu_lock_contended(ca_mmu_lock *l) {
-    switch (l->kind) {
+    switch (l->kind & CA_LOCK_KIND_MASK) {
     case CA_LOCK_TICKET:
         return __atomic_load_n(&l->ticket_next, __ATOMIC_RELAXED) - __atomic_load_n(&l->ticket_owner, __ATOMIC_RELAXED) > 1;
     case CA_LOCK_QUEUED: return __atomic_load_n(&l->mcs_tail, __ATOMIC_RELAXED) != &ca_mcs_self;

@@ -14,7 +14,7 @@ extension MMU {
     /// race (fixed by 6dbf79e7, `rmapWriteProtectDirtyOneHold`): between a
     /// gfn's unlock and the flush, a shadower finds its sptes already
     /// read-only, skips its own flush, and returns while a vCPU's TLB still
-    /// holds a writable translation. `VMState.flushWindowSpins` widens that
+    /// holds a writable translation. `FaultInjection.flushWindowSpins` widens that
     /// window on purpose, for the test that makes the race happen.
     @inline(never)
     public func rmapWriteProtectDirty(slot s: SlotView, bitmap: UnsafeMutablePointer<UInt64>, counters: inout ProtectCounters) {

@@ -1,5 +1,8 @@
-/// xoshiro256** seeded through SplitMix64: fast, reproducible from one
-/// 64-bit seed, and the same on every machine (unlike the system generator).
+/// The harness's one seeded generator: xoshiro256** seeded through
+/// SplitMix64: fast, reproducible from one 64-bit seed, and the same on
+/// every machine (unlike the system generator). Dirty sets, interleaving
+/// orders, shadow paging's address-space orders, the lifecycle guest's
+/// random pages and the working set's cycle all draw from it.
 public struct SeededGenerator: RandomNumberGenerator, Sendable {
     private var s0, s1, s2, s3: UInt64
 
