@@ -23,9 +23,9 @@ enum GuestReport {
                 md += "This host's KVM could not be measured (\(note)). "
             }
         }
-        md += "Each strategy runs in its kernel's era: \(KernelEra.linux3_3.label) for slot-walk, rmap and rmap-fixed (mmu_lock a "
-        md += "ticket spinlock, every fault under it, no fast path); \(KernelEra.linux4_2.label) for masked (a queued spinlock, "
-        md += "c7ba5b48's fast path, the flush after unlocking as 198c74f4 placed it); \(KernelEra.linux5_14.label) for the TDP MMU's "
+        md += "Each strategy runs in its kernel's era: \(KernelEra.linux3_3to3_5.label) for slot-walk, rmap and rmap-fixed (mmu_lock a "
+        md += "ticket spinlock, every fault under it, no fast path); \(KernelEra.linux4_2to5_11.label) for masked (a queued spinlock, "
+        md += "c7ba5b48's fast path, the flush after unlocking as 198c74f4 placed it); \(KernelEra.linux5_14on.label) for the TDP MMU's "
         md += "tdp-walk and tdp-masked (an rwlock: faults and tdp-walk, which is the enable-logging path, under its read side, "
         md += "tdp-masked under its write side). The fast path runs only where the era had it and only on direct sptes (two-dimensional "
         md += "paging). The timed repetitions run with no lock statistics; each is followed by an instrumented one, whose holds of "

@@ -146,7 +146,7 @@ public final class LifecycleSeries {
     private func runLifecycle(policy: EnablePolicy, strategy: Strategy) throws -> [LifecycleRow] {
         let paging = spec.paging.mode
         let era = policy.era(paging: paging)!
-        let tdpMMU = era == .linux5_14 && paging == .tdp
+        let tdpMMU = era == .linux5_14on && paging == .tdp
         let layout = spec.layout
         let vm = VirtualMachine(unloggedLayout: layout, vcpus: spec.vcpus, reserve: 2 * layout.expectedShadowPages + 64,
                                 rmaps: !tdpMMU, populate: false)

@@ -63,9 +63,9 @@ public enum EnablePolicy: String, CaseIterable, Sendable, Hashable, Comparable {
     /// wrprot under shadow paging is the shadow MMU's.
     public func era(paging: PagingMode) -> KernelEra? {
         switch self {
-        case .drop: .linux3_3
-        case .wrprot: paging == .tdp ? .linux5_14 : .linux4_2
-        case .eagerSplit, .splitOnClear: paging == .tdp ? .linux5_14 : nil
+        case .drop: .linux3_3to3_5
+        case .wrprot: paging == .tdp ? .linux5_14on : .linux4_2to5_11
+        case .eagerSplit, .splitOnClear: paging == .tdp ? .linux5_14on : nil
         }
     }
 
@@ -129,9 +129,9 @@ public enum DisablePolicy: String, CaseIterable, Sendable, Hashable, Comparable 
     /// The disable policies of the kernel an enable policy's era ran, by paging mode.
     public static func policies(for enable: EnablePolicy, paging: PagingMode) -> [DisablePolicy] {
         switch enable.era(paging: paging) {
-        case .linux3_3: [.wrprotWalk]
-        case .linux4_2: [.zapRmap]
-        case .linux5_14: [.zap, .zapBatched, .recover]
+        case .linux3_3to3_5: [.wrprotWalk]
+        case .linux4_2to5_11: [.zapRmap]
+        case .linux5_14on: [.zap, .zapBatched, .recover]
         case nil: []
         }
     }

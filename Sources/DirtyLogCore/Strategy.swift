@@ -74,9 +74,9 @@ public enum Strategy: String, CaseIterable, Sendable, Hashable, Comparable {
     /// TDP MMU's walks in 5.14's.
     public var era: KernelEra {
         switch self {
-        case .slotWalk, .rmap, .rmapFixed, .seed: .linux3_3
-        case .tdpWalk, .tdpMasked: .linux5_14
-        default: .linux4_2
+        case .slotWalk, .rmap, .rmapFixed, .seed: .linux3_3to3_5
+        case .tdpWalk, .tdpMasked: .linux5_14on
+        default: .linux4_2to5_11
         }
     }
 
@@ -265,20 +265,22 @@ public enum MeasuredStrategy: Hashable, Sendable, Comparable, CustomStringConver
 
 /// The kernel a concurrent harvest runs in: what mmu_lock is, whether a
 /// vCPU's write fault can be fixed without it, and what a thread
-/// write-protecting a guest page table flushes on. Named by the release
-/// from which the model's figures are ones that kernel could produce.
+/// write-protecting a guest page table flushes on. Named by the releases
+/// whose kernels had every one of those facts together: the model's figures
+/// in an era are ones those kernels could produce.
 public enum KernelEra: String, Sendable, Hashable, CaseIterable, Comparable {
-    /// Linux 3.3, the seed: mmu_lock a ticket spinlock; every write fault
-    /// takes it (no fast page fault, no SPTE_MMU_WRITEABLE); a thread
-    /// shadowing a guest page table flushes only if it cleared a writable
-    /// bit itself (__rmap_write_protect() at 3.3).
-    case linux3_3 = "3.3"
+    /// Linux 3.3 to 3.5, from the seed to the fast page fault: mmu_lock a
+    /// ticket spinlock; every write fault takes it (no fast page fault, no
+    /// SPTE_MMU_WRITEABLE: both came with c7ba5b48's series in 3.6); a
+    /// thread shadowing a guest page table flushes only if it cleared a
+    /// writable bit itself (__rmap_write_protect() at 3.3).
+    case linux3_3to3_5 = "3.3-3.5"
     /// Linux 4.2 to 5.11, the shadow MMU: mmu_lock a queued spinlock (x86
     /// since 4.2); c7ba5b48's fast page fault (3.6) for direct sptes that
     /// are MMU-writable and host-writable; 198c74f4's rule: the shadower
     /// also flushes when an spte it protects was still MMU-writable, so a
     /// harvest may flush after unlocking.
-    case linux4_2 = "4.2"
+    case linux4_2to5_11 = "4.2-5.11"
     /// Linux 5.14 on, the TDP MMU: mmu_lock an rwlock (531810ca, 5.12);
     /// write faults under its read side, sptes changed by cmpxchg; the slot
     /// write-protection that enables logging (kvm_tdp_mmu_wrprot_slot())
@@ -286,18 +288,24 @@ public enum KernelEra: String, Sendable, Hashable, CaseIterable, Comparable {
     /// under the write side; the fast page fault for TDP MMU sptes ("KVM:
     /// x86/mmu: Make fast_page_fault support the TDP MMU", 5.14: before it,
     /// direct_page_fault() skipped fast_page_fault() on a TDP MMU root).
-    case linux5_14 = "5.14"
+    case linux5_14on = "5.14+"
 
     /// Whether a write fault on an spte write-protected only for dirty
     /// logging could be fixed without mmu_lock (c7ba5b48, 3.6).
-    public var hasFastPageFault: Bool { self != .linux3_3 }
+    public var hasFastPageFault: Bool { self != .linux3_3to3_5 }
 
     /// Whether sptes carry SPTE_MMU_WRITEABLE, which the fast path and
     /// 198c74f4's flush rule read (introduced with the fast path).
-    public var hasMMUWritable: Bool { self != .linux3_3 }
+    public var hasMMUWritable: Bool { self != .linux3_3to3_5 }
 
-    /// "Linux 3.3"
-    public var label: String { "Linux \(rawValue)" }
+    /// "Linux 3.3 to 3.5", "Linux 5.14 on"
+    public var label: String {
+        switch self {
+        case .linux3_3to3_5: "Linux 3.3 to 3.5"
+        case .linux4_2to5_11: "Linux 4.2 to 5.11"
+        case .linux5_14on: "Linux 5.14 on"
+        }
+    }
 
     public static func < (a: KernelEra, b: KernelEra) -> Bool {
         allCases.firstIndex(of: a)! < allCases.firstIndex(of: b)!

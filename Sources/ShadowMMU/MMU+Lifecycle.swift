@@ -138,7 +138,7 @@ extension MMU {
     func collapseTDP(slot s: SlotView, policy: DisablePolicy, counters: inout ProtectCounters) {
         var w = CollapseWalker(slot: s, policy: policy, hostLevel: vm.pointee.hostLevel, mmu: self)
         lockMMUShared()
-        w.walk(guestRootTable, level: VMLayout.rootLevel, base: 0)
+        walkTables(guestRootTable, level: VMLayout.rootLevel, base: 0, start: s.baseGFN.rawValue, end: s.endGFN.rawValue, &w)
         w.flushIfPending()
         unlockMMUShared()
         counters.shadowPagesVisited &+= w.tables
@@ -151,7 +151,7 @@ extension MMU {
 }
 
 /// One walk of `MMU.collapseTDP`.
-struct CollapseWalker {
+struct CollapseWalker: TableVisitor {
     let slot: SlotView
     let policy: DisablePolicy
     let hostLevel: Int
@@ -196,119 +196,47 @@ struct CollapseWalker {
         return nil
     }
 
-    mutating func walk(_ table: UnsafeMutablePointer<UInt64>, level: Int, base: UInt64) {
+    mutating func enter(table: UnsafeMutablePointer<UInt64>, level: Int) -> Bool {
         tables &+= 1
+        return true
+    }
+
+    mutating func visit(_ e: UnsafeMutablePointer<UInt64>, gfn g: UInt64, level: Int) -> WalkStep {
+        if mmu.mmuLockContended() {
+            // Flush before dropping the lock (mmu_notifiers must not see
+            // zapped tables still cached).
+            flushIfPending()
+            yields &+= 1
+            mmu.unlockMMUShared()
+            mmu.lockMMUShared()
+        }
+        let old = ca_read_once64(e)
+        scanned &+= 1
+        guard isShadowPresentSPTE(old), level > 1, !isLargeSPTE(old) else { return .next }
+        let span = pagesPerLeaf(level: level)
         let start = slot.baseGFN.rawValue, end = slot.endGFN.rawValue
-        let span = pagesPerLeaf(level: level)
-        let lo = start > base ? Int((start &- base) / span) : 0
-        let hi = Int(min(511, (end &- 1 &- base) / span))
-        guard lo <= hi else { return }
-        var i = lo
-        while i <= hi {
-            if mmu.mmuLockContended() {
-                // Flush before dropping the lock (mmu_notifiers must not see
-                // zapped tables still cached).
-                flushIfPending()
-                yields &+= 1
-                mmu.unlockMMUShared()
-                mmu.lockMMUShared()
-            }
-            let e = table + i
-            let old = ca_read_once64(e)
-            scanned &+= 1
-            let gfn = GFN(base &+ UInt64(i) &* span)
-            guard isShadowPresentSPTE(old), level > 1, !isLargeSPTE(old) else {
-                i &+= 1
-                continue
-            }
-            // KVM_MAX_HUGEPAGE_LEVEL and the slot's edges, then the host's page size.
-            if level <= 3, gfn.rawValue >= start, gfn.rawValue &+ span <= end, slot.hugeLevel(gfn, hostLevel: hostLevel) >= level {
-                var replacement: UInt64 = 0
-                if policy == .recover {
-                    guard let h = Self.hugeLeaf(below: SPTE.childTable(old), level: level &- 1) else {
-                        i &+= 1
-                        continue
-                    }
-                    replacement = h
-                }
-                guard mmu.zapNonLeaf(e, old: old, level: level, replacement: replacement, shared: mmu.tdpMMU) else { continue }
-                if policy == .recover {
-                    mmu.accountLeaf(level: level, 1)
-                    let page = Int(mmu.pages.page(holding: e))
-                    _ = ca_fetch_or64(mmu.pages.slotBitmap + page, 1 << UInt64(slot.id))
-                }
-                collapsed &+= 1
-                if policy == .zap {
-                    mmu.flushRemoteTLBs()
-                    flushes &+= 1
-                } else {
-                    flushPending = true
-                }
-            } else if level > 2 {
-                walk(SPTE.childTable(old), level: level &- 1, base: gfn.rawValue)
-            }
-            i &+= 1
+        // KVM_MAX_HUGEPAGE_LEVEL and the slot's edges, then the host's page size.
+        guard level <= 3, g >= start, g &+ span <= end, slot.hugeLevel(GFN(g), hostLevel: hostLevel) >= level else {
+            return level > 2 ? .descend(SPTE.childTable(old)) : .next
         }
-    }
-}
-
-/// The leaves of a slot in the guest's own tree (the direct tree, or shadow
-/// paging's address space 0), by level, and what its huge regions hold:
-/// what each phase of the lifecycle is checked against.
-public struct LeafCensus: Equatable, Sendable {
-    /// Present leaves mapping the slot, per level.
-    public var leaves = LeafCounts()
-    /// Of those, the writable ones.
-    public var writable = LeafCounts()
-    /// Regions of the host's page size the slot covers whole: those that
-    /// may be mapped huge.
-    public var eligibleRegions = 0
-    /// Of those: mapped by one huge leaf; by smaller leaves (split); by
-    /// nothing (no entry, or a table without a present leaf).
-    public var hugeRegions = 0
-    public var splitRegions = 0
-    public var emptyRegions = 0
-
-    public init() {}
-}
-
-extension MMU {
-    /// The census of slot `s` in the guest's tree.
-    public func leafCensus(slot s: SlotView) -> LeafCensus {
-        var c = LeafCensus()
-        let hostLevel = vm.pointee.hostLevel
-        if hostLevel > 1 {
-            let span = pagesPerLeaf(level: hostLevel)
-            let first = (s.baseGFN.rawValue &+ span &- 1) / span, last = s.endGFN.rawValue / span
-            c.eligibleRegions = last > first ? Int(last &- first) : 0
+        var replacement: UInt64 = 0
+        if policy == .recover {
+            guard let h = Self.hugeLeaf(below: SPTE.childTable(old), level: level &- 1) else { return .next }
+            replacement = h
         }
-        censusWalk(guestRootTable, level: VMLayout.rootLevel, base: 0, slot: s, hostLevel: hostLevel, into: &c)
-        c.emptyRegions = c.eligibleRegions - c.hugeRegions - c.splitRegions
-        return c
-    }
-
-    private func censusWalk(_ table: UnsafeMutablePointer<UInt64>, level: Int, base: UInt64, slot s: SlotView, hostLevel: Int,
-                            into c: inout LeafCensus) {
-        let start = s.baseGFN.rawValue, end = s.endGFN.rawValue
-        let span = pagesPerLeaf(level: level)
-        let lo = start > base ? Int((start &- base) / span) : 0
-        let hi = Int(min(511, (end &- 1 &- base) / span))
-        guard lo <= hi else { return }
-        for i in lo...hi {
-            let e = table[i]
-            let gfn = GFN(base &+ UInt64(i) &* span)
-            let eligible = level == hostLevel && hostLevel > 1 && s.coversRegion(of: gfn, level: level)
-            guard isShadowPresentSPTE(e) else { continue }
-            if level == 1 || isLargeSPTE(e) {
-                guard s.contains(gfn) else { continue }
-                c.leaves[level] += 1
-                if isWritableSPTE(e) { c.writable[level] += 1 }
-                if eligible { c.hugeRegions += 1 }
-                continue
-            }
-            let before = c.leaves
-            censusWalk(SPTE.childTable(e), level: level - 1, base: gfn.rawValue, slot: s, hostLevel: hostLevel, into: &c)
-            if eligible && c.leaves != before { c.splitRegions += 1 }
+        guard mmu.zapNonLeaf(e, old: old, level: level, replacement: replacement, shared: mmu.tdpMMU) else { return .retry }
+        if policy == .recover {
+            mmu.accountLeaf(level: level, 1)
+            let page = Int(mmu.pages.page(holding: e))
+            _ = ca_fetch_or64(mmu.pages.slotBitmap + page, 1 << UInt64(slot.id))
         }
+        collapsed &+= 1
+        if policy == .zap {
+            mmu.flushRemoteTLBs()
+            flushes &+= 1
+        } else {
+            flushPending = true
+        }
+        return .next
     }
 }

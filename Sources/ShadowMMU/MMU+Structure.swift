@@ -7,12 +7,6 @@ import DirtyLogCore
 /// of mmu_lock) each is a cmpxchg that may lose to another thread; under
 /// the shadow MMU's exclusive lock, a plain store.
 extension MMU {
-    /// Whether structural changes follow the TDP MMU (5.13 on, under
-    /// two-dimensional paging): the read side of mmu_lock, entries changed
-    /// by cmpxchg, a removed table's entries frozen and the table freed;
-    /// the shadow MMU unlinks a replaced table and leaves it allocated.
-    @inline(__always) var tdpMMU: Bool { vm.pointee.era == .linux5_14 && vm.pointee.tdpRoot >= 0 }
-
     /// The root table of the guest's own map of its memory.
     @inline(__always) var guestRootTable: UnsafeMutablePointer<UInt64> { pages.spt[Int(vm.pointee.guestRoot)].unsafelyUnwrapped }
 
@@ -181,8 +175,8 @@ extension MMU {
     /// walking from the root and yielding mmu_lock when another thread
     /// waits for it. The caller holds the lock (`shared`: its read side).
     func splitHugePages(slot s: SlotView, start: GFN, end: GFN, shared: Bool, counters: inout ProtectCounters) {
-        var w = SplitWalker(start: start.rawValue, end: end.rawValue, slot: s, shared: shared, mmu: self)
-        w.walk(guestRootTable, level: VMLayout.rootLevel, base: 0)
+        var w = SplitWalker(slot: s, shared: shared, mmu: self)
+        walkTables(guestRootTable, level: VMLayout.rootLevel, base: 0, start: start.rawValue, end: end.rawValue, &w)
         counters.shadowPagesVisited &+= w.tables
         counters.sptesScanned &+= w.scanned
         counters.largeSptesDropped &+= w.splits
@@ -191,52 +185,43 @@ extension MMU {
 }
 
 /// One split walk (`MMU.splitHugePages`).
-struct SplitWalker {
-    let start: UInt64
-    let end: UInt64
+struct SplitWalker: TableVisitor {
     let slot: SlotView
     let shared: Bool
     let mmu: MMU
     var tables = 0, scanned = 0, splits = 0, yields = 0
 
-    init(start: UInt64, end: UInt64, slot: SlotView, shared: Bool, mmu: MMU) {
-        self.start = start
-        self.end = end
+    init(slot: SlotView, shared: Bool, mmu: MMU) {
         self.slot = slot
         self.shared = shared
         self.mmu = mmu
     }
 
-    mutating func walk(_ table: UnsafeMutablePointer<UInt64>, level: Int, base: UInt64) {
+    /// 4 KiB tables hold nothing to split: counted, not scanned.
+    mutating func enter(table: UnsafeMutablePointer<UInt64>, level: Int) -> Bool {
         tables &+= 1
-        let span = pagesPerLeaf(level: level)
-        let lo = start > base ? Int((start &- base) / span) : 0
-        let hi = Int(min(511, (end &- 1 &- base) / span))
-        guard lo <= hi, level > 1 else { return }
-        var i = lo
-        while i <= hi {
-            if mmu.mmuLockContended() {
-                yields &+= 1
-                if shared { mmu.unlockMMUShared(); mmu.lockMMUShared() } else { mmu.unlockMMUExclusive(); mmu.lockMMUExclusive() }
-            }
-            let e = table + i
-            let old = ca_read_once64(e)
-            scanned &+= 1
-            let gfn = GFN(base &+ UInt64(i) &* span)
-            if isShadowPresentSPTE(old) && isLargeSPTE(old) && !mmu.plantedLeaveLarge {
-                if mmu.splitLargeLeaf(e, old: old, gfn: gfn, level: level, slot: slot, shared: shared) {
-                    splits &+= 1
-                } else {
-                    continue  // lost a race: read it again
-                }
-            }
-            let now = ca_read_once64(e)
-            if isShadowPresentSPTE(now) && !isLargeSPTE(now) && level > 2 {
-                walk(SPTE.childTable(now), level: level &- 1, base: gfn.rawValue)
-            } else if isShadowPresentSPTE(now) && !isLargeSPTE(now) {
-                tables &+= 1  // the 4 KiB table: nothing to split there
-            }
-            i &+= 1
+        return level > 1
+    }
+
+    mutating func visit(_ e: UnsafeMutablePointer<UInt64>, gfn: UInt64, level: Int) -> WalkStep {
+        if mmu.mmuLockContended() {
+            yields &+= 1
+            if shared { mmu.unlockMMUShared(); mmu.lockMMUShared() } else { mmu.unlockMMUExclusive(); mmu.lockMMUExclusive() }
         }
+        let old = ca_read_once64(e)
+        scanned &+= 1
+        if isShadowPresentSPTE(old) && isLargeSPTE(old) && !mmu.plantedLeaveLarge {
+            guard mmu.splitLargeLeaf(e, old: old, gfn: GFN(gfn), level: level, slot: slot, shared: shared) else {
+                return .retry  // lost a race: read it again
+            }
+            splits &+= 1
+        }
+        let now = ca_read_once64(e)
+        if isShadowPresentSPTE(now) && !isLargeSPTE(now) && level > 2 {
+            return .descend(SPTE.childTable(now))
+        } else if isShadowPresentSPTE(now) && !isLargeSPTE(now) {
+            tables &+= 1  // the 4 KiB table: nothing to split there
+        }
+        return .next
     }
 }

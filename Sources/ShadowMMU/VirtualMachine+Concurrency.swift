@@ -68,17 +68,6 @@ extension SlotState {
     }
 }
 
-extension KernelEra {
-    /// mmu_lock's kind in the era.
-    var lockKind: UInt32 {
-        switch self {
-        case .linux3_3: UInt32(CA_LOCK_TICKET)
-        case .linux4_2: UInt32(CA_LOCK_QUEUED)
-        case .linux5_14: UInt32(CA_LOCK_RW)
-        }
-    }
-}
-
 extension VirtualMachine {
     /// `count` vCPU threads are about to run through the harvests: each gets
     /// its shared state and TLB; flushes now send IPIs and wait for them.

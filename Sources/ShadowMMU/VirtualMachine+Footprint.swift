@@ -147,7 +147,7 @@ extension MMU {
         guard var pt = tdpRootTable else { return nil }
         var level = VMLayout.rootLevel
         while true {
-            let e = pt + Int((gfn.rawValue >> (SPTE.levelBits &* UInt64(level &- 1))) & 511)
+            let e = SPTE.entry(in: pt, gfn: gfn, level: level)
             if level == 1 { return e }
             let spte = e.pointee
             guard isShadowPresentSPTE(spte), !isLargeSPTE(spte) else { return nil }

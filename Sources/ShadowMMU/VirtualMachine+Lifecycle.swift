@@ -27,30 +27,11 @@ extension VirtualMachine {
         return counters
     }
 
-    /// The slot's leaves in the guest's tree (`MMU.leafCensus`).
-    public func leafCensus(slotID: Int) -> LeafCensus {
-        withMMU { $0.leafCensus(slot: $0.slot(id: slotID)) }
-    }
-
     /// Every leaf of the slot in the guest's tree.
     public func snapshotGuestLeaves(slotID: Int) -> LeafSnapshot {
         var snap = LeafSnapshot()
         withMMU { mmu in
-            let s = mmu.slot(id: slotID)
-            func walk(_ table: UnsafeMutablePointer<UInt64>, level: Int, base: UInt64) {
-                let span = pagesPerLeaf(level: level)
-                for i in 0..<SPTE.perPage {
-                    let e = table[i]
-                    let gfn = base + UInt64(i) * span
-                    guard isShadowPresentSPTE(e), gfn < s.endGFN.rawValue, gfn + span > s.baseGFN.rawValue else { continue }
-                    if level == 1 || isLargeSPTE(e) {
-                        snap.leaves.append((gfn, UInt8(level), e))
-                    } else {
-                        walk(SPTE.childTable(e), level: level - 1, base: gfn)
-                    }
-                }
-            }
-            walk(mmu.guestRootTable, level: VMLayout.rootLevel, base: 0)
+            mmu.forEachGuestLeaf(slot: mmu.slot(id: slotID)) { gfn, level, spte in snap.leaves.append((gfn, UInt8(level), spte)) }
         }
         return snap
     }

@@ -181,8 +181,8 @@ struct LeafMapper {
 extension MMU {
     /// mmu_set_spte() / make_spte() + rmap_add() for a new leaf at `sptep`,
     /// an entry of page `page` that is not present: a leaf of `level`
-    /// mapping `gfn`, host-writable, made writable (and dirty, and
-    /// MMU-writable) when `writable`; on its
+    /// mapping `gfn`, host-writable, made writable when `writable` with
+    /// the bits a write fault of the era sets (`KernelEra.faultWritableBits`); on its
     /// rmap where the VM keeps rmaps; counted in the page stats; the page's
     /// slot bitmap gets the slot. With `shared` (the TDP MMU's read side)
     /// by cmpxchg from not-present: false when another thread changed the
@@ -193,8 +193,7 @@ extension MMU {
         let large = level > 1
         let pfn = hostPFN(GFN(gfn.rawValue & ~(pagesPerLeaf(level: level) &- 1)))
         var spte = SPTE.leaf(pfn: pfn, large: large)
-        // MMU-writable whatever the era: only eras that have the bit read it.
-        if writable { spte |= SPTE.writable | SPTE.dirty | SPTE.mmuWritable }
+        if writable { spte |= vm.pointee.era.faultWritableBits }
         let p = Int(page)
         if shared {
             guard ca_cmpxchg64(sptep, old, spte) != 0 else { return false }

@@ -23,7 +23,7 @@ public struct VMState {
     /// The kernel the harvests and faults run in: mmu_lock's kind, whether
     /// faults have a fast path, what page-table shadowing flushes on
     /// (`VirtualMachine.enterEra`).
-    public var era = KernelEra.linux3_3
+    public var era = KernelEra.linux3_3to3_5
     /// What the model charges in time for work it does not do (a VM exit
     /// and entry, an IPI's delivery): the one seam between the model and the
     /// clock, set by the measuring side (`VirtualMachine.setExitCosts`).
@@ -323,7 +323,7 @@ public struct MMU {
         let d = UInt64(bitPattern: Int64(delta))
         let offset = level == 1 ? VMState.pages4KOffset : level == 2 ? VMState.pages2MOffset : VMState.pages1GOffset
         let p = (UnsafeMutableRawPointer(vm) + offset).assumingMemoryBound(to: UInt64.self)
-        if vm.pointee.era == .linux5_14 { _ = ca_fetch_add64(p, d) } else { p.pointee &+= d }
+        if vm.pointee.era.hasTDPMMU { _ = ca_fetch_add64(p, d) } else { p.pointee &+= d }
     }
 }
 

@@ -56,8 +56,8 @@ import Testing
     @Test func theFastPathRunsOnlyWhereItsEraHadItAndOnDirectSptes() {
         watchdog {
             let gfns = stride(from: 0, to: 4096, by: 64).map { GFN(UInt64($0)) }
-            for (paging, era, expectFast) in [(Paging.tdp, KernelEra.linux4_2, true), (.tdp, .linux5_14, true), (.tdp, .linux3_3, false),
-                                              (.shadow(mappings: 1), .linux4_2, false)] {
+            for (paging, era, expectFast) in [(Paging.tdp, KernelEra.linux4_2to5_11, true), (.tdp, .linux5_14on, true), (.tdp, .linux3_3to3_5, false),
+                                              (.shadow(mappings: 1), .linux4_2to5_11, false)] {
                 let vm = VirtualMachine.small(paging, slotPages: 4096)
                 vm.startGuests(count: 1)
                 vm.enterEra(era)
@@ -87,7 +87,7 @@ import Testing
 
     /// The fast path takes no lock: it completes while another thread
     /// holds mmu_lock.
-    @Test(arguments: [KernelEra.linux4_2, .linux5_14])
+    @Test(arguments: [KernelEra.linux4_2to5_11, .linux5_14on])
     func theFastPathCompletesWhileAnotherThreadHoldsMMULock(era: KernelEra) {
         watchdog {
             let vm = VirtualMachine.small(.tdp, slotPages: 4096)
@@ -123,7 +123,7 @@ import Testing
             let vm = VirtualMachine.small(.tdp, slotPages: 4096)
             vm.startGuests(count: 1)
             defer { vm.stopGuests() }
-            vm.enterEra(.linux4_2)
+            vm.enterEra(.linux4_2to5_11)
             vm.withMMU { mmu in
                 let s = mmu.slot(id: 0)
                 _ = pass(mmu, [9])
@@ -151,19 +151,19 @@ import Testing
             let vm = VirtualMachine.small(.shadow(mappings: 1), slotPages: 4096)
             vm.startGuests(count: 1)
             defer { vm.stopGuests() }
-            vm.enterEra(.linux4_2)
+            vm.enterEra(.linux4_2to5_11)
             let gfns: [GFN] = [10, 20, 30]
             vm.withMMU { mmu in
                 _ = pass(mmu, gfns)
                 let s = mmu.slot(id: VMLayout.measuredSlotID)
                 // A harvest's protection without its flush yet: writable bits gone, MMU-writable kept.
                 for g in gfns { mmu.spte(gfn: g, mapping: 0, slot: s)!.pointee &= ~SPTE.writable }
-                vm.enterEra(.linux3_3)
+                vm.enterEra(.linux3_3to3_5)
                 mmu.vcpuEnterGuest(0)
                 #expect(mmu.vcpuShadowingFault(0, slot: s, gfn: 20).kind == .shadowed(flushed: false),
                         "the seed's shadower saw nothing writable and skipped its flush")
                 mmu.vcpuLeaveGuest(0)
-                vm.enterEra(.linux4_2)
+                vm.enterEra(.linux4_2to5_11)
                 mmu.vcpuEnterGuest(0)
                 #expect(mmu.vcpuShadowingFault(0, slot: s, gfn: 10).kind == .shadowed(flushed: true),
                         "198c74f4's shadower flushes for the MMU-writable spte")
@@ -222,7 +222,7 @@ import Testing
     @Test func theRWLockSharesReadersAndExcludesWriters() {
         watchdog {
             let vm = VirtualMachine.small(.tdp, slotPages: 64)
-            vm.enterEra(.linux5_14)
+            vm.enterEra(.linux5_14on)
             let inside = UnsafeMutablePointer<UInt64>.allocate(capacity: 3)  // readers, writers, violations
             inside.initialize(repeating: 0, count: 3)
             vm.withMMU { mmu in
@@ -262,7 +262,7 @@ import Testing
     /// The ticket lock serves waiters in arrival order: a holder that
     /// releases and asks again queues behind the waiter. So does the queued
     /// (MCS) lock. Both see the waiter as contention.
-    @Test(arguments: [KernelEra.linux3_3, .linux4_2])
+    @Test(arguments: [KernelEra.linux3_3to3_5, .linux4_2to5_11])
     func aWaiterIsServedBeforeTheHolderRetakesTheLock(era: KernelEra) {
         watchdog {
             let vm = VirtualMachine.small(.tdp, slotPages: 64)
@@ -286,7 +286,7 @@ import Testing
                 // Until the waiter has queued.
                 while true {
                     let now = vm.state.pointee.mmuLock
-                    if era == .linux3_3 ? now.ticket_next != before.ticket_next : now.mcs_tail != before.mcs_tail { break }
+                    if era == .linux3_3to3_5 ? now.ticket_next != before.ticket_next : now.mcs_tail != before.mcs_tail { break }
                     ca_cpu_relax()
                 }
                 #expect(mmu.mmuLockContended(), "spin_needbreak() sees the waiter")

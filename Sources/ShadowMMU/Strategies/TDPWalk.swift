@@ -24,10 +24,10 @@ extension MMU {
     @inline(never)
     public func tdpWalkWriteProtect(slot s: SlotView, counters: inout ProtectCounters) {
         guard let root = tdpRootTable else { return }
-        let shared = vm.pointee.era == .linux5_14
-        var w = TDPWalker(start: s.baseGFN.rawValue, end: s.endGFN.rawValue, shared: shared, mmu: self)
+        let shared = vm.pointee.era.hasTDPMMU
+        var w = TDPWalker(shared: shared, mmu: self)
         w.lock()
-        w.walk(root, level: VMLayout.rootLevel, base: 0)
+        walkTables(root, level: VMLayout.rootLevel, base: 0, start: s.baseGFN.rawValue, end: s.endGFN.rawValue, &w)
         w.unlock()
         flushRemoteTLBs()
         counters.shadowPagesVisited &+= w.tables
@@ -48,7 +48,7 @@ extension MMU {
         let gfn = s.gfn(at: offset).rawValue
         var level = VMLayout.rootLevel
         while level > 1 {
-            let e = pt[Int((gfn >> (SPTE.levelBits &* UInt64(level &- 1))) & 511)]
+            let e = SPTE.entry(in: pt, gfn: GFN(gfn), level: level).pointee
             tables &+= 1
             guard isShadowPresentSPTE(e), !isLargeSPTE(e) else { return }
             pt = SPTE.childTable(e)
@@ -66,18 +66,14 @@ extension MMU {
     }
 }
 
-/// The state of one tdp-walk: the gfn range, the counts, the lock yields.
-struct TDPWalker {
-    let start: UInt64
-    let end: UInt64
+/// The state of one tdp-walk: the counts, the lock yields.
+struct TDPWalker: TableVisitor {
     /// Under the read side of mmu_lock, beside faults: bits cleared by cmpxchg.
     let shared: Bool
     let mmu: MMU
     var tables = 0, scanned = 0, protected = 0, yields = 0
 
-    init(start: UInt64, end: UInt64, shared: Bool, mmu: MMU) {
-        self.start = start
-        self.end = end
+    init(shared: Bool, mmu: MMU) {
         self.shared = shared
         self.mmu = mmu
     }
@@ -104,25 +100,22 @@ struct TDPWalker {
         protected &+= 1
     }
 
-    /// for_each_tdp_pte_min_level() over [start, end) below `table`, which
-    /// maps the gfns from `base` at `level`.
-    mutating func walk(_ table: UnsafeMutablePointer<UInt64>, level: Int, base: UInt64) {
+    @inline(__always)
+    mutating func enter(table: UnsafeMutablePointer<UInt64>, level: Int) -> Bool {
         tables &+= 1
-        let span = pagesPerLeaf(level: level)  // gfns one entry covers
-        let lo = start > base ? Int((start &- base) / span) : 0
-        let hi = Int(min(511, (end &- 1 &- base) / span))
-        guard lo <= hi else { return }
-        var i = lo
-        while i <= hi {
-            yieldIfContended()
-            let e = table[i]
-            scanned &+= 1
-            if level == 1 || isLargeSPTE(e) {
-                protect(table + i)
-            } else if isShadowPresentSPTE(e) {
-                walk(SPTE.childTable(e), level: level &- 1, base: base &+ UInt64(i) &* span)
-            }
-            i &+= 1
+        return true
+    }
+
+    @inline(__always)
+    mutating func visit(_ e: UnsafeMutablePointer<UInt64>, gfn: UInt64, level: Int) -> WalkStep {
+        yieldIfContended()
+        let spte = e.pointee
+        scanned &+= 1
+        if level == 1 || isLargeSPTE(spte) {
+            protect(e)
+        } else if isShadowPresentSPTE(spte) {
+            return .descend(SPTE.childTable(spte))
         }
+        return .next
     }
 }

@@ -1,4 +1,5 @@
 import DirtyLogCore
+import BenchMeasure
 @testable import ShadowMMU
 import Testing
 
@@ -6,7 +7,7 @@ import Testing
 /// on the test's thread: each enable policy's and each disable policy's
 /// end state, counted leaf by leaf and level by level, and the invariant
 /// after every phase.
-@Suite struct LifecycleTests {
+@Suite struct ModelLifecycleTests {
     /// 16 regions of 2 MiB.
     static let pages = 8192
     static let regions = pages / 512
@@ -17,7 +18,7 @@ import Testing
         let era = policy.era(paging: paging.mode)!
         let layout = VMLayout(paging: paging, slotPages: pages, backing: backing)
         let vm = VirtualMachine(unloggedLayout: layout, reserve: 2 * layout.expectedShadowPages + 16,
-                                rmaps: era != .linux5_14 || paging != .tdp, populate: false)
+                                rmaps: era != .linux5_14on || paging != .tdp, populate: false)
         vm.enterEra(era)
         vm.startGuests(count: 1)
         touch(vm, pages: 0..<pages)
@@ -118,7 +119,7 @@ import Testing
         vm.enableDirtyLogging(slotID: 0, policy: .splitOnClear)
         var c = vm.leafCensus(slotID: 0)
         #expect(c.hugeRegions == Self.regions && c.writable.pages2M == Self.regions, "nothing protected at enable")
-        #expect(vm.measured.state.pointee.nrDirtyPages == Self.pages)
+        #expect(vm.slot(VMLayout.measuredSlotID).state.pointee.nrDirtyPages == Self.pages)
         Self.check(vm, .betweenProtections, "after enable: every page logged")
         #expect(Self.touch(vm, pages: 0..<Self.pages).allSatisfy { $0.kind == .none }, "the huge leaves are writable")
         #expect(Self.harvest(vm, .clearChunked).count == Self.pages, "initially set: every page")
@@ -137,7 +138,7 @@ import Testing
         let pagesBefore = vm.nUsedMMUPages
         for policy in [DisablePolicy.zap, .zapBatched, .recover] {
             vm.restoreGuestLeaves(snap, slotID: 0)
-            vm.measured.state.pointee.dirtyLogging = true
+            vm.slot(VMLayout.measuredSlotID).state.pointee.dirtyLogging = true
             #expect(vm.nUsedMMUPages == pagesBefore, "\(policy): restored")
             let flushes = vm.tlbFlushes
             vm.disableDirtyLogging(slotID: 0, policy: policy)
@@ -162,7 +163,7 @@ import Testing
     @Test(arguments: [Paging.tdp, .shadow(mappings: 2)])
     func shadowMMUDisablesLeaveTheirTablesAllocated(paging: Paging) {
         for (enable, disable) in [(EnablePolicy.drop, DisablePolicy.wrprotWalk), (.wrprot, .zapRmap)] {
-            guard enable.era(paging: paging.mode) != .linux5_14 else { continue }
+            guard enable.era(paging: paging.mode) != .linux5_14on else { continue }
             let vm = Self.populated(paging, policy: enable)
             vm.enableDirtyLogging(slotID: 0, policy: enable)
             Self.touch(vm, pages: 0..<Self.pages)
