@@ -21,11 +21,7 @@ extension MMU {
     /// - split-on-clear: nothing protected (initially-set).
     public func enableLogging(slot s: SlotView, policy: EnablePolicy, counters: inout ProtectCounters) {
         s.bitmapHead.update(repeating: 0, count: 2 * s.bitmapWords)
-        let table = s.state.pointee.decisionTable, small = s.state.pointee.decisionSmallPages, lane = s.state.pointee.decisionSmallLane
-        s.state.pointee = SlotState(activeHalf: 0, nrDirtyPages: 0, dirtyLogging: true)
-        s.state.pointee.decisionTable = table
-        s.state.pointee.decisionSmallPages = small
-        s.state.pointee.decisionSmallLane = lane
+        s.state.pointee.beginLogging()
         switch policy {
         case .drop:
             slotRemoveWriteAccess(slot: s, counters: &counters)

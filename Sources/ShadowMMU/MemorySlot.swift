@@ -31,6 +31,19 @@ public struct SlotState {
     public var decisionSmallPages: Int = 0
     public var decisionSmallLane: Int = 0
 
+    /// Logging begins (KVM_MEM_LOG_DIRTY_PAGES set): the first half
+    /// current, nothing dirty, leaves to be write-protected, no initial
+    /// set. The adaptive rule's table, which belongs to the VM and not to
+    /// this logging session, stays.
+    @inline(__always)
+    public mutating func beginLogging() {
+        activeHalf = 0
+        resetDirtyCounts()
+        dirtyLogging = true
+        protection = .writeProtect
+        initiallySet = false
+    }
+
     /// A harvest took the current half: nothing is dirty in it any more.
     @inline(__always)
     public mutating func resetDirtyCounts() {

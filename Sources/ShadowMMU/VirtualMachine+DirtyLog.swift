@@ -3,20 +3,11 @@ import DirtyLogCore
 
 extension VirtualMachine {
     /// KVM_SET_USER_MEMORY_REGION with KVM_MEM_LOG_DIRTY_PAGES on an existing
-    /// slot: a cleared bitmap pair, then every spte of the slot write-protected
-    /// (and large leaves dropped) by the seed era's slot walk.
+    /// slot, as the seed's kernel did it: every spte of the slot
+    /// write-protected and large leaves dropped by the slot walk
+    /// (`EnablePolicy.drop`, `MMU.enableLogging`).
     public func enableDirtyLogging(slotID: Int) {
-        withMMU { mmu in
-            let s = mmu.slot(id: slotID)
-            s.bitmapHead.update(repeating: 0, count: 2 * s.bitmapWords)
-            let table = s.state.pointee.decisionTable, small = s.state.pointee.decisionSmallPages, lane = s.state.pointee.decisionSmallLane
-            s.state.pointee = SlotState(activeHalf: 0, nrDirtyPages: 0, dirtyLogging: true)
-            s.state.pointee.decisionTable = table
-            s.state.pointee.decisionSmallPages = small
-            s.state.pointee.decisionSmallLane = lane
-            var counters = ProtectCounters()
-            mmu.slotRemoveWriteAccess(slot: s, counters: &counters)
-        }
+        enableDirtyLogging(slotID: slotID, policy: .drop)
     }
 
     /// Switches how the logging slot keeps its leaves between harvests,
