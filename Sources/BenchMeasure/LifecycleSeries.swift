@@ -154,7 +154,9 @@ public final class LifecycleSeries {
         let costs = settings.exitCosts
         vm.setExitCosts(exitTicks: TickClock.ticks(costs.exitNs), ipiTicks: TickClock.ticks(costs.ipiNs))
         vm.state.pointee.clearChunkPages = settings.clearChunkPages
-        vm.faultInjection.leaveLargeLeavesWritable = plantedBug == .largeLeafWritable
+        #if DEBUG
+        plantedBug?.plant(in: vm)
+        #endif
         return try vm.withMMU { mmu in
             let guests = GuestThreads(vm: vm, mmu: mmu, count: spec.vcpus, faultPath: .fast, shadowing: false,
                                       maxPages: spec.pagesPerVCPU)

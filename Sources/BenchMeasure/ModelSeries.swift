@@ -165,7 +165,9 @@ public final class ModelSeries {
         }
         vm.state.pointee.clearChunkPages = settings.clearChunkPages
         vm.faultInjection.flushWindowSpins = settings.flushWindowSpins
-        vm.faultInjection.skipFlushes = plantedBug == .skipFlush
+        #if DEBUG
+        plantedBug?.plant(in: vm)
+        #endif
         let nUsed = vm.nUsedMMUPages
         // Everything measured runs on one handle, hoisted here.
         if spec.scenario == .concurrent {

@@ -21,6 +21,13 @@ public enum PlantedBug: String, CaseIterable, Sendable {
 
     public static let environmentVariable = "DIRTY_LOG_BENCH_PLANTED_BUG"
 
+    /// What the bug sets in the model's fault-injection seam
+    /// (`FaultInjection`), before its series runs.
+    func plant(in vm: VirtualMachine) {
+        vm.faultInjection.skipFlushes = self == .skipFlush
+        vm.faultInjection.leaveLargeLeavesWritable = self == .largeLeafWritable
+    }
+
     /// Undoes the protection of one leaf the harvest just protected: called
     /// inside the timed region, right after the harvest.
     func strike(_ vm: VirtualMachine, handedOut: UnsafeMutablePointer<UInt64>) {
