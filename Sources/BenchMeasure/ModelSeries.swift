@@ -105,11 +105,11 @@ struct ParkedVM {
 public final class ModelSeries {
     public let spec: ModelSeriesSpec
     public let settings: MeasureSettings
-    private let progress: Progress
-    private var timer: TimedHarvest
-    private let slotID = VMLayout.measuredSlotID
+    let progress: Progress
+    var timer: TimedHarvest
+    let slotID = VMLayout.measuredSlotID
     /// Each strategy's median at the last point, for its warm-up.
-    private var lastMedian: [Strategy: Double] = [:]
+    var lastMedian: [Strategy: Double] = [:]
     #if DEBUG
     /// See `PlantedBug`.
     public var plantedBug: PlantedBug?
@@ -121,7 +121,7 @@ public final class ModelSeries {
     /// The VM the last series left, used if its layout is this one's.
     var reusable: ParkedVM?
     /// The concurrent scenario's guest, for its rows.
-    private var guestSetting: GuestSetting?
+    var guestSetting: GuestSetting?
 
     public init(spec: ModelSeriesSpec, settings: MeasureSettings, eviction: CacheEviction?, progress: Progress) {
         self.spec = spec
@@ -180,43 +180,7 @@ public final class ModelSeries {
         return out
     }
 
-    /// The concurrent scenario: vCPU threads started on the VM, every point
-    /// measured with them running through each harvest, no cache eviction;
-    /// then, if the series asks, the cache pollution at its fewest dirty
-    /// pages.
-    private func measureConcurrent(vm: VirtualMachine, mmu: MMU, nUsed: Int, out: inout ModelOutcome) throws {
-        progress.point("starting \(settings.guestThreads) vCPU thread\(settings.guestThreads == 1 ? "" : "s")")
-        let costs = settings.exitCosts
-        vm.setExitCosts(exitTicks: TickClock.ticks(costs.exitNs), ipiTicks: TickClock.ticks(costs.ipiNs))
-        // Holds and waits are reported here: the instrumented lock, which
-        // records them only on the threads of an instrumented repetition.
-        vm.instrumentLock(true)
-        let guests = GuestThreads(vm: vm, mmu: mmu, count: settings.guestThreads, faultPath: spec.faultPath ?? .locked,
-                                  shadowing: spec.layout.paging != .tdp, maxPages: spec.layout.slotPages)
-        var backend = ConcurrentBackend(vm: vm, mmu: mmu, guests: guests)
-        defer {
-            backend.release()
-            guests.shutdown(vm: vm)
-            vm.setExitCosts(exitTicks: 0, ipiTicks: 0)
-            vm.instrumentLock(false)
-        }
-        guestSetting = GuestSetting(vcpus: settings.guestThreads, pinned: guests.pinned)
-        out.rows = try sweep(&backend, nUsed: nUsed, out: &out)
-        guard spec.measuresPollution, out.interruptedAt == nil, let fewest = spec.plannedCounts(nUsed: nUsed).first else { return }
-        let subjects = [Strategy.slotWalk, .rmap].filter { spec.runnable.contains($0) }
-        guard !subjects.isEmpty else { return }
-        progress.point("cache pollution at \(fewest) dirty")
-        let began = MonotonicClock.now()
-        let set = spec.pattern.dirtySet(count: fewest, slotPages: spec.layout.slotPages, seed: settings.seed, parameters: settings.patterns)
-        let round = GuestRound(vm: vm, set: set, sptesPerGFN: spec.layout.paging.sptesPerGFN, seed: settings.seed)
-        var probe = PollutionProbe(vm: vm, mmu: mmu, guests: guests)
-        out.pollution = try probe.measure(series: spec.key, strategies: subjects, round: round,
-                                          workingSets: settings.pollutionWorkingSets ?? [CacheGeometry.levelTwoCacheBytes],
-                                          cpus: settings.guestCPUs)
-        out.phases.add(.pollution, MonotonicClock.seconds(since: began))
-    }
-
-    private func measure(vm: VirtualMachine, mmu: MMU, nUsed: Int, out: inout ModelOutcome) throws {
+    func measure(vm: VirtualMachine, mmu: MMU, nUsed: Int, out: inout ModelOutcome) throws {
         let layout = spec.layout
         var backend = ModelBackend(vm: vm, mmu: mmu)
         #if DEBUG
@@ -262,7 +226,7 @@ public final class ModelSeries {
     }
 
     /// Every planned count, then the bisection around the rmap/slot-walk crossover.
-    private func sweep<B: ModelHarvestBackend>(_ backend: inout B, nUsed: Int, out: inout ModelOutcome) throws -> [PointRow] {
+    func sweep<B: ModelHarvestBackend>(_ backend: inout B, nUsed: Int, out: inout ModelOutcome) throws -> [PointRow] {
         var rows: [PointRow] = []
         let counts = spec.plannedCounts(nUsed: nUsed)
         for (i, d) in counts.enumerated() {
@@ -313,7 +277,7 @@ public final class ModelSeries {
     /// concurrent scenario, whose every repetition checks the log and the
     /// protection of each page written and whose vCPUs change no rmap, only
     /// after the series' `last` point.
-    private func measurePoint<B: ModelHarvestBackend>(_ backend: inout B, dirtyPages d: Int, nUsed: Int, last: Bool,
+    func measurePoint<B: ModelHarvestBackend>(_ backend: inout B, dirtyPages d: Int, nUsed: Int, last: Bool,
                                                       out: inout ModelOutcome) throws -> [PointRow]? {
         progress.point("\(d) dirty")
         let set = spec.pattern.dirtySet(count: d, slotPages: spec.layout.slotPages, seed: settings.seed, parameters: settings.patterns)
@@ -346,7 +310,7 @@ public final class ModelSeries {
     /// (a migration total, with its rounds' choices); a strategy stops when
     /// the policy says so after its warm-ups. False when a signal asked the
     /// run to stop (or `measure` returned nil): the point is abandoned.
-    private func interleave(_ strategies: [Strategy], _ record: inout PointRecord, policy: RepetitionPolicy, warmups: [Int], seed: UInt64,
+    func interleave(_ strategies: [Strategy], _ record: inout PointRecord, policy: RepetitionPolicy, warmups: [Int], seed: UInt64,
                             nearThreshold: Bool = false,
                             _ measure: (Int) throws -> (Measurement, GuestCost?, [Strategy: Int]?)?) throws -> Bool {
         var order = SeededGenerator(seed: seed)
@@ -368,45 +332,5 @@ public final class ModelSeries {
             rep += 1
         }
         return true
-    }
-
-    /// Pre-copy migration: each repetition runs every round (guest writes a
-    /// hot-set round, harvest) for each strategy; a sample is the sum of the
-    /// round harvests' times.
-    private func measureMigration(_ backend: inout ModelBackend, nUsed: Int, out: inout ModelOutcome) throws -> [PointRow] {
-        progress.point("\(settings.migrationRounds) migration rounds")
-        let plan = MigrationPlan(slotPages: spec.layout.slotPages, rounds: settings.migrationRounds)
-        let cap = spec.pattern.maxCount(slotPages: spec.layout.slotPages)
-        let rounds = plan.counts.enumerated().map { i, d in
-            GuestRound(vm: backend.vm,
-                       set: spec.pattern.dirtySet(count: min(d, cap), slotPages: spec.layout.slotPages,
-                                                  seed: settings.seed &+ UInt64(i) &* 0x51ED, parameters: settings.patterns),
-                       sptesPerGFN: spec.layout.paging.sptesPerGFN, seed: settings.seed)
-        }
-        let strategies = spec.runnable
-        var record = PointRecord(strategies.map { .model($0) })
-        let policy = settings.repetitions
-        let finished = try interleave(strategies, &record, policy: policy, warmups: strategies.map { _ in policy.warmup },
-                                      seed: settings.seed ^ 0x316) { si in
-            var total = Measurement()
-            var choices: [Strategy: Int] = [:]
-            for round in rounds {
-                if Termination.requested != nil { return nil }
-                let m = try timer.measure(&backend, strategies[si], round)
-                total.accumulate(m)
-                if let c = m.outcome.choice { choices[c, default: 0] += 1 }
-            }
-            total.outcome.choice = nil
-            return (total, nil, choices)
-        }
-        guard finished else {
-            out.interruptedAt = "\(spec.key.label), migration rounds"
-            return []
-        }
-        let full = Verdict(backend.vm.checkInvariants(slotID: slotID, at: .afterProtection))
-        progress.pointDone()
-        let total = rounds.reduce(0) { $0 + $1.count }
-        return record.rows(series: spec.key, nUsed: nUsed, dirtyPages: total, cache: settings.cache, extra: full, confidence: policy.confidence)
-            .map { var row = $0; row.rounds = rounds.count; return row }
     }
 }

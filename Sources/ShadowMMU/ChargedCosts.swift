@@ -31,6 +31,13 @@ extension MMU {
         ca_spin_ticks(t &- t >> 1)
     }
 
+    /// `n` PAUSE instructions: a delay a planted fault asks for
+    /// (`FaultInjection.flushWindowSpins`), the only other time the model
+    /// passes doing nothing.
+    @inline(__always) func chargePauses(_ n: Int) {
+        if n > 0 { for _ in 0..<n { ca_cpu_relax() } }
+    }
+
     /// kvm_flush_remote_tlbs() sends its IPIs now.
     @inline(__always) func stampFlushPosted() {
         withUnsafeMutablePointer(to: &vm.pointee.charged.flushPostedAt) { ca_store64($0, ca_ticks()) }

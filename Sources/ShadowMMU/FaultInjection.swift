@@ -1,5 +1,3 @@
-import CAtomics
-
 /// Bugs planted on purpose, so that a test (or `bench --plant`) can see
 /// the harness catch them: the model's one seam for them, kept apart from
 /// the kernel's state (`VMState`). All off in every run; the two that
@@ -28,10 +26,7 @@ extension VirtualMachine {
 
 extension MMU {
     /// `FaultInjection.flushWindowSpins` pauses.
-    @inline(__always) func injectedFlushDelay() {
-        let n = injected.pointee.flushWindowSpins
-        if n > 0 { for _ in 0..<n { ca_cpu_relax() } }
-    }
+    @inline(__always) func injectedFlushDelay() { chargePauses(injected.pointee.flushWindowSpins) }
 
     /// `FaultInjection.skipFlushes`; false in release builds.
     @inline(__always) var injectedSkipFlush: Bool {
