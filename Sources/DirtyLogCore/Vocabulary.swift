@@ -100,6 +100,16 @@ public struct ProtectCounters: Equatable, Sendable {
     public var bytesTouched = 0
 
     public init() {}
+
+    /// A walk of the paging structure held under one acquisition of
+    /// mmu_lock, yielding it `yields` times: `tables` visited, `scanned`
+    /// entries read (8 bytes each).
+    public mutating func addTableWalk(tables: Int, scanned: Int, yields: Int) {
+        shadowPagesVisited &+= tables
+        sptesScanned &+= scanned
+        lockAcquisitions &+= 1 &+ yields
+        bytesTouched &+= scanned &* 8
+    }
 }
 
 /// Where a vCPU's working set is re-read after a harvest, for the cache

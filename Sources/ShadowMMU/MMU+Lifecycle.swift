@@ -137,12 +137,9 @@ extension MMU {
         walkTables(guestRootTable, level: VMLayout.rootLevel, base: 0, start: s.baseGFN.rawValue, end: s.endGFN.rawValue, &w)
         w.flushIfPending()
         unlockMMUShared()
-        counters.shadowPagesVisited &+= w.tables
-        counters.sptesScanned &+= w.scanned
+        counters.addTableWalk(tables: w.tables, scanned: w.scanned, yields: w.yields)
         counters.largeSptesDropped &+= w.collapsed
-        counters.lockAcquisitions &+= 1 &+ w.yields
         counters.tlbFlushes &+= w.flushes
-        counters.bytesTouched &+= w.scanned &* 8
     }
 }
 

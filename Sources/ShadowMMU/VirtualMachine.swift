@@ -18,7 +18,7 @@ public struct VMState {
     /// atomic adds. Set by `startGuests`.
     public var concurrent = false
     /// The adaptive rule's decision table, measured on the machine and
-    /// installed by `VirtualMachine.install(_:)`.
+    /// installed by `VirtualMachine.installDecisionTable(_:small:)`.
     public var adaptive = AdaptiveState()
     /// The kernel the harvests and faults run in: mmu_lock's kind, whether
     /// faults have a fast path, what page-table shadowing flushes on

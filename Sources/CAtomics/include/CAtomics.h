@@ -86,8 +86,6 @@ extern __thread ca_mcs_node ca_mcs_self;
 
 /* Start or stop recording this thread's lock operations into `s` (NULL stops). */
 static inline void ca_lock_stats_set(ca_lock_stats *s) { ca_lock_stats_current = s; }
-/* What this thread records into, or NULL. */
-static inline ca_lock_stats *ca_lock_stats_get(void) { return ca_lock_stats_current; }
 
 static inline void ca_lock_acquired(uint64_t t0) {
     ca_lock_stats *s = ca_lock_stats_current;

@@ -30,12 +30,9 @@ extension MMU {
         walkTables(root, level: VMLayout.rootLevel, base: 0, start: s.baseGFN.rawValue, end: s.endGFN.rawValue, &w)
         w.unlock()
         flushRemoteTLBs()
-        counters.shadowPagesVisited &+= w.tables
-        counters.sptesScanned &+= w.scanned
+        counters.addTableWalk(tables: w.tables, scanned: w.scanned, yields: w.yields)
         counters.sptesProtected &+= w.protected
-        counters.lockAcquisitions &+= 1 &+ w.yields
         counters.tlbFlushes &+= 1
-        counters.bytesTouched &+= w.scanned &* 8
     }
 
     /// clear_dirty_pt_masked() with write protection: descend from the root
