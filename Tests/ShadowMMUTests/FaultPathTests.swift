@@ -16,6 +16,34 @@ import Testing
         #expect(vm.checkInvariants(slotID: 0, at: .betweenProtections).ok)
     }
 
+    /// Every path that makes a leaf writable on a write sets the bits its
+    /// era's fault handler set: no SPTE_MMU_WRITEABLE before 3.6 (it came
+    /// with c7ba5b48's series), the bit from then on. The rounds the
+    /// harvests take, the vCPU's fault and the lifecycle's access agree.
+    @Test(arguments: KernelEra.allCases)
+    func everyWritePathSetsItsErasBits(era: KernelEra) {
+        let vm = VirtualMachine.small(.tdp)
+        vm.enterEra(era)
+        vm.startGuests(count: 1)
+        defer { vm.stopGuests() }
+        let want = era.hasMMUWritable
+        vm.withMMU { mmu in
+            let s = mmu.slot(id: 0)
+            let round = mmu.spte(gfn: 5, mapping: 0, slot: s)!
+            mmu.guestWrite(slot: s, gfn: 5, sptep: round)
+            mmu.vcpuEnterGuest(0)
+            let fault = mmu.spte(gfn: 6, mapping: 0, slot: s)!
+            _ = mmu.vcpuWriteFault(0, slot: s, gfn: 6, sptep: fault, fastPath: false)
+            let access = mmu.spte(gfn: 7, mapping: 0, slot: s)!
+            _ = mmu.vcpuAccess(0, slot: s, gfn: 7, write: true, fastPath: false)
+            mmu.vcpuLeaveGuest(0)
+            for (name, sptep) in [("the round's write", round), ("the vCPU's fault", fault), ("the lifecycle's access", access)] {
+                #expect(isWritableSPTE(sptep.pointee), "\(name) at \(era.label)")
+                #expect((sptep.pointee & SPTE.mmuWritable != 0) == want, "\(name) at \(era.label)")
+            }
+        }
+    }
+
     @Test func nrDirtyPagesCountsPagesNotWrites() {
         let vm = VirtualMachine.small(.shadow(mappings: 3))
         // The same page through each of its three sptes: three faults, one dirty page.
