@@ -49,7 +49,7 @@ struct Bench: ParsableCommand {
         KVM_RESET_DIRTY_RINGS), with a tiny guest writing the same pages.
         """,
         version: "dirty-log-bench 0.2",
-        subcommands: [DirtyLogPerf.self, Compare.self, CheckEviction.self, Breakdown.self]
+        subcommands: [DirtyLogPerf.self, Compare.self, CheckEviction.self, Breakdown.self, LabReport.self]
     )
 
     /// Parses and runs, reporting any error on one line of stderr: bad input

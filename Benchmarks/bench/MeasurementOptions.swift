@@ -1,6 +1,7 @@
 import ArgumentParser
 import BenchAnalysis
 import BenchMeasure
+import Foundation
 import DirtyLogCore
 
 /// The options every run shares, the default sweep and its presets alike:
@@ -97,6 +98,7 @@ struct MeasurementOptions: ParsableArguments {
             budgetSeconds: Double(try kvmBudget.map { try Check.int($0, "--kvm-budget", Limits.kvmBudgetSeconds, unit: "seconds") }
                 ?? Defaults.kvmBudgetSeconds))
         if kvmReps == nil { k.repetitions.warmup = warm }
+        k.clock = KernelClock.fromEnvironment(ProcessInfo.processInfo.environment)
         return (s, k)
     }
 

@@ -216,6 +216,16 @@ public struct KernelLifecycleRow: Sendable {
     /// The kernel ran the guest through its instruction emulator: no spte
     /// was built, the phases time its bookkeeping only.
     public var emulated = false
+    /// 4 KiB leaves of the VM's that map its code slot (the guest's code
+    /// and write list, `KVMGuest.codeSlotPagesTouched`), not the slot the
+    /// lifecycle measures: pages_4k less this is that slot's.
+    public var codeSlotPages4K: Int?
+    /// Whose clock `ns` was read on (the kernel lab's: an emulator's).
+    public var clock = KernelClock.host
+    /// The VM's binary statistics after the phase (`KVM_GET_STATS_FD`),
+    /// those of `Reports.kernelStatColumns` the kernel exports:
+    /// cumulative counts since the VM was created.
+    public var stats: [String: UInt64] = [:]
 
     public init(series: LifecycleKey, mode: KernelStrategy, phase: LifecyclePhase, iteration: Int? = nil, ns: Double) {
         self.series = series
@@ -227,15 +237,24 @@ public struct KernelLifecycleRow: Sendable {
 }
 
 extension Reports {
+    /// The VM statistics lifecycle-kvm.csv carries after each phase,
+    /// cumulative: the counts the kernel lab sets beside the model's.
+    public static let kernelStatColumns = ["remote_tlb_flush", "remote_tlb_flush_requests", "mmu_shadow_zapped", "mmu_cache_miss",
+                                           "mmu_pte_write", "mmu_pde_zapped", "mmu_flooded", "mmu_recycled", "mmu_unsync",
+                                           "nx_lpage_splits", "max_mmu_rmap_size"]
+
     public static let kernelLifecycleColumns = ["series", "slot_pages", "backing", "mode", "phase", "iteration", "ns",
-                                                "pages_4k", "pages_2m", "pages_1g", "emulated"]
+                                                "pages_4k", "pages_2m", "pages_1g", "code_slot_pages_4k", "emulated", "clock"] + kernelStatColumns
 
     public static func kernelLifecycleTable(_ rows: [KernelLifecycleRow]) -> CSVTable {
         var t = CSVTable(columns: kernelLifecycleColumns)
         for r in rows {
-            t.append([r.series.label + " (kvm)", "\(r.series.slotPages)", r.series.backing.rawValue, r.mode.rawValue, r.phase.rawValue,
-                      r.iteration.map { "\($0)" } ?? "", fmt(r.ns, 0), r.pages4K.map { "\($0)" } ?? "", r.pages2M.map { "\($0)" } ?? "",
-                      r.pages1G.map { "\($0)" } ?? "", r.emulated ? "1" : "0"])
+            func count(_ v: Int?) -> String { v.map { "\($0)" } ?? "" }
+            var cells: [String] = [r.series.label + " (kvm)", "\(r.series.slotPages)", r.series.backing.rawValue, r.mode.rawValue]
+            cells += [r.phase.rawValue, count(r.iteration), fmt(r.ns, 0), count(r.pages4K), count(r.pages2M), count(r.pages1G)]
+            cells += [count(r.codeSlotPages4K), r.emulated ? "1" : "0", r.clock.rawValue]
+            cells += kernelStatColumns.map { name in r.stats[name].map { "\($0)" } ?? "" }
+            t.append(cells)
         }
         return t
     }

@@ -128,8 +128,34 @@ public struct PhaseExtras: Sendable {
     public init() {}
 }
 
+/// Whose clock a kernel time was read on: this host's, or a guest's under
+/// QEMU's software emulation (the kernel lab), where the kernel's counts
+/// are exact but every time is the emulator's.
+public enum KernelClock: String, Sendable, Codable {
+    case host
+    case emulated
+
+    /// The environment variable the kernel lab sets inside its guest.
+    public static let environmentVariable = "DIRTY_LOG_BENCH_CLOCK"
+
+    /// The clock the environment says this run reads: emulated when the
+    /// kernel lab set `DIRTY_LOG_BENCH_CLOCK=emulated`.
+    public static func fromEnvironment(_ env: [String: String]) -> KernelClock {
+        env[environmentVariable] == KernelClock.emulated.rawValue ? .emulated : .host
+    }
+
+    /// What a reader must know of the kernel's times.
+    public var note: String? {
+        self == .emulated
+            ? "kvm: every kernel time of this run was read inside QEMU's software emulation (the kernel lab): the kernel's counts are its own, exactly; its times are the emulator's, not a host's, and are set against nothing measured outside that boot"
+            : nil
+    }
+}
+
 /// The parts of a kernel row the model has no counterpart for.
 public struct KernelExtras: Sendable {
+    /// Whose clock the row's times were read on.
+    public var clock = KernelClock.host
     /// `flat32` or `long64`: how the test guest ran.
     public var guestMode: String
     /// VM statistic pages_4k after the point: 4 KiB sptes the kernel holds.

@@ -14,7 +14,7 @@ public enum Reports {
         "bytes_touched", "gbps", "bandwidth_fraction", "ns_per_dirty_page", "miss_latencies_per_dirty_page",
         "allocs_in_timed_region", "verified", "violation_count", "violations",
         "guest_mode", "get_ns", "clear_ns", "ring_full_exits", "ring_harvests_during_writes", "ring_ns_during_writes",
-        "kernel_sptes_4k", "kernel_emulated_insns_per_write",
+        "kernel_sptes_4k", "kernel_emulated_insns_per_write", "kernel_clock",
         "fault_path", "era", "vcpus", "vcpus_pinned", "vcpu_writes", "fault_count", "fault_p50_ns", "fault_p99_ns", "fault_p999_ns",
         "fault_max_ns", "fast_faults", "emulated_writes", "shadowing_faults", "ipi_exits", "dirty_memory_ns",
         "instrumented_reps", "instrumented_harvest_ns",
@@ -66,7 +66,7 @@ public enum Reports {
                 ph.flatMap { $0.ringNsDuringWrites.isEmpty ? nil : "\($0.ringFullExits)" } ?? "",
                 ph.flatMap { $0.ringNsDuringWrites.isEmpty ? nil : "\($0.ringHarvestsDuringWrites)" } ?? "",
                 ph.flatMap { $0.ringNsDuringWrites.isEmpty ? nil : fmt(Statistics.median($0.ringNsDuringWrites), 1) } ?? "",
-                k.map { "\($0.sptes4k)" } ?? "", k.map { fmt($0.emulatedInstructionsPerWrite, 2) } ?? "",
+                k.map { "\($0.sptes4k)" } ?? "", k.map { fmt($0.emulatedInstructionsPerWrite, 2) } ?? "", k?.clock.rawValue ?? "",
             ] + guestCells(r))
         }
         return t

@@ -163,10 +163,15 @@ public final class BenchRun {
                 for k in plan.kernelLifecycleSeries { skipped.append(SkipNote(series: k.key.label + " (kvm)", backend: .kvm, reason: "\(error)")) }
             }
         }
+        if device != nil, let n = plan.kernelSettings.clock.note { notes.append(n) }
         for n in notes { progress.note(n) }
         let jobs = plan.jobs.filter { !$0.isKernel || device != nil }
         progress.note("calibrating: sequential read bandwidth and cache-miss latency ...")
-        var calibration = MachineProbe.measure()
+        // Only the kernel runs: its rows use the calibration for their
+        // bandwidth column alone, so a small probe does (and a guest
+        // under emulation, the kernel lab's, is not held up by a large one).
+        let kernelOnly = plan.modelSeries.isEmpty && plan.lifecycleSeries.isEmpty
+        var calibration = kernelOnly ? MachineProbe.measure(bufferBytes: 16 << 20, trials: 1) : MachineProbe.measure()
         var settings = plan.settings
         if plan.modelSeries.contains(where: { $0.scenario == .concurrent }) {
             let kept = MachineProbe.effectiveLastLevelCacheBytes(missLatencyNs: calibration.missLatencyNs)

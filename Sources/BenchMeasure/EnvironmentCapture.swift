@@ -13,32 +13,17 @@ extension Environment {
         var u = utsname()
         uname(&u)
         let release = withUnsafeBytes(of: &u.release) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
-        let commit = run(["git", "rev-parse", "HEAD"]) ?? "unknown"
-        let dirty = !(run(["git", "status", "--porcelain", "--untracked-files=no"]) ?? "").isEmpty
+        let commit = Subprocess.output(["git", "rev-parse", "HEAD"]) ?? "unknown"
+        let dirty = !(Subprocess.output(["git", "status", "--porcelain", "--untracked-files=no"]) ?? "").isEmpty
         let kvm: String
         do { kvm = try KVMDevice().summary } catch { kvm = "\(error)" }
         return Environment(
             cpuModel: cpu, cores: ProcessInfo.processInfo.activeProcessorCount, memoryBytes: SystemMemory.totalBytes,
             kernel: "Linux " + release,
-            swiftVersion: run(["swift", "--version"])?.split(separator: "\n").first.map(String.init) ?? "unknown",
+            swiftVersion: Subprocess.output(["swift", "--version"])?.split(separator: "\n").first.map(String.init) ?? "unknown",
             jemallocVersion: JemallocArena.version,
             transparentHugePages: readSmallFile("/sys/kernel/mm/transparent_hugepage/enabled")?.trimmingCharacters(in: .whitespacesAndNewlines) ?? "unknown",
             lastLevelCacheBytes: CacheGeometry.lastLevelCacheBytes,
             gitCommit: commit, gitDirty: dirty, commandLine: commandLine, kvm: kvm)
-    }
-
-    /// A command's standard output, trimmed, or nil when it cannot run or fails.
-    static func run(_ args: [String]) -> String? {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        p.arguments = args
-        let out = Pipe()
-        p.standardOutput = out
-        p.standardError = FileHandle.nullDevice
-        do { try p.run() } catch { return nil }
-        let data = out.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        guard p.terminationStatus == 0 else { return nil }
-        return String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
     }
 }

@@ -46,11 +46,15 @@ public final class KernelLifecycleSeries {
             }
             func append(_ phase: LifecyclePhase, _ k: Int?, ns: UInt64) throws {
                 var r = KernelLifecycleRow(series: spec.key, mode: mode, phase: phase, iteration: k, ns: Double(ns))
-                if let p = try guest.leafPages() {
-                    r.pages4K = p.pages4K
-                    r.pages2M = p.pages2M
-                    r.pages1G = p.pages1G
+                let stats = try guest.vmStats()
+                if let k4 = stats["pages_4k"], let m2 = stats["pages_2m"], let g1 = stats["pages_1g"] {
+                    r.pages4K = Int(k4)
+                    r.pages2M = Int(m2)
+                    r.pages1G = Int(g1)
                 }
+                r.stats = stats.filter { Reports.kernelStatColumns.contains($0.key) }
+                r.codeSlotPages4K = guest.codeSlotPagesTouched
+                r.clock = settings.clock
                 r.emulated = emulated
                 rows.append(r)
             }

@@ -13,6 +13,8 @@ public struct KernelSettings: Sendable, Equatable {
     /// writes would exceed it are skipped, and said to be.
     public var budgetSeconds = 20.0
     public var strategies: [KernelStrategy] = KernelStrategy.allCases
+    /// Whose clock the kernel's times are read on (`KernelClock`).
+    public var clock = KernelClock.host
 
     public init(repetitions: RepetitionPolicy = .fixed(5), budgetSeconds: Double = 20, strategies: [KernelStrategy] = KernelStrategy.allCases) {
         self.repetitions = repetitions
@@ -187,6 +189,7 @@ public final class KernelSeries {
         let emulatedAfter = try anyVM.vcpuStats()["insn_emulation"] ?? 0
         var extras = KernelExtras(guestMode: anyVM.mode.rawValue)
         extras.sptes4k = stats["pages_4k"] ?? 0
+        extras.clock = settings.clock
         extras.emulatedInstructionsPerWrite = writes > 0 ? Double(emulatedAfter &- emulatedBefore) / Double(writes) : 0
         progress.pointDone()
         return record.rows(series: spec.key, nUsed: nUsed, dirtyPages: d, cache: measure.cache, confidence: policy.confidence).map { row in

@@ -133,8 +133,10 @@ struct LifecycleRun {
         }
 
         // Disable, by each policy of the era, from the same state.
-        let disables = (spec.disablePolicies ?? DisablePolicy.allCases)
-            .filter { DisablePolicy.policies(for: policy, paging: spec.paging.mode).contains($0) }
+        // Without the TDP MMU the shadow MMU zaps collapsible sptes by rmap
+        // (3ea3b7fa's kvm_rmap_zap_collapsible_sptes(), 6.1's too).
+        let kernels = spec.tdpMMUEnabled ? DisablePolicy.policies(for: policy, paging: spec.paging.mode) : [.zapRmap]
+        let disables = (spec.disablePolicies ?? DisablePolicy.allCases).filter { kernels.contains($0) }
         let snapshot = disables.count > 1 ? vm.snapshotGuestLeaves(slotID: sid) : nil
         for (i, d) in disables.enumerated() {
             if i > 0, let s = snapshot {

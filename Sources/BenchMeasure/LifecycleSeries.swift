@@ -26,6 +26,16 @@ public struct LifecycleSpec: Sendable, Hashable {
     public var writePercent: Int
     /// The test's -e: the vCPUs keep writing while logging is disabled.
     public var vcpusRunDuringDisable: Bool
+    /// Whether the TDP MMU runs a two-dimensional-paging guest in the eras
+    /// that have it (`VMState.tdpMMUEnabled`). False models the kernel
+    /// lab's shadow boot: kvm_amd npt=0 runs its guest, which has no paging
+    /// of its own, in the shadow MMU's direct mappings.
+    public var tdpMMUEnabled = true
+    /// The largest leaf the MMU builds, whatever backs the guest (3: 1 GiB).
+    /// 2 models a guest without paging under shadow paging:
+    /// nonpaging_page_fault() "builds a PAE pagetable, we can map 2mb pages
+    /// at maximum" (fault->max_level = PG_LEVEL_2M).
+    public var maxLeafLevel = 3
 
     public init(paging: Paging, pagesPerVCPU: Int, vcpus: Int = 1, backing: Backing = .page2M, iterations: Int = 2,
                 policies: [EnablePolicy] = EnablePolicy.allCases, disablePolicies: [DisablePolicy]? = nil, manualProtect: Bool = false,
@@ -56,7 +66,8 @@ public struct LifecycleSpec: Sendable, Hashable {
     /// the same state, `LifecycleRun.harvest`); the others by their
     /// kernel's masked GET, or its GET and CLEAR under manual protect. The
     /// reason instead when no kernel ran it.
-    public static func strategies(_ policy: EnablePolicy, paging: PagingMode, manualProtect: Bool) -> Result<[Strategy], Skip> {
+    public static func strategies(_ policy: EnablePolicy, paging: PagingMode, manualProtect: Bool,
+                                  tdpMMU: Bool = true) -> Result<[Strategy], Skip> {
         if let r = policy.skipReason(paging: paging) { return .failure(Skip(r)) }
         switch policy {
         case .drop:
@@ -64,7 +75,7 @@ public struct LifecycleSpec: Sendable, Hashable {
             return .success([.seed])
         case .wrprot, .eagerSplit:
             if manualProtect { return .success([.clearChunked]) }
-            return .success([paging == .tdp ? .tdpMasked : .masked])
+            return .success([paging == .tdp && tdpMMU ? .tdpMasked : .masked])
         case .splitOnClear:
             return .success([.clearChunked])
         }
@@ -115,7 +126,7 @@ public final class LifecycleSeries {
     public var lifecycles: (runs: [(EnablePolicy, Strategy)], skipped: [SkipNote]) {
         var runs: [(EnablePolicy, Strategy)] = [], skipped: [SkipNote] = []
         for p in spec.policies {
-            switch LifecycleSpec.strategies(p, paging: spec.paging.mode, manualProtect: spec.manualProtect) {
+            switch LifecycleSpec.strategies(p, paging: spec.paging.mode, manualProtect: spec.manualProtect, tdpMMU: spec.tdpMMUEnabled) {
             case .success(let s): runs += s.map { (p, $0) }
             case .failure(let skip): skipped.append(SkipNote(series: spec.key.label, backend: .model, strategy: p.rawValue, reason: skip.reason))
             }
@@ -146,10 +157,12 @@ public final class LifecycleSeries {
     private func runLifecycle(policy: EnablePolicy, strategy: Strategy) throws -> [LifecycleRow] {
         let paging = spec.paging.mode
         let era = policy.era(paging: paging)!
-        let tdpMMU = era == .linux5_14on && paging == .tdp
+        let tdpMMU = era == .linux5_14on && paging == .tdp && spec.tdpMMUEnabled
         let layout = spec.layout
         let vm = VirtualMachine(unloggedLayout: layout, vcpus: spec.vcpus, reserve: 2 * layout.expectedShadowPages + 64,
                                 rmaps: !tdpMMU, populate: false)
+        vm.state.pointee.tdpMMUEnabled = spec.tdpMMUEnabled
+        vm.state.pointee.hostLevel = min(vm.state.pointee.hostLevel, spec.maxLeafLevel)
         vm.enterEra(era)
         let costs = settings.exitCosts
         vm.setExitCosts(exitTicks: TickClock.ticks(costs.exitNs), ipiTicks: TickClock.ticks(costs.ipiNs))

@@ -17,7 +17,7 @@ public enum GuestMode: String, Sendable {
 ///
 ///     0x0000_0000  code slot: the write loop at +0x1000, long mode's page
 ///                  tables at +0x10000, the list of addresses to write at +1 MiB
-///     0x1000_0000  flat32: the measured slot (slot 0), then the VM's other
+///     0x4000_0000  flat32: the measured slot (slot 0), then the VM's other
 ///                  memory (slot 1)
 ///     0x1_0000_0000  long64: the same
 public enum GuestLayout {
@@ -33,8 +33,12 @@ public enum GuestLayout {
     static let flat32Reach: UInt64 = 1 << 32
     static let pageSize: UInt64 = 4096
 
+    /// Where the measured slot begins: on a 1 GiB boundary in either mode,
+    /// so that a slot backed by 1 GiB pages can be mapped by 1 GiB leaves
+    /// (the guest-physical and host-virtual addresses of a huge page must
+    /// share their alignment; at 256 MiB, as it was, pages_1g stayed 0).
     static func slotGPA(_ mode: GuestMode) -> UInt64 {
-        mode == .flat32 ? 0x1000_0000 : 0x1_0000_0000
+        mode == .flat32 ? 0x4000_0000 : 0x1_0000_0000
     }
 
     /// Bytes of one list entry: a 32- or 64-bit guest-physical address.
@@ -77,19 +81,26 @@ enum ExitLoop {
 /// through KVM's emulator:
 ///
 ///     test ecx, ecx ; jz rem            ecx = count / 8, edx = count % 8, rsi = list
-///     block: 8 × (lods ; add byte [eax/rax], 1) ; dec ecx ; jnz block
+///     block: 8 × (lods ; mov byte [eax/rax], al) ; dec ecx ; jnz block
 ///     rem:   test edx, edx ; jz done
-///     r1:    lods ; add byte [eax/rax], 1 ; dec edx ; jnz r1
+///     r1:    lods ; mov byte [eax/rax], al ; dec edx ; jnz r1
 ///     done:  hlt
+///
+/// A store, not a read-modify-write (`add byte [eax], 1`, as this loop
+/// was): the first touch of a page must be a write fault, as
+/// dirty_log_perf_test's guest makes it. A read first makes the host map
+/// its shared zero page, and the write after it breaks that copy-on-write
+/// one 4 KiB page at a time: a THP-backed guest never got a huge leaf
+/// (pages_2m 0 in the kernel lab).
 enum WriteLoop {
     static let unroll = 8
 
     static func code(_ mode: GuestMode) -> [UInt8] {
         let lods: [UInt8] = mode == .flat32 ? [0xAD] : [0x48, 0xAD]      // lodsd / lodsq
-        let addByte: [UInt8] = [0x80, 0x00, 0x01]                         // add byte [eax/rax], 1
+        let storeByte: [UInt8] = [0x88, 0x00]                             // mov byte [eax/rax], al
         let decECX: [UInt8] = mode == .flat32 ? [0x49] : [0xFF, 0xC9]     // dec ecx
         let decEDX: [UInt8] = mode == .flat32 ? [0x4A] : [0xFF, 0xCA]     // dec edx
-        let one = lods + addByte
+        let one = lods + storeByte
         let block = Array(repeating: one, count: unroll).flatMap { $0 } + decECX
         let remainder = one + decEDX
 

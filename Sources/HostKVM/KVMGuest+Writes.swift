@@ -31,6 +31,9 @@ extension KVMGuest {
             }
         }
         listCount = pages.count
+        let listPages = (pages.count * GuestLayout.entryBytes(mode) + 4095) / 4096
+        let tablePages = mode == .long64 ? 2 + Int((GuestLayout.slotGPA(mode) + UInt64(vmPages) * GuestLayout.pageSize + (1 << 30) - 1) >> 30) : 0
+        codeSlotPagesTouched = max(codeSlotPagesTouched, 1 + listPages + tablePages)
     }
 
     /// Where a round of guest writes stopped.

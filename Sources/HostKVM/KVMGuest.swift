@@ -132,6 +132,11 @@ public final class KVMGuest {
 
         codeBytes = GuestLayout.codeSlotBytes(mode, listEntries: vmPages)
         code = try map(bytes: codeBytes, fd: -1, name: "mmap(code slot)")
+        // 4 KiB pages only, whatever the host's THP setting: its leaves are
+        // then the pages the guest touched (`codeSlotPagesTouched`), which
+        // the kernel lab takes from the VM's pages_4k to count the
+        // measured slot's own.
+        _ = madvise(code, codeBytes, 15 /* MADV_NOHUGEPAGE */)
         try setRegion(slot: GuestLayout.codeSlot, gpa: 0, bytes: codeBytes, host: code!, flags: 0)
 
         memFD = try .returned(by: "memfd_create", ck_memfd_create("dirty-log-bench-guest", 1 /* MFD_CLOEXEC */))
@@ -207,6 +212,11 @@ public final class KVMGuest {
         populatedPages = vmPages
     }
 
+    /// Pages of the code slot the guest has touched: the code's page and
+    /// the list's pages up to the longest list loaded (the walker's page
+    /// tables too in long mode). Each is one 4 KiB leaf of the kernel's:
+    /// the VM's pages_4k less this is the measured slot's.
+    public internal(set) var codeSlotPagesTouched = 0
     // Set up and used by the extensions (KVMGuest+*.swift).
     var guestMapping: UnsafeMutableRawPointer?
     var guestMappingBytes = 0

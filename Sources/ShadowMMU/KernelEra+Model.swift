@@ -44,8 +44,8 @@ extension MMU {
     @inline(__always) var era: KernelEra { vm.pointee.era }
 
     /// Whether structural changes and faults follow the TDP MMU: its era,
-    /// under two-dimensional paging.
-    @inline(__always) var tdpMMU: Bool { vm.pointee.era.hasTDPMMU && vm.pointee.tdpRoot >= 0 }
+    /// a direct tree, and a VM the TDP MMU runs (`VMState.tdpMMUEnabled`).
+    @inline(__always) var tdpMMU: Bool { vm.pointee.era.hasTDPMMU && vm.pointee.tdpRoot >= 0 && vm.pointee.tdpMMUEnabled }
 
     /// Whether a write fault may try c7ba5b48's fast path for an spte at
     /// `level`: the era has it (3.6 on); the spte is direct (two-dimensional

@@ -28,8 +28,15 @@ extension MMU {
         case .wrprot:
             if tdpMMU { tdpWalkWriteProtect(slot: s, counters: &counters) } else { rmapWalkWriteProtect(slot: s, counters: &counters) }
         case .eagerSplit:
+            // kvm_mmu_slot_try_split_huge_pages() splits the TDP MMU's huge
+            // leaves only (6.1: it returns unless is_tdp_mmu_enabled());
+            // without the TDP MMU, enable write-protects as wrprot does.
+            guard tdpMMU else {
+                rmapWalkWriteProtect(slot: s, counters: &counters)
+                break
+            }
             lockMMUShared()
-            splitHugePages(slot: s, start: s.baseGFN, end: s.endGFN, shared: tdpMMU, counters: &counters)
+            splitHugePages(slot: s, start: s.baseGFN, end: s.endGFN, shared: true, counters: &counters)
             unlockMMUShared()
             counters.lockAcquisitions &+= 1
             tdpWalkWriteProtect(slot: s, counters: &counters)

@@ -63,6 +63,12 @@ public struct VMState {
     /// The root page the guest's own map of its memory goes through: the
     /// direct tree, or shadow paging's address space 0. -1 before any.
     public var guestRoot: Int32 = -1
+    /// kvm->arch.tdp_mmu_enabled: whether the TDP MMU runs the direct tree
+    /// in the eras that have it. True with two-dimensional paging; false
+    /// for a host with it off (kvm_amd npt=0, the kernel lab's shadow
+    /// boot), whose shadow MMU maps even a guest without paging directly
+    /// (nonpaging mode: direct shadow pages, rmaps, mmu_lock's write side).
+    public var tdpMMUEnabled = true
     /// The root of a direct tree indexed by gfn (the two-dimensional paging
     /// layout), -1 when there is none: what tdp-walk and tdp-masked walk.
     /// Every shadow page of such a VM is direct (sp->role.direct).

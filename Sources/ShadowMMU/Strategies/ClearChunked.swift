@@ -8,7 +8,7 @@ extension MMU {
     /// call that has anything set, under mmu_lock, each word's bits are
     /// cleared atomically in the bitmap (atomic_long_fetch_andnot) and the
     /// pages that were still set are write-protected; a TLB flush per call
-    /// that protected something (kvm_clear_dirty_log_protect()). In
+    /// that cleared something (kvm_clear_dirty_log_protect()). In
     /// initially-set mode each word's range is first split to 4 KiB and a
     /// large leaf covering it write-protected (cb00a70b).
     ///
@@ -39,7 +39,7 @@ extension MMU {
             if any {
                 lockMMUExclusive()
                 locks &+= 1
-                let before = protected
+                let clearedBefore = cleared
                 w = first
                 while w < last {
                     let mask = copy[w]
@@ -62,7 +62,12 @@ extension MMU {
                     w &+= 1
                 }
                 unlockMMUExclusive()
-                if protected > before {
+                // kvm_clear_dirty_log_protect() flushes when a bit it was
+                // asked to clear was still set, whatever the sptes were: at
+                // the first CLEAR of initially-set mode a range's sptes may
+                // all be large leaves it write-protects whole (the kernel
+                // lab's shadow boot counts that flush).
+                if cleared > clearedBefore {
                     flushRemoteTLBs()
                     flushes &+= 1
                 }
@@ -91,11 +96,15 @@ extension MMU {
     /// mmu_lock that KVM_CLEAR_DIRTY_LOG holds), then any large leaf left
     /// there write-protected (kvm_mmu_slot_gfn_write_protect() at 2 MiB,
     /// for both ends: the range may cross two).
+    ///
+    /// kvm_mmu_try_split_huge_pages() splits only where the TDP MMU runs
+    /// (6.1: it returns unless is_tdp_mmu_enabled()); the shadow MMU's
+    /// large leaves are write-protected whole.
     @inline(__always)
     func splitForClear(slot s: SlotView, offset: SlotOffset, mask: UInt64, counters: inout ProtectCounters) {
         let start = s.gfn(at: SlotOffset(offset.index &+ mask.trailingZeroBitCount))
         let end = s.gfn(at: SlotOffset(offset.index &+ 63 &- mask.leadingZeroBitCount))
-        splitHugePages(slot: s, start: start, end: GFN(end.rawValue &+ 1), shared: false, counters: &counters)
+        if tdpMMU { splitHugePages(slot: s, start: start, end: GFN(end.rawValue &+ 1), shared: false, counters: &counters) }
         protectLargeLeaf(of: start, counters: &counters)
         if end.rawValue >> SPTE.levelBits != start.rawValue >> SPTE.levelBits { protectLargeLeaf(of: end, counters: &counters) }
     }

@@ -24,7 +24,7 @@ extension MMU {
     @inline(never)
     public func tdpWalkWriteProtect(slot s: SlotView, counters: inout ProtectCounters) {
         guard let root = tdpRootTable else { return }
-        let shared = vm.pointee.era.hasTDPMMU
+        let shared = tdpMMU
         var w = TDPWalker(shared: shared, mmu: self)
         w.lock()
         walkTables(root, level: VMLayout.rootLevel, base: 0, start: s.baseGFN.rawValue, end: s.endGFN.rawValue, &w)
