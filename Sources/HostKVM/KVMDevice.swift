@@ -1,5 +1,6 @@
 import CLinuxKVM
 import DirtyLogCore
+import Foundation
 import Glibc
 import SystemPackage
 
@@ -69,6 +70,25 @@ public final class KVMDevice: Sendable {
     /// One line for reports: what this kernel offers.
     public var summary: String {
         "api \(apiVersion), manual protect flags \(manualProtectFlags), dirty ring up to \(dirtyRingMaxEntries) entries"
-            + (dirtyRingAcqRel ? " (acq/rel)" : "")
+            + (dirtyRingAcqRel ? " (acq/rel)" : "") + (Self.hostPaging.map { ", \($0)" } ?? "")
+    }
+
+    /// How the host's KVM maps guest memory, from its module parameters:
+    /// kvm_amd's npt or kvm_intel's ept (two-dimensional paging, or shadow
+    /// paging when off) and kvm's tdp_mmu; nil where neither module is
+    /// loaded (this machine's kvm_pvm). The kernel series keep the model's
+    /// `tdp` layout in their labels (one spte per gfn) either way: a guest
+    /// without paging is mapped directly under shadow paging too.
+    public static var hostPaging: String? {
+        func param(_ path: String) -> String? {
+            (try? String(contentsOfFile: path, encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines)
+        }
+        let tdpMMU = param("/sys/module/kvm/parameters/tdp_mmu").map { ", tdp_mmu=\($0)" } ?? ""
+        for (module, name) in [("kvm_amd", "npt"), ("kvm_intel", "ept")] {
+            guard let v = param("/sys/module/\(module)/parameters/\(name)") else { continue }
+            let on = v == "1" || v == "Y"
+            return "\(module) \(name)=\(v): " + (on ? "two-dimensional paging" + tdpMMU : "shadow paging")
+        }
+        return nil
     }
 }

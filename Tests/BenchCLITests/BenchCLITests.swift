@@ -237,7 +237,8 @@ import Testing
 
         // A damaged copy stops the comparison with the file, line and
         // field, exit 65: a time that is not a number, a fault path, a
-        // strategy no run writes, a row cut short.
+        // strategy no run writes, a dirty count that is not one, a row cut
+        // short.
         func damaged(_ name: String, line: Int, column: String, value: String?) throws -> String {
             let dir = base + "/" + name
             try fm.createDirectory(atPath: dir, withIntermediateDirectories: true)
@@ -254,6 +255,7 @@ import Testing
             ("ns", 4, "ns", Optional("12a"), "samples.csv:4: field 'ns': '12a' is not a time in ns"),
             ("path", 5, "fault_path", "sloppy", "samples.csv:5: field 'fault_path': 'sloppy' is not one of locked, fast"),
             ("strategy", 3, "strategy", "rmapp", "samples.csv:3: field 'strategy': 'rmapp' is not one of slot-walk"),
+            ("dirty", 7, "dirty_pages", "many", "samples.csv:7: field 'dirty_pages': 'many' is not a count"),
             ("short", 6, "", nil, "samples.csv:6: 11 fields where the header has 12"),
         ] {
             let dir = try damaged(name, line: line, column: column, value: value)
