@@ -8,7 +8,9 @@ import DirtyLogCore
 /// how hard each point is measured, where the files go, the backends, the
 /// model's knobs.
 struct MeasurementOptions: ParsableArguments {
-    @Option(help: ArgumentHelp("Exactly this many timed repetitions per point and strategy, 1 to 1000. (default: as many as the median needs: 5 to 9, until its 90% interval is within 10%, 2 to 3 for harvests over 10 ms until their range is; --quick and concurrent: 3 to 7, 75% interval within 20%; kernel: 3 to 5)", valueName: "n"))
+    @Option(help: ArgumentHelp("Exactly this many timed repetitions per point and strategy, 1 to 1000. (default: as many as the median needs: "
+        + RepetitionPolicy.standard.description + ". --quick and the concurrent scenario: " + RepetitionPolicy.quick.description
+        + ". The kernel: " + RepetitionPolicy.kernel.description + ")", valueName: "n"))
     var reps: Int?
 
     @Option(help: ArgumentHelp("Untimed repetitions before them, 0 to 100; with adaptive repetitions only for harvests under 2 ms. (default: 1)", valueName: "n"))

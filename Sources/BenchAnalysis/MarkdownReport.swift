@@ -44,17 +44,24 @@ public enum RunReport {
             func samples(_ s: Strategy, _ d: Int) -> [Double] {
                 model.first { $0.strategy == .model(s) && $0.dirtyPages == d }?.samples ?? []
             }
+            // A point counts only where its repetitions can reach p < 0.01:
+            // with too few, "not worse" could never have come out No.
             let ratios = near.map { d in
-                (d: d, r: seed[d]! / walk[d]!, p: MannWhitney.pValue(samples(.seed, d), samples(.slotWalk, d)))
+                (d: d, r: seed[d]! / walk[d]!, p: MannWhitney.pValue(samples(.seed, d), samples(.slotWalk, d)),
+                 testable: MannWhitney.smallestPValue(samples(.seed, d).count, samples(.slotWalk, d).count) < 0.01)
             }
+            let tested = ratios.filter(\.testable)
             let worst = ratios.max { $0.r < $1.r }!
-            let worse = ratios.filter { $0.r > 1.05 && $0.p < 0.01 }
+            let worse = tested.filter { $0.r > 1.05 && $0.p < 0.01 }
+            let untested = ratios.count - tested.count
             let best = near.map { (d: $0, best: min(rmap[$0]!, walk[$0]!), chosen: Strategy.seedChoice(nrDirtyPages: $0, nUsedMMUPages: nUsed) == .rmap ? rmap[$0]! : walk[$0]!) }
             let regret = best.map { $0.chosen / $0.best }.max()!
-            nearText = (worse.isEmpty ? "**Yes.** " : "**No.** ") + String(
+            let answer = !worse.isEmpty ? "**No.** " : tested.isEmpty ? "**Not tested.** " : "**Yes.** "
+            nearText = answer + String(
                 format: "Over %d points from %d to %d dirty pages, the seed's rule takes at worst %.2fx slot-walk's time (at %d, Mann-Whitney p = %.3f); ",
                 near.count, near.first!, near.last!, worst.r, worst.d, worst.p)
-                + (worse.isEmpty ? "no point is slower by more than 5% beyond noise. "
+                + (tested.isEmpty ? "no point had the repetitions to reach p < 0.01, so none could show it worse. "
+                    : worse.isEmpty ? "no point is slower by more than 5% beyond noise (\(tested.count) tested\(untested > 0 ? ", \(untested) with too few repetitions to test" : "")). "
                     : "\(worse.count) point(s) are slower by more than 5% beyond noise (p < 0.01). ")
                 + String(format: "But the faster of the two would have been up to %.1fx quicker than the rule's choice there.", regret)
         }

@@ -134,7 +134,8 @@ public struct RepetitionPolicy: Codable, Sendable, Equatable {
         if let n = fixed { return "\(n) repetitions (+\(warmup) warm-up)" }
         var s = String(format: "%@ repetitions (%d where the point decides) until the median's %.0f%% interval is within %.0f%% of it",
                        minimum == maximum ? "\(minimum)" : "\(minimum)-\(maximum)", decidingMaximum, confidence * 100, relativeWidth * 100)
-        s += String(format: "; %d where every sample is above %gx the best other strategy's median", separatedMinimum, separation)
+        s += String(format: "; %d where every sample is above %gx the best other strategy's median and the point decides nothing for it",
+                    separatedMinimum, separation)
         if longNs < 1e17 {
             let long = longMinimum == longMaximum ? "\(longMinimum)" : "\(longMinimum)-\(longMaximum)"
             s += String(format: "; repetitions over %@ each: 1 as far from the best, else %@ until their range is within %.0f%% (%d where the point decides)",
@@ -163,7 +164,9 @@ public struct RepetitionPolicy: Codable, Sendable, Equatable {
         // precision; one long repetition is enough for that (a walk of the
         // 16 GiB slot under shadow paging takes a quarter of a second).
         let long = repetitionNs >= longNs
-        if samples.count >= (long ? 1 : separatedMinimum), let best = bestOther, sorted[0] > separation * best {
+        // Not where the point decides: a sentence of the report reads its
+        // median there, and a test of it needs the samples to reject it.
+        if !deciding, samples.count >= (long ? 1 : separatedMinimum), let best = bestOther, sorted[0] > separation * best {
             return .separated(factor: separation)
         }
         // A long repetition where the point decides nothing: few.

@@ -107,11 +107,56 @@ extension SampleSummary {
 
 /// The Mann-Whitney U test: do two samples come from the same distribution?
 public enum MannWhitney {
-    /// Two-sided p-value by the normal approximation with tie correction
-    /// and continuity correction. Fine from about 8 samples per side.
+    /// Two-sided p-value: exact (the U statistic's distribution counted)
+    /// for up to `exactMaximum` samples a side without ties; otherwise by
+    /// the normal approximation with tie and continuity correction, fine
+    /// from about 8 samples a side.
     public static func pValue(_ a: [Double], _ b: [Double]) -> Double {
-        let n1 = Double(a.count), n2 = Double(b.count)
+        guard !a.isEmpty, !b.isEmpty else { return 1 }
+        if a.count <= exactMaximum, b.count <= exactMaximum, Set(a + b).count == a.count + b.count {
+            return exactPValue(a, b)
+        }
+        return approximatePValue(a, b)
+    }
+
+    public static let exactMaximum = 20
+
+    /// The smallest p-value samples of these sizes can reach (the two
+    /// sides wholly apart): a test whose threshold is below it cannot
+    /// reject, whatever the samples.
+    public static func smallestPValue(_ n1: Int, _ n2: Int) -> Double {
         guard n1 > 0, n2 > 0 else { return 1 }
+        return pValue((0..<n1).map { Double($0) }, (0..<n2).map { Double(n1 + $0) })
+    }
+
+    /// The exact two-sided p: twice the probability, over every way of
+    /// ranking the samples, of a U at least as far from its mean.
+    static func exactPValue(_ a: [Double], _ b: [Double]) -> Double {
+        let n1 = a.count, n2 = b.count
+        var u = 0
+        for x in a { for y in b where x > y { u += 1 } }
+        let tail = min(u, n1 * n2 - u)
+        // ways[i][j][k]: rankings of i and j samples with U = k.
+        var ways = [[Double]](repeating: [Double](repeating: 0, count: n1 * n2 + 1), count: n2 + 1)
+        for j in 0...n2 { ways[j][0] = 1 }
+        for i in 1...n1 {
+            var next = [[Double]](repeating: [Double](repeating: 0, count: n1 * n2 + 1), count: n2 + 1)
+            next[0][0] = 1
+            for j in 1...max(1, n2) where j <= n2 {
+                for k in 0...(i * j) {
+                    // The largest sample is of a (adds j to U) or of b.
+                    next[j][k] = (k >= j ? ways[j][k - j] : 0) + next[j - 1][k]
+                }
+            }
+            ways = next
+        }
+        let all = ways[n2].reduce(0, +)
+        let lower = ways[n2][0...tail].reduce(0, +)
+        return min(1, 2 * lower / all)
+    }
+
+    static func approximatePValue(_ a: [Double], _ b: [Double]) -> Double {
+        let n1 = Double(a.count), n2 = Double(b.count)
         let all = (a.map { ($0, 0) } + b.map { ($0, 1) }).sorted { $0.0 < $1.0 }
         var ranks = [Double](repeating: 0, count: all.count)
         var tieTerm = 0.0

@@ -324,12 +324,19 @@ public final class ModelSeries {
                 record.add(si, m, timed: done[si] >= warmups[si], roundChoices: choices, guestCost: guest)
                 done[si] += 1
                 if done[si] > warmups[si] {
-                    record.stops[si] = policy.stop(after: record.samples[si], repetitionNs: Double(m.repetitionNs),
-                                                   deciding: nearThreshold || record.decides(si, confidence: policy.confidence),
-                                                   bestOther: record.best(other: si, atLeast: 1)?.median)
+                    record.stops[si] = record.judge(si, policy: policy, repetitionNs: Double(m.repetitionNs), nearThreshold: nearThreshold)
                 }
             }
             rep += 1
+            // A separation is judged against the best other median of its
+            // moment; once every strategy has stopped, one that no longer
+            // holds against the final medians goes on.
+            if !record.stops.contains(where: { $0 == nil }) {
+                for si in strategies.indices where record.stops[si].map({ if case .separated = $0 { true } else { false } }) == true
+                    && !record.bearsOut(record.stops[si]!, si) {
+                    record.stops[si] = nil
+                }
+            }
         }
         return true
     }

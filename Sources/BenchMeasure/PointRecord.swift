@@ -12,6 +12,11 @@ struct PointRecord {
     var verdicts: [Verdict]
     var phases: [PhaseExtras]
     var stops: [RepetitionStop?]
+    /// Whether each strategy's median has decided something at the point
+    /// at any repetition so far: once it has, its cap stays the deciding
+    /// one (a cap that fell back would stop a row at more samples than the
+    /// cap it names).
+    var decided: [Bool]
     /// The concurrent scenario: what the guest paid, per strategy.
     var guest: [GuestRecord]
 
@@ -25,6 +30,7 @@ struct PointRecord {
         verdicts = Array(repeating: Verdict(), count: n)
         phases = Array(repeating: PhaseExtras(), count: n)
         stops = Array(repeating: nil, count: n)
+        decided = Array(repeating: false, count: n)
         guest = Array(repeating: GuestRecord(), count: n)
     }
 
@@ -97,6 +103,40 @@ struct PointRecord {
         return a.low <= b.high && b.low <= a.high
     }
 
+    /// Whether `si` stops after its latest sample, by `policy`: deciding
+    /// when the point lies near n_used_mmu_pages (`nearThreshold`) or its
+    /// median decides something (`decides`) now or did at an earlier
+    /// repetition, so that its cap never falls back below the count the
+    /// row will show.
+    mutating func judge(_ si: Int, policy: RepetitionPolicy, repetitionNs: Double, nearThreshold: Bool) -> RepetitionStop? {
+        if nearThreshold || decides(si, confidence: policy.confidence) { decided[si] = true }
+        return policy.stop(after: samples[si], repetitionNs: repetitionNs, deciding: decided[si], bestOther: best(other: si, atLeast: 1)?.median)
+    }
+
+    /// Whether `si`'s samples bear out the rule that stopped it, checked
+    /// from the samples themselves, apart from the rule's own test: a cap
+    /// names the count it stopped at; a separation holds against the best
+    /// other median as it stands now; an interval or a range is recomputed.
+    func bearsOut(_ stop: RepetitionStop, _ si: Int) -> Bool {
+        let s = samples[si]
+        switch stop {
+        case .maxReps(let n): return s.count == n
+        case .fixed: return true
+        case .separated(let f):
+            guard let best = best(other: si, atLeast: 1)?.median, let least = roundSamples(si).min() else { return false }
+            return least > f * best
+        case .interval(let confidence, let width):
+            let sorted = s.sorted()
+            guard let i = Statistics.medianInterval(sorted: sorted, confidence: confidence) else { return false }
+            let median = Statistics.quantile(sorted: sorted, 0.5)
+            return median <= 0 || (i.high - i.low) <= width * median * (1 + 1e-9)
+        case .range(let width):
+            guard let lo = s.min(), let hi = s.max() else { return false }
+            let median = Statistics.median(s)
+            return median <= 0 || hi - lo <= width * median * (1 + 1e-9)
+        }
+    }
+
     /// The rows of the point, `extra` merged into every strategy's checks
     /// (the whole invariant after the point's last harvest).
     func rows(series: SeriesKey, nUsed: Int, dirtyPages: Int, cache: CacheMode, extra: Verdict = Verdict(),
@@ -113,7 +153,7 @@ struct PointRecord {
             row.allocatedBytesInTimedRegion = allocated[si]
             row.stop = stops[si] ?? .fixed
             row.intervalConfidence = confidence
-            precondition(row.stop.holds(for: samples[si]), "\(row.stop.name) stopped a row its samples do not bear out")
+            precondition(bearsOut(row.stop, si), "\(row.stop.name) stopped a row its \(samples[si].count) samples do not bear out")
             var ph = phases[si]
             if !strategies[si].usesRing { ph.ringNsDuringWrites = []; ph.ringFullExits = 0; ph.ringHarvestsDuringWrites = 0 }
             row.phases = ph.getNs.isEmpty && ph.ringNsDuringWrites.isEmpty ? nil : ph
