@@ -172,12 +172,15 @@ public struct RepetitionPolicy: Codable, Sendable, Equatable {
         // A long repetition where the point decides nothing: few.
         if long && !deciding {
             if samples.count >= longMinimum, RepetitionStop.range(width: relativeWidth).holds(for: sorted) { return .range(width: relativeWidth) }
-            return samples.count >= longMaximum ? .maxReps(longMaximum) : nil
+            return samples.count >= longMaximum ? .maxReps(samples.count) : nil
         }
         let converged = RepetitionStop.interval(confidence: confidence, width: relativeWidth)
         if samples.count >= minimum, converged.holds(for: sorted) { return converged }
+        // The cap in force depends on this repetition's length too (a
+        // repetition may cross `longNs` between samples): the rule names
+        // the count it stopped at, which is at least that cap.
         let cap = !deciding ? maximum : long ? longDecidingMaximum : decidingMaximum
-        return samples.count >= cap ? .maxReps(cap) : nil
+        return samples.count >= cap ? .maxReps(samples.count) : nil
     }
 }
 

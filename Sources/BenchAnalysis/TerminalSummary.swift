@@ -59,6 +59,15 @@ extension Reports {
             table.append(["  " + label, "-", seed, "-", "-", note.joined(separator: ", ")])
         }
         guard table.count > 1 else { return "" }
+        // The last column gets what the others leave; a note too long for it
+        // keeps its first whole items (the rest is in report.md).
+        var fixed = 2 * 5
+        for c in 0..<5 {
+            var w = 0
+            for row in table { w = max(w, row[c].count) }
+            fixed += w
+        }
+        for i in table.indices { table[i][5] = fitNote(table[i][5], width: terminalColumns - fixed) }
         return fit(layout(table, leftLast: true), columns: terminalColumns)
             + (SeriesPrecision.line(precision).map { "\n\n" + wrap($0) } ?? "")
     }
@@ -88,10 +97,29 @@ extension Reports {
         return "fault p99 \(lo.key.name) \(duration(lo.value)), \(hi.key.name) \(duration(hi.value))"
     }
 
-    /// Lines longer than `columns` cut, with "…".
+    /// A note of comma-separated items within `width`: as many whole
+    /// items as fit, then " …" where some were left out (report.md has
+    /// them); never an item, and so never a figure, cut in two.
+    static func fitNote(_ note: String, width: Int) -> String {
+        guard note.count > width else { return note }
+        let items = note.components(separatedBy: ", ")
+        var kept = ""
+        for item in items {
+            let next = kept.isEmpty ? item : kept + ", " + item
+            guard next.count + 2 <= width else { break }
+            kept = next
+        }
+        return kept.isEmpty ? (width >= 1 ? "…" : "") : kept + " …"
+    }
+
+    /// Lines longer than `columns` (which the notes' fitting leaves none
+    /// of) cut at their last space within it, with "…".
     static func fit(_ text: String, columns: Int) -> String {
         text.split(separator: "\n", omittingEmptySubsequences: false).map { line -> String in
-            line.count <= columns ? String(line) : String(line.prefix(columns - 1)) + "…"
+            guard line.count > columns else { return String(line) }
+            let head = line.prefix(columns - 1)
+            let cut = head.lastIndex(of: " ").map { head[..<$0] } ?? head
+            return String(cut) + "…"
         }.joined(separator: "\n")
     }
 

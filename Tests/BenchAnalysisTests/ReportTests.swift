@@ -427,3 +427,20 @@ func modelRow(_ key: SeriesKey, _ s: Strategy, dirty: Int, nUsed: Int, samples: 
         #expect(try #require(s.adaptive).maxPct < 0, "adaptive's total beat the best single strategy's")
     }
 }
+
+/// The terminal summary's notes: whole items only.
+@Suite struct TerminalNoteTests {
+    @Test func aLongNoteKeepsWholeItemsAndSaysSo() {
+        let note = "kvm-get 18.6us-166.9us, model 0.41-0.93x, fault p99 tdp-walk 97.1us"
+        #expect(Reports.fitNote(note, width: 200) == note)
+        let cut = Reports.fitNote(note, width: 40)
+        #expect(cut == "kvm-get 18.6us-166.9us, model 0.41-0.93x …" || cut == "kvm-get 18.6us-166.9us …", "\(cut)")
+        #expect(cut.count <= 40)
+        #expect(Reports.fitNote(note, width: 10) == "…", "not even the first item fits")
+        for w in stride(from: 1, through: 80, by: 3) {
+            let f = Reports.fitNote(note, width: w)
+            let items = f.replacingOccurrences(of: " …", with: "").components(separatedBy: ", ").filter { $0 != "…" && !$0.isEmpty }
+            #expect(items.allSatisfy { note.components(separatedBy: ", ").contains($0) }, "\(w): \(f)")
+        }
+    }
+}
