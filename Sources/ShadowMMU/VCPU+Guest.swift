@@ -63,8 +63,9 @@ extension MMU {
     }
 
     /// A vCPU in guest mode takes the IPI of a flush once it has arrived:
-    /// the IPIs go out one after another, vCPU `i`'s reaching it
-    /// (i + 1) · `ChargedCosts.ipiTicks` after the flush began. It exits (the
+    /// the IPIs go out one after another to the vCPUs in guest mode, the
+    /// k-th of them (`VCPUContext.ipiPosition`, from 0) reached
+    /// (k + 1) · `ChargedCosts.ipiTicks` after the flush began. It exits (the
     /// sender, waiting in kvm_flush_remote_tlbs(), sees it leave guest mode),
     /// and serves the flush request as it enters again. Returns whether it
     /// took one: an exit it paid for.
@@ -73,7 +74,7 @@ extension MMU {
         let c = context(vcpu)
         let generation = ca_load64(&vm.pointee.flushGeneration)
         guard generation != c.pointee.ackedFlush,
-              flushIPIHasArrived(position: vcpu) else { return false }
+              flushIPIHasArrived(position: Int(ca_load64(&c.pointee.ipiPosition))) else { return false }
         vcpuExitGuest(c)
         vcpuEnterGuest(vcpu)
         return true

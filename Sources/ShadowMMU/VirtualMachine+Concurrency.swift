@@ -23,12 +23,16 @@ public struct VCPUContext {
     public var ackedFlush: UInt64 = 0
     public var trackedGFN: UInt64 = 0
     public var believedProtectedGFN: UInt64 = 0
+    /// Its place (from 0) among the vCPUs in guest mode when the last flush
+    /// sent its IPIs, one after another in vCPU order: the IPI reaches it
+    /// that many IPI costs and one after the flush began.
+    public var ipiPosition: UInt64 = 0
     /// Its TLB: `VCPUContext.tlbEntries` writable translations, each gfn + 1
     /// (0 empty), at a hash of the gfn (`tlbIndex`). Read-only translations
     /// are not kept: a write through one faults anyway.
     public let tlb: UnsafeMutablePointer<UInt64>
-    private var pad: (UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64) =
-        (0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+    private var pad: (UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64) =
+        (0, 0, 0, 0, 0, 0, 0, 0, 0)
 
     /// Entries of each vCPU's TLB: enough for small working sets, too few
     /// for a large one, whose writes then walk the sptes the harvest
@@ -155,6 +159,15 @@ extension MMU {
     @inline(never)
     func flushRemoteTLBsAndWait() {
         if injectedSkipFlush { return }
+        // kvm_make_all_cpus_request(): an IPI to each vCPU in guest mode, in
+        // vCPU order; a vCPU's place among those is when its IPI lands.
+        var position: UInt64 = 0
+        for i in 0..<vm.pointee.guestCount {
+            let c = context(i)
+            guard ca_load32(&c.pointee.mode) == VCPUContext.inGuest else { continue }
+            ca_store64(&c.pointee.ipiPosition, position)
+            position &+= 1
+        }
         stampFlushPosted()
         let generation = withUnsafeMutablePointer(to: &vm.pointee.flushGeneration) { ca_fetch_add64($0, 1) } &+ 1
         for i in 0..<vm.pointee.guestCount {

@@ -57,7 +57,18 @@ extension MMU {
                 if pages.gfns[p] == nil, pages.level[p] > 1, let t = pages.spt[p] { body(UnsafeRawPointer(t), 4096) }
                 p &+= 1
             }
-            for off in written { if let leaf = tdpLeaf(of: s.gfn(at: off)) { body(UnsafeRawPointer(leaf), 8) } }
+            // Per bitmap word, the leaves clear_dirty_pt_masked() reads: from
+            // the first written page's to one past the last's (`tdpProtectMask`).
+            var words: [Int: (first: Int, last: Int)] = [:]
+            for off in written {
+                let w = off.index >> 6, b = off.index & 63
+                let r = words[w] ?? (b, b)
+                words[w] = (min(r.first, b), max(r.last, b))
+            }
+            for (w, r) in words {
+                guard let leaf = tdpLeaf(of: s.gfn(at: SlotOffset(w << 6 | r.first))) else { continue }
+                body(UnsafeRawPointer(leaf), (min(63, r.last &+ 1) &- r.first &+ 1) * 8)
+            }
         case .slotWalk:
             let n = rowsUsed
             body(UnsafeRawPointer(pages.next), n * 4)

@@ -338,6 +338,48 @@ import Testing
         }
     }
 
+    /// A flush's IPIs go out one after another to the vCPUs in guest mode:
+    /// the k-th of those (from 0) takes its exit k + 1 IPI costs after the
+    /// flush began, whatever its index. vCPU 1 alone in guest mode is
+    /// reached after one IPI cost; with vCPU 0 in guest mode too, after two.
+    @Test func aFlushChargesEachIPIInTheOrderOfTheVCPUsInGuestMode() {
+        watchdog {
+            let vm = VirtualMachine(layout: VMLayout(paging: .tdp, slotPages: 64, seed: 7), vcpus: 2)
+            vm.startGuests(count: 2)
+            defer { vm.stopGuests() }
+            let ipiNs = 20_000_000.0
+            vm.withMMU { mmu in
+                vm.setExitCosts(exitTicks: 0, ipiTicks: ticks(ns: ipiNs))
+                for inGuest in [[1], [0, 1]] {
+                    let stop = UnsafeMutablePointer<UInt32>.allocate(capacity: 1)
+                    stop.initialize(to: 0)
+                    defer { stop.deallocate() }
+                    let handle = Shared(mmu), flag = Shared(stop)
+                    let group = DispatchGroup()
+                    for v in inGuest {
+                        group.enter()
+                        Thread {
+                            let m = handle.value
+                            m.vcpuEnterGuest(v)
+                            while ca_load32(flag.value) == 0 { _ = m.vcpuTakeInterrupts(v) }
+                            m.vcpuLeaveGuest(v)
+                            group.leave()
+                        }.start()
+                    }
+                    for v in inGuest { while ca_load32(&mmu.context(v).pointee.mode) != 1 { ca_cpu_relax() } }
+                    let t0 = MonotonicClock.now()
+                    mmu.flushRemoteTLBs()
+                    let took = Double(MonotonicClock.now() - t0)
+                    let last = Double(inGuest.count)
+                    #expect(took >= last * ipiNs * 0.95, "\(inGuest) in guest mode: the flush returned after \(took) ns")
+                    #expect(took < (last + 0.8) * ipiNs, "\(inGuest) in guest mode: the flush took \(took) ns, an IPI more than its place")
+                    ca_store32(stop, 1)
+                    #expect(group.wait(timeout: .now() + 10) == .success)
+                }
+            }
+        }
+    }
+
     /// A write fault is a VM exit and an entry around the handler: its
     /// time includes their cost.
     @Test func aFaultPaysItsExitAndEntry() {

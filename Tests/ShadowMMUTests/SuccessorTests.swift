@@ -50,6 +50,16 @@ import Testing
         #expect(vm.writableGFNs.isEmpty)
     }
 
+    /// clear_dirty_pt_masked() walks the leaves from the mask's first set
+    /// bit and stops at the first leaf it reads with the mask spent: one
+    /// past the last set bit's, within the word.
+    @Test func tdpMaskedReadsTheLeavesBetweenAWordsFirstAndLastPages() {
+        let vm = VirtualMachine.small(.tdp)
+        let (h, _) = round(vm, .tdpMasked, [3, 40, 128 + 60, 128 + 63])
+        #expect(h.counters.sptesProtected == 4)
+        #expect(h.counters.sptesScanned == (40 - 3 + 2) + (63 - 60 + 1), "3 to 41 in one word, 60 to 63 in the other")
+    }
+
     @Test func dirtyBitClearingLetsWritesThroughAndLogsThemByPML() {
         let vm = VirtualMachine.small(.tdp)
         vm.beginRound(slotID: 0, for: .dbitClear)

@@ -28,7 +28,7 @@ extension MMU {
         // by rmap.
         let tdp = tdpMMU
         let initiallySet = s.state.pointee.initiallySet
-        var visited = 0, protected = 0, locks = 0, flushes = 0, cleared = 0, cleanedLines = 0, tables = 0
+        var visited = 0, protected = 0, locks = 0, flushes = 0, cleared = 0, cleanedLines = 0, tables = 0, scanned = 0
         var first = 0
         while first < words {
             let last = min(words, first &+ chunkWords)
@@ -52,7 +52,7 @@ extension MMU {
                             let offset = SlotOffset(w << 6)
                             if initiallySet { splitForClear(slot: s, offset: offset, mask: still, counters: &counters) }
                             if tdp {
-                                tdpProtectMask(slot: s, offset: offset, mask: still, tables: &tables, protected: &protected)
+                                tdpProtectMask(slot: s, offset: offset, mask: still, tables: &tables, scanned: &scanned, protected: &protected)
                             } else {
                                 rmapProtectMask(slot: s, offset: offset, mask: still, clearing: SPTE.writable,
                                                 visited: &visited, protected: &protected)
@@ -78,6 +78,7 @@ extension MMU {
         s.state.pointee.nrDirtyLines &-= cleanedLines
         counters.rmapEntriesVisited &+= visited
         counters.shadowPagesVisited &+= tables
+        counters.sptesScanned &+= scanned
         counters.sptesProtected &+= protected
         counters.lockAcquisitions &+= locks
         counters.tlbFlushes &+= flushes

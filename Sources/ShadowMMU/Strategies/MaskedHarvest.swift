@@ -34,7 +34,7 @@ extension MMU {
         let buffer = s.otherBitmap
         buffer.update(repeating: 0, count: words)
         s.state.pointee.resetDirtyCounts()
-        var visited = 0, protected = 0, nonZero = 0, tables = 0, pages = 0
+        var visited = 0, protected = 0, nonZero = 0, tables = 0, pages = 0, scanned = 0
         let bit = protect == .rmapDirtyBit ? SPTE.dirty : SPTE.writable
         lockMMUExclusive()
         var i = 0
@@ -49,7 +49,7 @@ extension MMU {
                 case .rmap, .rmapDirtyBit:
                     rmapProtectMask(slot: s, offset: offset, mask: mask, clearing: bit, visited: &visited, protected: &protected)
                 case .tdp:
-                    tdpProtectMask(slot: s, offset: offset, mask: mask, tables: &tables, protected: &protected)
+                    tdpProtectMask(slot: s, offset: offset, mask: mask, tables: &tables, scanned: &scanned, protected: &protected)
                 }
             }
             i &+= 1
@@ -60,12 +60,13 @@ extension MMU {
         counters.rmapEntriesVisited &+= visited
         counters.sptesProtected &+= protected
         counters.shadowPagesVisited &+= tables
+        counters.sptesScanned &+= scanned
         counters.lockAcquisitions &+= 1
         counters.tlbFlushes &+= nonZero > 0 ? 1 : 0
         // Both halves read or written whole; per dirty page its rmap head,
         // per spte reached its address and value; a TDP descent reads one
         // spte per level, then the leaves.
-        counters.bytesTouched &+= words &* 16 &+ (protect == .tdp ? tables &* 32 &+ pages &* 8 : pages &* 8 &+ visited &* 16)
+        counters.bytesTouched &+= words &* 16 &+ (protect == .tdp ? tables &* 32 &+ scanned &* 8 : pages &* 8 &+ visited &* 16)
         return buffer
     }
 }

@@ -37,10 +37,14 @@ extension MMU {
 
     /// clear_dirty_pt_masked() with write protection: descend from the root
     /// to the leaf table holding gfn `base + offset` (the 64 gfns of a
-    /// bitmap word share one), then clear the writable bit of the leaf of
-    /// each set bit. The caller holds mmu_lock.
+    /// bitmap word share one), then walk its leaves as
+    /// tdp_root_for_each_leaf_pte(gfn + __ffs(mask), gfn + 64) does: every
+    /// leaf from the first set bit's on, clearing the writable bit of each
+    /// set bit's, until the mask is spent (the loop's `if (!mask) break`
+    /// reads one leaf past the last set bit's, within the word). The caller
+    /// holds mmu_lock. `scanned` counts the leaves read.
     @inline(__always)
-    func tdpProtectMask(slot s: SlotView, offset: SlotOffset, mask: UInt64, tables: inout Int, protected: inout Int) {
+    func tdpProtectMask(slot s: SlotView, offset: SlotOffset, mask: UInt64, tables: inout Int, scanned: inout Int, protected: inout Int) {
         guard var pt = tdpRootTable else { return }
         let gfn = s.gfn(at: offset).rawValue
         var level = VMLayout.rootLevel
@@ -52,13 +56,20 @@ extension MMU {
             level &-= 1
         }
         tables &+= 1
-        let first = Int(gfn & 511)
+        let word = pt + Int(gfn & 511)
         var m = mask
-        while m != 0 {
-            let p = pt + (first &+ m.trailingZeroBitCount)
-            m &= m &- 1
+        var i = mask.trailingZeroBitCount
+        while i < 64 {
+            let p = word + i
             let spte = p.pointee
-            if isShadowPresentSPTE(spte) && spteWriteProtect(p, spte) != 0 { protected &+= 1 }
+            scanned &+= 1
+            guard m != 0 else { break }
+            let bit: UInt64 = 1 << UInt64(i)
+            if m & bit != 0 {
+                m &= ~bit
+                if isShadowPresentSPTE(spte) && spteWriteProtect(p, spte) != 0 { protected &+= 1 }
+            }
+            i &+= 1
         }
     }
 }
