@@ -42,7 +42,7 @@ enum GuestReport {
             for d in Set([lo, hi]).sorted() {
                 for r in these.filter({ $0.dirtyPages == d }).sorted(by: { $0.strategy < $1.strategy }) {
                     let g = r.guest!
-                    md += "| \(r.strategy.name) | \(r.strategy.model?.era.rawValue ?? "") | \(d) | \(r.samples.count) | \(t(r.summary.median)) | "
+                    md += "| \(r.strategy.name) | \(r.eraLabel) | \(d) | \(r.samples.count) | \(t(r.summary.median)) | "
                     md += "\(t(g.instrumentedHarvestNs)) | \(g.exclusiveHolds.count) | \(t(g.exclusiveHolds.maxNs)) | \(g.sharedHolds.count) | "
                     md += "\(t(g.sharedHolds.maxNs)) | \(g.faultCount) | \(t(g.faultP50Ns)) | \(t(g.faultP99Ns)) | \(t(g.faultMaxNs)) | "
                     md += "\(t(g.lockWaitP99Ns)) | \(t(g.dirtyMemoryNs)) | \(g.raceViolations) |\n"

@@ -241,3 +241,17 @@ public struct GuestExtras: Sendable {
         self.pinned = pinned
     }
 }
+
+extension PointRow {
+    /// The kernel a concurrent row ran as: its strategy's era, or, where
+    /// that era's write faults tried c7ba5b48's fast path first (3.6 on,
+    /// direct sptes: two-dimensional paging) but the series ran every
+    /// fault under mmu_lock, that era as an ablation no kernel ran.
+    public var eraLabel: String {
+        guard let era = strategy.model?.era else { return "" }
+        if series.faultPath == .locked, era.hasFastPageFault, series.paging == .tdp {
+            return era.rawValue + " ablation: fast path off"
+        }
+        return era.rawValue
+    }
+}

@@ -80,7 +80,7 @@ public enum Reports {
         guard let g = r.guest else { return [String](repeating: "", count: guestColumnCount) }
         func n(_ v: Double?) -> String { v.map { fmt($0, 1) } ?? "" }
         func holds(_ h: LockHoldFigures) -> [String] { ["\(h.count)", n(h.p50Ns), n(h.p99Ns), n(h.maxNs), n(h.totalNs)] }
-        return [r.series.faultPath?.rawValue ?? "", r.strategy.model?.era.rawValue ?? "", "\(g.vcpus)", g.pinned ? "true" : "false",
+        return [r.series.faultPath?.rawValue ?? "", r.eraLabel, "\(g.vcpus)", g.pinned ? "true" : "false",
                 "\(g.windowWrites)", "\(g.faultCount)", n(g.faultP50Ns), n(g.faultP99Ns), n(g.faultP999Ns), n(g.faultMaxNs),
                 "\(g.fastFaults)", "\(g.emulatedWrites)", "\(g.shadowingFaults)", "\(g.ipiExits)", n(g.dirtyMemoryNs),
                 "\(g.instrumentedReps)", n(g.instrumentedHarvestNs)]

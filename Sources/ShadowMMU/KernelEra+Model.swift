@@ -29,6 +29,22 @@ extension KernelEra {
         SPTE.writable | SPTE.dirty | (hasMMUWritable ? SPTE.mmuWritable : 0)
     }
 
+    /// spte_has_volatile_bits() as far as write protection meets it: an spte
+    /// the lockless fast page fault could change under mmu_lock's holder,
+    /// which the holder must then update atomically. At 3.3 nothing changed
+    /// sptes outside the lock; from c7ba5b48 (3.6) any spte both
+    /// host-writable and MMU-writable (spte_is_locklessly_modifiable()),
+    /// writable or not; the later rule, which 6.1's shadow MMU has, only a
+    /// read-only one that is MMU-writable, the one the fast path may make
+    /// writable.
+    func spteHasVolatileBits(_ spte: UInt64) -> Bool {
+        switch self {
+        case .linux3_3to3_5: false
+        case .linux4_2to5_11: spte & (SPTE.hostWritable | SPTE.mmuWritable) == SPTE.hostWritable | SPTE.mmuWritable
+        case .linux5_14on: isLocklesslyWritableSPTE(spte)
+        }
+    }
+
     /// What makes a thread that write-protects a guest page table
     /// (mmu_sync_children(), kvm_mmu_get_page()) flush TLBs, given the spte
     /// it found: at 3.3, only a writable bit it cleared itself; from

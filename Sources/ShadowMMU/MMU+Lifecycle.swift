@@ -92,7 +92,9 @@ extension MMU {
                     // sp->role.direct: only the kernel's own tables below a guest huge page.
                     guard collapsible, pages.gfns[Int(pages.page(holding: sptep))] == nil else { continue }
                     descPool._withUnsafeGuaranteedRef { _ = PteList.remove(sptep, from: head, pool: $0) }
-                    ca_write_once64(sptep, 0)
+                    // mmu_spte_clear_track_bits(): by xchg where the spte has volatile bits.
+                    let old = ca_read_once64(sptep)
+                    if hasVolatileBits(old) { _ = ca_xchg64(sptep, 0) } else { ca_write_once64(sptep, 0) }
                     accountLeaf(level: 1, -1)
                     zapped &+= 1
                     flush = true

@@ -9,9 +9,9 @@ extension MMU {
     ///
     /// - Under the exclusive side of mmu_lock the kernel stores the new
     ///   value plainly, unless the spte has volatile bits
-    ///   (spte_has_volatile_bits(): read-only but MMU-writable, which the
-    ///   lockless fast page fault may make writable meanwhile): then
-    ///   atomically, so that a fix it raced is not lost.
+    ///   (spte_has_volatile_bits(), by the era's rule: one the lockless
+    ///   fast page fault may change meanwhile): then atomically, so that a
+    ///   fix it raced is not lost.
     /// - Under the read side of the TDP MMU's rwlock (`shared`), faults
     ///   change sptes beside it: tdp_mmu_set_spte_atomic() by cmpxchg,
     ///   retried on the value a fault left.
@@ -44,8 +44,6 @@ extension MMU {
         return spte
     }
 
-    /// spte_has_volatile_bits() as far as write protection meets it: a
-    /// read-only spte the fast page fault could make writable without
-    /// mmu_lock.
-    @inline(__always) func hasVolatileBits(_ spte: UInt64) -> Bool { isLocklesslyWritableSPTE(spte) }
+    /// spte_has_volatile_bits(), by the era's rule (`KernelEra.spteHasVolatileBits`).
+    @inline(__always) func hasVolatileBits(_ spte: UInt64) -> Bool { vm.pointee.era.spteHasVolatileBits(spte) }
 }

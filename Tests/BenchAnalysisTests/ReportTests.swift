@@ -444,3 +444,19 @@ func modelRow(_ key: SeriesKey, _ s: Strategy, dirty: Int, nUsed: Int, samples: 
         }
     }
 }
+
+/// A concurrent row's era says when no kernel of it ran what was measured.
+@Suite struct EraLabelTests {
+    @Test func lockedFaultsUnderAnEraWithTheFastPathAreAnAblation() {
+        func label(_ s: Strategy, _ paging: PagingMode, _ path: FaultPath) -> String {
+            let key = SeriesKey(scenario: .concurrent, paging: paging, sptesPerGFN: paging == .tdp ? 1 : 2, slotPages: 1 << 18,
+                                vmPages: 1 << 18, pattern: .even, faultPath: path)
+            return modelRow(key, s, dirty: 16, nUsed: 515, samples: [1]).eraLabel
+        }
+        #expect(label(.masked, .tdp, .locked) == "4.2-5.11 ablation: fast path off")
+        #expect(label(.tdpMasked, .tdp, .locked) == "5.14+ ablation: fast path off")
+        #expect(label(.masked, .tdp, .fast) == "4.2-5.11")
+        #expect(label(.rmap, .tdp, .locked) == "3.3-3.5", "3.3 had no fast path: locked faults are its own")
+        #expect(label(.masked, .shadow, .locked) == "4.2-5.11", "indirect sptes never take the fast path")
+    }
+}

@@ -75,3 +75,20 @@ import Testing
         #expect(vm.tlbFlushes == flushes)
     }
 }
+
+/// spte_has_volatile_bits() by era: which sptes a holder of mmu_lock must
+/// update atomically because the fast page fault may change them.
+@Suite struct VolatileBitsTests {
+    @Test func theRuleOfEachEra() {
+        let writable = SPTE.leaf(pfn: 1) | SPTE.writable | SPTE.mmuWritable
+        let protected = SPTE.leaf(pfn: 1) | SPTE.mmuWritable
+        let plain = SPTE.leaf(pfn: 1)
+        // 3.3: no lockless fault, nothing volatile.
+        #expect(!KernelEra.linux3_3to3_5.spteHasVolatileBits(writable) && !KernelEra.linux3_3to3_5.spteHasVolatileBits(protected))
+        // c7ba5b48: host- and MMU-writable, writable or not.
+        #expect(KernelEra.linux4_2to5_11.spteHasVolatileBits(writable) && KernelEra.linux4_2to5_11.spteHasVolatileBits(protected))
+        #expect(!KernelEra.linux4_2to5_11.spteHasVolatileBits(plain))
+        // The later rule: only read-only and MMU-writable.
+        #expect(!KernelEra.linux5_14on.spteHasVolatileBits(writable) && KernelEra.linux5_14on.spteHasVolatileBits(protected))
+    }
+}
