@@ -9,6 +9,11 @@ public struct CrossoverRow: Sendable {
     /// Interpolated dirty-page count where rmap's median time meets slot-walk's,
     /// nil when the two do not cross within the sweep (see `note`).
     public var crossoverDirtyPages: Double?
+    /// Its 90% bootstrap interval (`Crossover.interval`): where the
+    /// crossing falls when each point's repetitions are drawn again. An
+    /// edge of the sweep where resamples put no crossing inside it.
+    public var crossoverLow: Double?
+    public var crossoverHigh: Double?
     public var note: String
     public var minDirtyPages: Int
     public var maxDirtyPages: Int
@@ -96,6 +101,40 @@ public enum Crossover {
         return rmap.keys.filter { walk[$0] != nil }.sorted().map { Pair(dirtyPages: $0, rmap: rmap[$0]!, slotWalk: walk[$0]!) }
     }
 
+    /// The crossover's 90% interval by the bootstrap: `resamples` times,
+    /// each point's rmap and slot-walk repetitions are drawn again with
+    /// replacement (seeded: the same rows give the same interval), their
+    /// medians paired and the crossing found (`find`); the 5th and 95th
+    /// percentiles of where it fell. A resample with rmap slower at the
+    /// first point counts as the first point, one with rmap faster at every
+    /// point as the last. Nil without two repetitions at a point of each.
+    public static func interval(_ rows: [PointRow], resamples: Int = 400, seed: UInt64 = 0xC805) -> (low: Double, high: Double)? {
+        var rmap: [Int: [Double]] = [:], walk: [Int: [Double]] = [:]
+        for r in rows {
+            if r.strategy == .model(.rmap) { rmap[r.dirtyPages] = r.samples }
+            if r.strategy == .model(.slotWalk) { walk[r.dirtyPages] = r.samples }
+        }
+        let counts = rmap.keys.filter { walk[$0] != nil }.sorted()
+        guard counts.count >= 2, counts.contains(where: { rmap[$0]!.count >= 2 && walk[$0]!.count >= 2 }) else { return nil }
+        var rng = SeededGenerator(seed: seed)
+        func redrawn(_ xs: [Double]) -> Double {
+            var s = [Double](repeating: 0, count: xs.count)
+            for i in s.indices { s[i] = xs[rng.below(xs.count)] }
+            return Statistics.median(s)
+        }
+        var found: [Double] = []
+        for _ in 0..<resamples {
+            let pairs = counts.map { Pair(dirtyPages: $0, rmap: redrawn(rmap[$0]!), slotWalk: redrawn(walk[$0]!)) }
+            if let x = find(pairs).0 {
+                found.append(x)
+            } else {
+                found.append(pairs[0].rmap >= pairs[0].slotWalk ? Double(counts[0]) : Double(counts[counts.count - 1]))
+            }
+        }
+        found.sort()
+        return (Statistics.quantile(sorted: found, 0.05), Statistics.quantile(sorted: found, 0.95))
+    }
+
     /// Regret of a rule at one point: its choice's time over the best, minus one, in percent.
     public static func regretPct(chosen: Double, best: Double) -> Double {
         best > 0 ? (chosen / best - 1) * 100 : 0
@@ -115,8 +154,9 @@ public enum Crossover {
             sum += r
             if r > worst { worst = r; worstAt = p.dirtyPages }
         }
+        let ci = interval(model)
         return CrossoverRow(
-            series: series, nUsedMMUPages: nUsed, crossoverDirtyPages: cross, note: note,
+            series: series, nUsedMMUPages: nUsed, crossoverDirtyPages: cross, crossoverLow: ci?.low, crossoverHigh: ci?.high, note: note,
             minDirtyPages: first.dirtyPages, maxDirtyPages: last.dirtyPages,
             rmapSpeedupAtMin: first.slotWalk / first.rmap,
             slotWalkSpeedupAtMax: last.rmap / last.slotWalk,

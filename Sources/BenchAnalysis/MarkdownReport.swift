@@ -96,10 +96,12 @@ public enum RunReport {
 
         if !outcome.crossover.isEmpty {
             md += "## Crossover\n\nWhere rmap stops beating slot-walk, and what the seed's rule costs against the faster of the two.\n\n"
-            md += "| series | n_used | crossover (dirty pages) | × n_used | rmap speedup at fewest | slot-walk speedup at most | seed regret max | seed regret mean |\n"
-            md += "|---|---:|---:|---:|---:|---:|---:|---:|\n"
+            md += "The crossover's 90% interval is the bootstrap's: each point's repetitions drawn again 400 times, the crossing found in each.\n\n"
+            md += "| series | n_used | crossover (dirty pages) | 90% interval | × n_used | rmap speedup at fewest | slot-walk speedup at most | seed regret max | seed regret mean |\n"
+            md += "|---|---:|---:|---:|---:|---:|---:|---:|---:|\n"
             for r in outcome.crossover {
                 md += "| \(r.series.label) | \(r.nUsedMMUPages) | \(r.crossoverDirtyPages.map { String(format: "%.0f", $0) } ?? "none") | "
+                md += (r.crossoverLow.flatMap { lo in r.crossoverHigh.map { String(format: "%.0f-%.0f", lo, $0) } } ?? "-") + " | "
                 md += "\(r.crossoverPerUsed.map { String(format: "%.1f", $0) } ?? "-") | "
                 md += String(format: "%.1fx at %d | %.1fx at %d | %.0f%% at %d | %.0f%% |\n", r.rmapSpeedupAtMin, r.minDirtyPages,
                              r.slotWalkSpeedupAtMax, r.maxDirtyPages, r.seedRegretMaxPct, r.seedRegretMaxAt, r.seedRegretMeanPct)

@@ -26,7 +26,7 @@ public enum Reports {
 
     public static let crossoverColumns = [
         "scenario", "paging", "sptes_per_gfn", "slot_pages", "vm_pages", "pattern", "n_used_mmu_pages",
-        "crossover_dirty_pages", "crossover_per_used", "crossover_note", "min_dirty_pages", "max_dirty_pages",
+        "crossover_dirty_pages", "crossover_ci90_low", "crossover_ci90_high", "crossover_per_used", "crossover_note", "min_dirty_pages", "max_dirty_pages",
         "rmap_speedup_at_min", "slot_walk_speedup_at_max",
         "seed_regret_max_pct", "seed_regret_max_at", "seed_regret_mean_pct",
         "best_by_range", "best_overall_by_range", "seed_regret_vs_best_max_pct", "seed_regret_vs_best_mean_pct",
@@ -121,7 +121,8 @@ public enum Reports {
             t.append([
                 r.series.scenario.rawValue, r.series.paging.rawValue, "\(r.series.sptesPerGFN)", "\(r.series.slotPages)",
                 "\(r.series.vmPages)", r.series.pattern.rawValue, "\(r.nUsedMMUPages)",
-                r.crossoverDirtyPages.map { fmt($0, 1) } ?? "", r.crossoverPerUsed.map { fmt($0, 3) } ?? "", r.note,
+                r.crossoverDirtyPages.map { fmt($0, 1) } ?? "", r.crossoverLow.map { fmt($0, 1) } ?? "", r.crossoverHigh.map { fmt($0, 1) } ?? "",
+                r.crossoverPerUsed.map { fmt($0, 3) } ?? "", r.note,
                 "\(r.minDirtyPages)", "\(r.maxDirtyPages)",
                 fmt(r.rmapSpeedupAtMin, 3), fmt(r.slotWalkSpeedupAtMax, 3),
                 fmt(r.seedRegretMaxPct, 1), "\(r.seedRegretMaxAt)", fmt(r.seedRegretMeanPct, 1),

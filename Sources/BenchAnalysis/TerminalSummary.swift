@@ -24,7 +24,8 @@ extension Reports {
         let precision = SeriesPrecision.of(results)
         for r in results.crossover {
             group(r.series.scenario.rawValue)
-            let crossover = r.crossoverDirtyPages.map { String(format: "%.0f (%.1fx)", $0, $0 / Double(max(1, r.nUsedMMUPages))) } ?? "-"
+            var crossover = r.crossoverDirtyPages.map { String(format: "%.0f", $0) } ?? "-"
+            if let lo = r.crossoverLow, let hi = r.crossoverHigh { crossover += String(format: " [%.0f-%.0f]", lo, hi) }
             let seed = r.successors?.seed.map(shortRegret) ?? String(format: "%.0f%%@%d", r.seedRegretMaxPct, r.seedRegretMaxAt)
             let adaptive = r.successors?.adaptive.map(shortRegret) ?? "-"
             var note = ""

@@ -177,3 +177,33 @@ import Testing
         try FileManager.default.removeItem(atPath: dir)
     }
 }
+
+/// The crossover's bootstrap interval: around the crossing, as wide as the
+/// repetitions' spread makes it, the same for the same rows.
+@Suite struct CrossoverIntervalTests {
+    func rows(spread: Double, reps: Int) -> [PointRow] {
+        let key = SeriesKey(scenario: .threshold, paging: .tdp, sptesPerGFN: 1, slotPages: 1 << 16, vmPages: 1 << 16, pattern: .even)
+        var rng = SeededGenerator(seed: 42)
+        var out: [PointRow] = []
+        for d in [250, 500, 1000, 2000, 4000] {
+            for (s, ns) in [(Strategy.rmap, 10.0 * Double(d)), (.slotWalk, 10_000.0)] {
+                let samples = (0..<reps).map { _ in ns * (1 + spread * (Double(rng.below(2001)) / 1000 - 1)) }
+                out.append(PointRow(series: key, strategy: .model(s), nUsedMMUPages: 100, dirtyPages: d, samples: samples,
+                                    counters: ProtectCounters(), cache: .cold))
+            }
+        }
+        return out
+    }
+
+    @Test func theIntervalHoldsTheCrossingAndWidensWithTheNoise() throws {
+        let tight = try #require(Crossover.interval(rows(spread: 0.02, reps: 9)))
+        let loose = try #require(Crossover.interval(rows(spread: 0.30, reps: 9)))
+        #expect(tight.low < 1000 && 1000 < tight.high, "\(tight)")
+        #expect(loose.low < 1000 && 1000 < loose.high, "\(loose)")
+        #expect(tight.high - tight.low < loose.high - loose.low)
+        #expect(tight.high / tight.low < 1.2, "\(tight)")
+        let again = try #require(Crossover.interval(rows(spread: 0.30, reps: 9)))
+        #expect(again.low == loose.low && again.high == loose.high, "seeded: the same rows, the same interval")
+        #expect(Crossover.interval(rows(spread: 0.30, reps: 1)) == nil, "one repetition a point: nothing to draw from")
+    }
+}
