@@ -154,7 +154,7 @@ public enum Crossover {
             sum += r
             if r > worst { worst = r; worstAt = p.dirtyPages }
         }
-        let ci = interval(model)
+        let ci = cross == nil ? nil : interval(model)
         return CrossoverRow(
             series: series, nUsedMMUPages: nUsed, crossoverDirtyPages: cross, crossoverLow: ci?.low, crossoverHigh: ci?.high, note: note,
             minDirtyPages: first.dirtyPages, maxDirtyPages: last.dirtyPages,
