@@ -266,7 +266,8 @@ extension Reports {
         for r in rows where !keys.contains(r.series.label + r.mode.rawValue) { keys.append(r.series.label + r.mode.rawValue) }
         for k in keys {
             let rs = rows.filter { $0.series.label + $0.mode.rawValue == k }
-            out.append("\(rs[0].series.label) (kvm): \(rs[0].mode.rawValue)" + (rs[0].emulated ? ", guest emulated: no spte built" : ""))
+            out.append("\(rs[0].series.label) (kvm): \(rs[0].mode.rawValue)" + (rs[0].emulated ? ", guest emulated: no spte built" : "")
+                + (rs[0].clock == .emulated ? ", times read under QEMU's emulation (the kernel lab)" : ""))
             func stats(_ r: KernelLifecycleRow) -> String {
                 guard let a = r.pages4K, let b = r.pages2M, let c = r.pages1G else { return "" }
                 return "  [4K \(a) 2M \(b) 1G \(c)]"
