@@ -178,8 +178,10 @@ public struct RunComparison {
     }
 
     /// Significant slowdowns beyond `limitPct` among `strategies` (all when
-    /// empty): series whose strategy got slower over its points, and single
-    /// points that did on their own.
+    /// empty): series whose strategy got slower over its points (what fails
+    /// a comparison), and single points that did on their own (reported:
+    /// one point's few repetitions move with the machine by more than that
+    /// between two runs of the same code).
     public func regressions(strategies: Set<String>, limitPct: Double) -> (series: [SeriesVerdict], points: [Row]) {
         let chosen = { (s: String) in strategies.isEmpty || strategies.contains(s) }
         return (series.filter { $0.significant && $0.medianChangePct > limitPct && chosen($0.strategy) },
