@@ -114,13 +114,17 @@ public enum RunReport {
             md += "dirty pages, and each rule's regret: its choice's median against the best median at each point (migration: "
             md += "totals). The noise floor is the regret of a rule that knew every point's measurements but from half the "
             md += "repetitions, judged by the other half: what the noise of these medians alone costs, which no rule can be "
-            md += "expected to beat.\n\n"
+            md += "expected to beat. A mean's 90% interval, in brackets, is the bootstrap's: every point's repetitions drawn again 200 "
+            md += "times, the medians and the regret found again each time.\n\n"
             md += "| series | best by dirty pages | seed regret max | mean | adaptive regret max | mean | noise floor max | mean |\n"
             md += "|---|---|---:|---:|---:|---:|---:|---:|\n"
             for r in successors {
                 let s = r.successors!
                 func cells(_ x: RegretStats?) -> String {
-                    x.map { Reports.regretAt($0) + String(format: " | %.1f%%", $0.meanPct) } ?? "- | -"
+                    x.map { s in
+                        Reports.regretAt(s) + String(format: " | %.1f%%", s.meanPct)
+                            + (s.meanPctLow.flatMap { lo in s.meanPctHigh.map { String(format: " [%.1f-%.1f]", lo, $0) } } ?? "")
+                    } ?? "- | -"
                 }
                 md += "| \(r.series.label) | \(s.bestByRange) | \(cells(s.seed)) | \(cells(s.adaptive)) | \(cells(s.replicate)) |\n"
             }

@@ -6,6 +6,11 @@ public struct RegretStats: Sendable {
     public var maxPct: Double
     public var meanPct: Double
     public var maxAt: Int
+    /// The mean's 90% bootstrap interval: every point's repetitions drawn
+    /// again (seeded), the medians and the rule's regret found again each
+    /// time. Nil where there is none (a migration, the noise floor).
+    public var meanPctLow: Double? = nil
+    public var meanPctHigh: Double? = nil
 }
 
 /// Per series: the best strategy by ranges of dirty pages, and the rules'
@@ -71,13 +76,40 @@ extension Crossover {
             return n == 0 ? nil : RegretStats(maxPct: worst, meanPct: sum / Double(n), maxAt: worstAt)
         }
         func regret(_ rule: Strategy, measured: Bool) -> RegretStats? {
-            over { d in
-                guard let r = byPoint[d]![rule], let (_, b) = best(d, among: family), b > 0 else { return nil }
-                var t = r.summary.median
+            func pct(_ d: Int, _ median: (PointRow) -> Double) -> Double? {
+                guard let r = byPoint[d]![rule] else { return nil }
+                guard let b = byPoint[d]!.filter({ family.contains($0.key) }).map({ median($0.value) }).min(), b > 0 else { return nil }
+                var t = median(r)
                 // A migration total's choice differs by round: the rule's own total is its cost.
-                if !measured, r.rounds == 1, let c = r.chose, let chosen = byPoint[d]![c] { t = chosen.summary.median }
+                if !measured, r.rounds == 1, let c = r.chose, let chosen = byPoint[d]![c] { t = median(chosen) }
                 return regretPct(chosen: t, best: b)
             }
+            guard var stats = over({ d in pct(d, cost) }) else { return nil }
+            // The mean again over resampled repetitions (not for a rule's
+            // migration totals, whose rounds' choices differ).
+            if byPoint.values.allSatisfy({ ($0[rule]?.rounds ?? 1) == 1 }) {
+                var rng = SeededGenerator(seed: 0x4E6E)
+                var means: [Double] = []
+                for _ in 0..<200 {
+                    func redrawn(_ r: PointRow) -> Double {
+                        guard r.samples.count > 1 else { return cost(r) }
+                        var s = [Double](repeating: 0, count: r.samples.count)
+                        for i in s.indices { s[i] = r.samples[rng.below(r.samples.count)] }
+                        return Statistics.median(s)
+                    }
+                    // One draw per row and resample, shared by the rule and the best.
+                    var medians: [Int: [Strategy: Double]] = [:]
+                    for d in points { for (s, r) in byPoint[d]! { medians[d, default: [:]][s] = redrawn(r) } }
+                    let values = points.compactMap { d in pct(d) { medians[d]![$0.strategy.model!] ?? cost($0) } }
+                    if !values.isEmpty { means.append(values.reduce(0, +) / Double(values.count)) }
+                }
+                means.sort()
+                if !means.isEmpty {
+                    stats.meanPctLow = Statistics.quantile(sorted: means, 0.05)
+                    stats.meanPctHigh = Statistics.quantile(sorted: means, 0.95)
+                }
+            }
+            return stats
         }
         func replicate() -> RegretStats? {
             func half(_ r: PointRow, _ parity: Int) -> Double {

@@ -207,3 +207,26 @@ import Testing
         #expect(Crossover.interval(rows(spread: 0.30, reps: 1)) == nil, "one repetition a point: nothing to draw from")
     }
 }
+
+/// A rule's mean regret with its bootstrap interval.
+@Suite struct RegretIntervalTests {
+    @Test func theMeanRegretHasAnIntervalAroundIt() throws {
+        let key = SeriesKey(scenario: .threshold, paging: .tdp, sptesPerGFN: 1, slotPages: 4096, vmPages: 4096, pattern: .even)
+        var rng = SeededGenerator(seed: 9)
+        var rows: [PointRow] = []
+        for d in [1, 16, 256, 4096] {
+            // masked the best; adaptive chose slot-walk, 50% dearer.
+            for (s, ns) in [(Strategy.masked, 1000.0), (.slotWalk, 1500.0), (.adaptive, 1500.0)] {
+                let samples = (0..<9).map { _ in ns * (0.9 + Double(rng.below(201)) / 1000) }
+                var r = PointRow(series: key, strategy: .model(s), nUsedMMUPages: 11, dirtyPages: d, samples: samples,
+                                 counters: ProtectCounters(), cache: .cold)
+                if s == .adaptive { r.choices = [.slotWalk: 9] }
+                rows.append(r)
+            }
+        }
+        let a = try #require(Crossover.successors(rows)?.adaptive)
+        let lo = try #require(a.meanPctLow), hi = try #require(a.meanPctHigh)
+        #expect(lo < a.meanPct && a.meanPct < hi, "\(lo) < \(a.meanPct) < \(hi)")
+        #expect(lo > 30 && hi < 70, "around the 50% built in: \(lo)-\(hi)")
+    }
+}
