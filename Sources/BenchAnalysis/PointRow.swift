@@ -209,11 +209,12 @@ public struct GuestExtras: Sendable {
     public var ipiExits = 0
     /// Writes the vCPUs began while the timed harvests ran.
     public var windowWrites = 0
-    /// dirty_log_perf_test's "dirty memory time", made comparable: from the
-    /// harvest's start until every vCPU had written every page of its
-    /// share once after the harvest protected it (logged it anew); median
-    /// over the timed repetitions.
-    public var dirtyMemoryNs: Double?
+    /// The relog time: from the harvest's start until every vCPU had
+    /// written every page of its share once after the harvest protected it
+    /// (logged it anew); median over the timed repetitions. It holds the
+    /// harvest: not dirty_log_perf_test's "dirty memory time", which is a
+    /// pass of the vCPUs alone.
+    public var relogNs: Double?
     /// The instrumented repetitions, and their harvests' median time.
     public var instrumentedReps = 0
     public var instrumentedHarvestNs: Double?

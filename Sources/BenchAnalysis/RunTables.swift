@@ -16,7 +16,7 @@ public enum Reports {
         "guest_mode", "get_ns", "clear_ns", "ring_full_exits", "ring_harvests_during_writes", "ring_ns_during_writes",
         "kernel_sptes_4k", "kernel_emulated_insns_per_write", "kernel_clock",
         "fault_path", "era", "vcpus", "vcpus_pinned", "vcpu_writes", "fault_count", "fault_p50_ns", "fault_p99_ns", "fault_p999_ns",
-        "fault_max_ns", "fast_faults", "emulated_writes", "shadowing_faults", "ipi_exits", "dirty_memory_ns",
+        "fault_max_ns", "fast_faults", "emulated_writes", "shadowing_faults", "ipi_exits", "relog_since_harvest_start_ns",
         "instrumented_reps", "instrumented_harvest_ns",
         "lock_holds", "lock_hold_p50_ns", "lock_hold_p99_ns", "lock_hold_max_ns", "lock_hold_total_ns",
         "read_lock_holds", "read_lock_hold_p50_ns", "read_lock_hold_p99_ns", "read_lock_hold_max_ns", "read_lock_hold_total_ns",
@@ -83,7 +83,7 @@ public enum Reports {
         func holds(_ h: LockHoldFigures) -> [String] { ["\(h.count)", n(h.p50Ns), n(h.p99Ns), n(h.maxNs), n(h.totalNs)] }
         return [r.series.faultPath?.rawValue ?? "", r.eraLabel, "\(g.vcpus)", g.pinned ? "true" : "false",
                 "\(g.windowWrites)", "\(g.faultCount)", n(g.faultP50Ns), n(g.faultP99Ns), n(g.faultP999Ns), n(g.faultMaxNs),
-                "\(g.fastFaults)", "\(g.emulatedWrites)", "\(g.shadowingFaults)", "\(g.ipiExits)", n(g.dirtyMemoryNs),
+                "\(g.fastFaults)", "\(g.emulatedWrites)", "\(g.shadowingFaults)", "\(g.ipiExits)", n(g.relogNs),
                 "\(g.instrumentedReps)", n(g.instrumentedHarvestNs)]
             + holds(g.exclusiveHolds) + holds(g.sharedHolds)
             + ["\(g.lockWaitFaults)", n(g.lockWaitTotalNs), n(g.lockWaitP50Ns), n(g.lockWaitP99Ns), n(g.lockWaitMaxNs),

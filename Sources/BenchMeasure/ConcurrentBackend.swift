@@ -28,7 +28,7 @@ struct GuestCost {
     var plain = GuestRunResult()
     /// From the timed harvest's start until the last vCPU had logged its
     /// whole share anew, ns (nil when one had not).
-    var dirtyMemoryNs: Double?
+    var relogNs: Double?
     /// The instrumented repetition's harvest time (not the reported one)
     /// and what its lock statistics saw: the harvesting thread's holds of
     /// each side, the vCPUs' waits per fault in its window.
@@ -61,7 +61,7 @@ extension Histogram where Count == UInt64 {
 ///    lacks but what the vCPUs make it wait for: their faults, measured in
 ///    its window, and their flush IPIs. No lock statistics.
 /// 3. `verify`: the vCPUs run on until each has logged its whole share
-///    anew (the dirty memory time); the log handed out must be the round's
+///    anew (the relog time); the log handed out must be the round's
 ///    pages. Then the same harvest again with the vCPUs running and the
 ///    lock statistics on (the instrumented repetition: its holds of
 ///    mmu_lock and the vCPUs' waits for it, its time kept apart); its log
@@ -145,7 +145,7 @@ struct ConcurrentBackend: ModelHarvestBackend {
         }
         cost.plain = try guests.finishRun()
         if cost.plain.complete {
-            cost.dirtyMemoryNs = TickClock.ns(cost.plain.stats.reloggedAt &- guests.harvestStartTicks)
+            cost.relogNs = TickClock.ns(cost.plain.stats.reloggedAt &- guests.harvestStartTicks)
         }
         check(cost.plain, racy: racy, "", into: &verdict)
 

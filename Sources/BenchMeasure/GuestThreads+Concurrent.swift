@@ -105,7 +105,7 @@ extension GuestThreads {
     /// One vCPU's run through a harvest: passes over its share, as
     /// dirty_log_perf_test's vCPUs write theirs, until the harvest has
     /// returned and every page of the share has been logged anew since it
-    /// began (the dirty memory time's end), or two passes after the harvest
+    /// began (the relog time's end), or two passes after the harvest
     /// returned could not log them all (a flush that did not happen leaves
     /// writes going through stale translations, which never fault).
     ///

@@ -95,7 +95,7 @@ final class GuestThreads {
     /// The round whose pages the threads write, kept alive while they do.
     private var round: GuestRound?
     /// When the harvest being run through began (`ca_ticks`): the start of
-    /// the dirty memory time.
+    /// the relog time.
     let harvestStart: UnsafeMutablePointer<UInt64>
 
     /// Faults a vCPU can record in one window before the run fails.

@@ -203,7 +203,7 @@ struct GuestRecord {
     /// The timed repetitions: the vCPUs' faults begun during the harvest.
     var faults = Histogram<UInt64>.nanoseconds()
     var window = GuestRunStats()
-    var dirtyMemoryNs: [Double] = []
+    var relogNs: [Double] = []
     /// The instrumented repetitions.
     var instrumentedNs: [Double] = []
     var exclusive = HoldRecord()
@@ -222,7 +222,7 @@ struct GuestRecord {
         guard timed else { return }
         for t in g.plain.faultTicks { faults.record(UInt64(TickClock.ns(t).rounded())) }
         window.add(g.plain.stats)
-        if let d = g.dirtyMemoryNs { dirtyMemoryNs.append(d) }
+        if let d = g.relogNs { relogNs.append(d) }
         instrumentedNs.append(g.instrumentedNs)
         exclusive.add(g.exclusiveHolds)
         shared.add(g.sharedHolds)
@@ -247,7 +247,7 @@ struct GuestRecord {
         e.shadowingFaults = window.windowShadowingFaults
         e.ipiExits = window.windowIPIExits
         e.windowWrites = window.windowWrites
-        e.dirtyMemoryNs = dirtyMemoryNs.isEmpty ? nil : Statistics.median(dirtyMemoryNs)
+        e.relogNs = relogNs.isEmpty ? nil : Statistics.median(relogNs)
         e.instrumentedReps = instrumentedNs.count
         e.instrumentedHarvestNs = instrumentedNs.isEmpty ? nil : Statistics.median(instrumentedNs)
         exclusive.fill(&e.exclusiveHolds)

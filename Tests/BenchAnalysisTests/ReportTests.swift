@@ -342,7 +342,7 @@ func modelRow(_ key: SeriesKey, _ s: Strategy, dirty: Int, nUsed: Int, samples: 
                     g.faultP50Ns = path == .fast ? 640 : holdNs / 2
                     g.faultP99Ns = path == .fast ? 900 : holdNs
                     g.faultMaxNs = path == .fast ? 2000 : holdNs * 1.1
-                    g.dirtyMemoryNs = path == .fast ? 50_000 : 400_000
+                    g.relogNs = path == .fast ? 50_000 : 400_000
                     g.raceViolations = s == .rmap && d == 16 ? 2 : 0
                     r.guest = g
                     out.append(r)

@@ -100,7 +100,7 @@ import Testing
                     #expect(g.exclusiveHolds.count + g.sharedHolds.count >= reps)
                 }
                 #expect((g.exclusiveHolds.maxNs ?? 0) <= (g.exclusiveHolds.totalNs ?? 0) * 1.001)
-                #expect(g.dirtyMemoryNs != nil)
+                #expect(g.relogNs != nil)
                 #expect(paging != .tdp || g.shadowings == 0)
             }
         }
