@@ -47,21 +47,42 @@ struct LifecyclePassStats {
 
 /// The lifecycle's guest: dirty_log_perf_test's vCPUs over their memory.
 extension GuestThreads {
-    /// The lifecycle: each vCPU's pass over its share of `pages` pages from
-    /// gfn 0, as `template` says (its seed varied per vCPU); waits for them
-    /// unless `wait` is false. With `runUntilStopped`, passes of writes
-    /// until `stopRunning`.
-    func lifecycle(_ c: GuestCommand, pages: Int, template: LifecyclePass, wait: Bool = true) throws {
+    /// Before a lifecycle command, untimed: each vCPU's share of `pages`
+    /// pages from gfn 0 and its accesses, as `template` says (its seed
+    /// varied per vCPU): every page in order, or as many random ones; each
+    /// a write with `writePercent`% probability. The pages the writes will
+    /// log are set in `template.expected` here, while the slot logs, so
+    /// that the pass itself does what a guest does: the accesses, and the
+    /// faults they take.
+    func prepareLifecycle(pages: Int, template: LifecyclePass, logging: Bool) {
         for (i, b) in boxes.enumerated() {
             let lo = pages * i / count, hi = pages * (i + 1) / count
             var p = template
             p.first = UInt64(lo)
             p.count = hi - lo
             p.seed = template.seed &+ UInt64(i) &* 0x9E37_79B9_7F4A_7C15
+            precondition(p.count <= b.pointee.afterDoneCapacity)
+            var rng = SeededGenerator(seed: p.seed)
+            for k in 0..<p.count {
+                let page = p.random ? rng.below(p.count) : k
+                let write = p.writePercent >= 100 || rng.below(100) < p.writePercent
+                b.pointee.accesses[k] = UInt32(page) | (write ? 1 << 31 : 0)
+                if write, logging, let e = p.expected {
+                    let off = SlotOffset(lo + page)
+                    e[off.word] |= off.bit
+                }
+            }
+            b.pointee.accessCount = p.count
             b.pointee.lifecycle = p
             ca_store32(&b.pointee.stop, 0)
             ca_store32(&b.pointee.running, 0)
         }
+    }
+
+    /// The lifecycle command on the prepared accesses; waits for the vCPUs
+    /// unless `wait` is false. With `runUntilStopped`, passes of writes in
+    /// order until `stopRunning`.
+    func lifecycle(_ c: GuestCommand, wait: Bool = true) throws {
         try command(c, wait: wait)
     }
 
@@ -90,27 +111,30 @@ extension GuestThreads {
     // MARK: On the vCPU threads
 
     /// dirty_log_perf_test's guest (perf_test_guest_code()) over one vCPU's
-    /// memory, in guest mode: each page in order, or as many random pages
-    /// as it has; an access writes with `writePercent`% probability, else
-    /// reads. Through the model's paging structure (`MMU.vcpuAccess`),
-    /// taking each flush IPI that has reached it first; faults timed from
-    /// exit to re-entry. `untilStopped`: passes of writes in order until
-    /// the harness sets `stop`.
+    /// memory, in guest mode: its prepared accesses (`prepareLifecycle`),
+    /// each through the model's paging structure (`MMU.vcpuAccess`), taking
+    /// each flush IPI that has reached it first; faults timed from exit to
+    /// re-entry (a time-stamp read around each access, the one piece of
+    /// the harness in the pass). A read that maps its page writable while
+    /// the slot logs is logged too: the pass adds it to the expected log.
+    /// `untilStopped`: passes of writes in order until the harness sets
+    /// `stop`, each logged page added as it is written (logging ends
+    /// during them).
     static func lifecyclePass(_ box: UnsafeMutablePointer<GuestMailbox>, mmu: MMU, vcpu: Int, fastPath: Bool,
-                                          untilStopped: Bool) {
+                              untilStopped: Bool) {
         let p = box.pointee.lifecycle
+        let accesses = box.pointee.accesses, n = box.pointee.accessCount
         let slot = mmu.slot(id: VMLayout.measuredSlotID)
         var st = LifecyclePassStats()
-        var rng = SeededGenerator(seed: p.seed)
         let expected = p.expected
         mmu.vcpuEnterGuest(vcpu)
         ca_store32(&box.pointee.running, 1)
         repeat {
             var i = 0
-            while i < p.count {
-                let page = p.random && !untilStopped ? rng.below(p.count) : i
-                let write = untilStopped || p.writePercent >= 100 || rng.below(100) < p.writePercent
-                let gfn = GFN(p.first &+ UInt64(page))
+            while i < n {
+                let access = untilStopped ? UInt32(i) | 1 << 31 : accesses[i]
+                let write = access >> 31 != 0
+                let gfn = GFN(p.first &+ UInt64(access & 0x7FFF_FFFF))
                 if mmu.vcpuTakeInterrupts(vcpu) { st.ipiExits &+= 1 }
                 let t0 = ca_ticks()
                 let a = mmu.vcpuAccess(vcpu, slot: slot, gfn: gfn, write: write, fastPath: fastPath)
@@ -129,9 +153,10 @@ extension GuestThreads {
                     default: break
                     }
                 }
-                // What the kernel logs: every write, and a read that mapped
-                // its page writable while the slot logs.
-                if let e = expected, slot.state.pointee.dirtyLogging, write || a.kind == .mapped {
+                // What the kernel logs beyond the writes the harness set
+                // beforehand: a read that mapped its page writable while the
+                // slot logs; while logging ends, every write as it happens.
+                if let e = expected, untilStopped || (!write && a.kind == .mapped), slot.state.pointee.dirtyLogging {
                     let off = slot.offset(of: gfn)
                     _ = ca_fetch_or64(e + off.word, off.bit)
                 }
@@ -144,4 +169,3 @@ extension GuestThreads {
         box.pointee.lifecycleStats = st
     }
 }
-

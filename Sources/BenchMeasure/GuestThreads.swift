@@ -74,6 +74,11 @@ struct GuestMailbox {
     /// Per page of its share: written after the harvest returned.
     var afterDone: UnsafeMutablePointer<UInt8>
     var afterDoneCapacity: Int
+    /// The lifecycle pass's accesses, drawn before it runs
+    /// (`GuestThreads.prepareLifecycle`): page offsets in the share, the
+    /// top bit set for a write. `afterDoneCapacity` of them at most.
+    var accesses: UnsafeMutablePointer<UInt32>
+    var accessCount = 0
 }
 
 /// The vCPU threads of the concurrent scenario: each pinned to a CPU of
@@ -103,6 +108,8 @@ final class GuestThreads {
     /// How long the harness waits for a vCPU thread to answer a command.
     static let answerDeadlineNs: UInt64 = 60_000_000_000
 
+    /// `maxPages`: the most pages the threads share among them in a round
+    /// or a lifecycle pass (each gets room for its share).
     init(vm: VirtualMachine, mmu: MMU, count: Int, faultPath: FaultPath, shadowing: Bool, maxPages: Int) {
         self.mmu = mmu
         self.count = count
@@ -118,7 +125,8 @@ final class GuestThreads {
             box.initialize(to: GuestMailbox(latencies: .allocate(capacity: Self.latencyCapacity),
                                             lockWaits: .allocate(capacity: Self.latencyCapacity),
                                             latencyCapacity: Self.latencyCapacity,
-                                            afterDone: .allocate(capacity: perThread), afterDoneCapacity: perThread))
+                                            afterDone: .allocate(capacity: perThread), afterDoneCapacity: perThread,
+                                            accesses: .allocate(capacity: perThread)))
             return box
         }
         let cpus = ProcessInfo.processInfo.activeProcessorCount
@@ -156,6 +164,7 @@ final class GuestThreads {
             b.pointee.latencies.deallocate()
             b.pointee.lockWaits.deallocate()
             b.pointee.afterDone.deallocate()
+            b.pointee.accesses.deallocate()
             UnsafeMutableRawPointer(b).deallocate()
         }
         harvestStart.deallocate()

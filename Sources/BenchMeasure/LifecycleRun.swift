@@ -81,7 +81,8 @@ struct LifecycleRun {
         t.random = random
         t.seed = UInt64(round &+ 1) &* 0x2545_F491_4F6C_DD1D
         t.expected = expected
-        let (_, _, ns, _) = try TimedRegion.time(allocations) { try guests.lifecycle(.pass, pages: spec.slotPages, template: t) }
+        guests.prepareLifecycle(pages: spec.slotPages, template: t, logging: slot.state.pointee.dirtyLogging)
+        let (_, _, ns, _) = try TimedRegion.time(allocations) { try guests.lifecycle(.pass) }
         return (ns, guests.lifecycleStats)
     }
 
@@ -191,7 +192,8 @@ struct LifecycleRun {
         if spec.vcpusRunDuringDisable {
             var t = LifecyclePass()
             t.writePercent = 100
-            try guests.lifecycle(.runUntilStopped, pages: spec.slotPages, template: t, wait: false)
+            guests.prepareLifecycle(pages: spec.slotPages, template: t, logging: false)
+            try guests.lifecycle(.runUntilStopped, wait: false)
             try guests.waitRunning()
         }
         let slot = self.slot, mmu = self.mmu

@@ -172,7 +172,7 @@ public final class LifecycleSeries {
         #endif
         return try vm.withMMU { mmu in
             let guests = GuestThreads(vm: vm, mmu: mmu, count: spec.vcpus, faultPath: .fast, shadowing: false,
-                                      maxPages: spec.pagesPerVCPU)
+                                      maxPages: spec.slotPages)
             defer { guests.shutdown(vm: vm) }
             var run = LifecycleRun(spec: spec, vm: vm, mmu: mmu, guests: guests, policy: policy, strategy: strategy, era: era,
                                    allocations: allocations)
