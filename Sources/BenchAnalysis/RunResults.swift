@@ -32,7 +32,16 @@ public struct RunResults: Sendable {
         self.skipped += skipped
         for n in notes where !self.notes.contains(n) { self.notes.append(n) }
         if let fit { adaptiveFits.append(fit) }
-        crossover = Crossover.rows(rows)
+        // Only the series these rows belong to change (their bootstrap
+        // intervals are not cheap): the others keep their rows.
+        let touched = Set(new.map(\.series))
+        guard !touched.isEmpty else { return }
+        var bySeries: [SeriesKey: CrossoverRow] = [:]
+        for r in crossover where !touched.contains(r.series) { bySeries[r.series] = r }
+        for r in Crossover.rows(rows.filter { touched.contains($0.series) }) { bySeries[r.series] = r }
+        var order: [SeriesKey] = []
+        for r in rows where r.backend == .model && !order.contains(r.series) { order.append(r.series) }
+        crossover = order.compactMap { bySeries[$0] }
     }
 
     /// The series in the order they were measured.
