@@ -56,6 +56,14 @@ struct LabReport: ParsableCommand {
         }
         if !r.sideBySide.isEmpty {
             md += "## dirty_log_perf_test beside the harness\n\nSame boot, both emulated: harness's kernel lifecycle against the selftest with the matching options.\n\n"
+            md += "The same ioctls under the same names: enabling and disabling logging (KVM_SET_USER_MEMORY_REGION), "
+            md += "KVM_GET_DIRTY_LOG, KVM_CLEAR_DIRTY_LOG of the whole slot in one call, on a slot of the same size and backing. "
+            md += "Different work under the same names: the harness's guest runs without paging of its own (flat 32-bit) and "
+            md += "stores one byte a page from a list, one vCPU, halting after each pass; the selftest's guest runs in long mode "
+            md += "on its own 4 KiB page tables and stores 8 bytes a page in a loop, and its populate time includes its vCPU "
+            md += "thread's start. Under shadow paging (npt=0) the selftest's page tables are shadowed (indirect shadow pages, "
+            md += "a guest walk per fault) where the harness's guest is mapped directly (nonpaging): there the selftest's "
+            md += "populate and passes do more, and their ratios say so.\n\n"
             for s in r.sideBySide { md += "### \(s.label)\n\n```\n" + s.lines.joined(separator: "\n") + "\n```\n\n" }
         }
         try AtomicFile.write(md, to: folder + "/kernel-lab.md")
