@@ -33,39 +33,8 @@ struct LabReport: ParsableCommand {
         }
         let r = try KernelLab(folder: folder).run(progress: Progress(quiet: false))
         try AtomicFile.write(Reports.kernelLabTable(r.rows).text, to: folder + "/kernel-lab.csv")
-        var md = "# The kernel lab: Linux 6.1's KVM under emulation beside the model\n\n"
-        md += "Counts only: every count is the kernel's own (its binary statistics after each phase) or the model's; "
-        md += "the lab's times are QEMU's software emulation's and are set only against each other (same boot). "
-        md += "Leaves are the measured slot's (the kernel's pages_* less its code slot's 4 KiB leaves); flushes are "
-        md += "kvm_flush_remote_tlbs() calls during the phase (the kernel's remote_tlb_flush_requests); zapped is the kernel's "
-        md += "mmu_shadow_zapped, which 6.1 counts in __kvm_mmu_prepare_zap_page() alone (none under the TDP MMU: -), beside the "
-        md += "model's tables freed.\n\n"
-        md += "Kernel threshold points: \(r.kernelPointsVerified) of \(r.kernelPoints) verified exactly against the pages the guest wrote"
-        md += r.fewestKernelSptes.map { "; the kernel held at least \($0) 4 KiB sptes at each (pages_4k)" } ?? ""
-        md += ".\n\n"
-        var keys: [String] = []
-        for row in r.rows {
-            let k = "\(row.paging) \(Bytes.pages(row.slotPages)) \(row.backing.rawValue) \(row.mode)"
-            if !keys.contains(k) { keys.append(k) }
-        }
-        for k in keys {
-            let rows = r.rows.filter { "\($0.paging) \(Bytes.pages($0.slotPages)) \($0.backing.rawValue) \($0.mode)" == k }
-            md += "## \(k)\n\nModel: enable `\(rows[0].enablePolicy.rawValue)`, disable `\(rows[0].disablePolicy.rawValue)`, era \(rows[0].era.label)"
-            md += rows[0].paging == "shadow" ? ", the shadow MMU (no TDP MMU: npt=0)" : ", the TDP MMU"
-            md += ".\n\n" + Reports.kernelLabMarkdown(rows) + "\n"
-        }
-        if !r.sideBySide.isEmpty {
-            md += "## dirty_log_perf_test beside the harness\n\nSame boot, both emulated: harness's kernel lifecycle against the selftest with the matching options.\n\n"
-            md += "The same ioctls under the same names: enabling and disabling logging (KVM_SET_USER_MEMORY_REGION), "
-            md += "KVM_GET_DIRTY_LOG, KVM_CLEAR_DIRTY_LOG of the whole slot in one call, on a slot of the same size and backing. "
-            md += "Different work under the same names: the harness's guest runs without paging of its own (flat 32-bit) and "
-            md += "stores one byte a page from a list, one vCPU, halting after each pass; the selftest's guest runs in long mode "
-            md += "on its own 4 KiB page tables and stores 8 bytes a page in a loop, and its populate time includes its vCPU "
-            md += "thread's start. Under shadow paging (npt=0) the selftest's page tables are shadowed (indirect shadow pages, "
-            md += "a guest walk per fault) where the harness's guest is mapped directly (nonpaging): there the selftest's "
-            md += "populate and passes do more, and their ratios say so.\n\n"
-            for s in r.sideBySide { md += "### \(s.label)\n\n```\n" + s.lines.joined(separator: "\n") + "\n```\n\n" }
-        }
+        let md = Reports.kernelLabDocument(rows: r.rows, kernelPoints: r.kernelPoints, kernelPointsVerified: r.kernelPointsVerified,
+                                           fewestKernelSptes: r.fewestKernelSptes, sideBySide: r.sideBySide)
         try AtomicFile.write(md, to: folder + "/kernel-lab.md")
         let agree = r.rows.filter(\.leavesAgree).count
         print("kernel lab: \(r.rows.count) phases compared, leaves per level the same in \(agree); "

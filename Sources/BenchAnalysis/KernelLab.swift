@@ -102,6 +102,9 @@ public struct KernelLabRow: Sendable {
 
     /// Whether the leaves per level agree.
     public var leavesAgree: Bool { kernelLeaves == modelLeaves }
+
+    /// The lifecycle the row belongs to: paging, slot size, backing, mode.
+    public var workload: String { "\(paging) \(Bytes.pages(slotPages)) \(backing.rawValue) \(mode)" }
 }
 
 extension Reports {
@@ -122,6 +125,44 @@ extension Reports {
             t.append(cells)
         }
         return t
+    }
+
+    /// kernel-lab.md: what the counts are, the kernel's threshold points,
+    /// a section per lifecycle (`KernelLabRow.workload`, in the rows'
+    /// order) and dirty_log_perf_test's lines beside the harness's.
+    public static func kernelLabDocument(rows: [KernelLabRow], kernelPoints: Int, kernelPointsVerified: Int, fewestKernelSptes: Int?,
+                                         sideBySide: [(label: String, lines: [String])]) -> String {
+        var md = "# The kernel lab: Linux 6.1's KVM under emulation beside the model\n\n"
+        md += "Counts only: every count is the kernel's own (its binary statistics after each phase) or the model's; "
+        md += "the lab's times are QEMU's software emulation's and are set only against each other (same boot). "
+        md += "Leaves are the measured slot's (the kernel's pages_* less its code slot's 4 KiB leaves); flushes are "
+        md += "kvm_flush_remote_tlbs() calls during the phase (the kernel's remote_tlb_flush_requests); zapped is the kernel's "
+        md += "mmu_shadow_zapped, which 6.1 counts in __kvm_mmu_prepare_zap_page() alone (none under the TDP MMU: -), beside the "
+        md += "model's tables freed.\n\n"
+        md += "Kernel threshold points: \(kernelPointsVerified) of \(kernelPoints) verified exactly against the pages the guest wrote"
+        md += fewestKernelSptes.map { "; the kernel held at least \($0) 4 KiB sptes at each (pages_4k)" } ?? ""
+        md += ".\n\n"
+        let byWorkload = Dictionary(grouping: rows, by: \.workload)
+        var seen: Set<String> = []
+        for workload in rows.map(\.workload) where seen.insert(workload).inserted {
+            let section = byWorkload[workload]!, first = section[0]
+            md += "## \(workload)\n\nModel: enable `\(first.enablePolicy.rawValue)`, disable `\(first.disablePolicy.rawValue)`, era \(first.era.label)"
+            md += first.paging == "shadow" ? ", the shadow MMU (no TDP MMU: npt=0)" : ", the TDP MMU"
+            md += ".\n\n" + kernelLabMarkdown(section) + "\n"
+        }
+        if !sideBySide.isEmpty {
+            md += "## dirty_log_perf_test beside the harness\n\nSame boot, both emulated: harness's kernel lifecycle against the selftest with the matching options.\n\n"
+            md += "The same ioctls under the same names: enabling and disabling logging (KVM_SET_USER_MEMORY_REGION), "
+            md += "KVM_GET_DIRTY_LOG, KVM_CLEAR_DIRTY_LOG of the whole slot in one call, on a slot of the same size and backing. "
+            md += "Different work under the same names: the harness's guest runs without paging of its own (flat 32-bit) and "
+            md += "stores one byte a page from a list, one vCPU, halting after each pass; the selftest's guest runs in long mode "
+            md += "on its own 4 KiB page tables and stores 8 bytes a page in a loop, and its populate time includes its vCPU "
+            md += "thread's start. Under shadow paging (npt=0) the selftest's page tables are shadowed (indirect shadow pages, "
+            md += "a guest walk per fault) where the harness's guest is mapped directly (nonpaging): there the selftest's "
+            md += "populate and passes do more, and their ratios say so.\n\n"
+            for s in sideBySide { md += "### \(s.label)\n\n```\n" + s.lines.joined(separator: "\n") + "\n```\n\n" }
+        }
+        return md
     }
 
     /// One lifecycle's counts, kernel against model, as a Markdown table.

@@ -460,3 +460,26 @@ func modelRow(_ key: SeriesKey, _ s: Strategy, dirty: Int, nUsed: Int, samples: 
         #expect(label(.masked, .shadow, .locked) == "4.2-5.11", "indirect sptes never take the fast path")
     }
 }
+
+/// kernel-lab.md: a section per lifecycle, each holding that lifecycle's
+/// rows alone, in the order the rows came.
+@Suite struct KernelLabDocumentTests {
+    static func row(_ mode: String, _ phase: LifecyclePhase, _ iteration: Int? = nil) -> KernelLabRow {
+        KernelLabRow(paging: "tdp", slotPages: 16384, backing: .page2M, mode: mode, phase: phase, iteration: iteration,
+                     enablePolicy: .splitOnClear, disablePolicy: .zap, era: .linux5_14on, kernelLeaves: [0, 32, 0], modelLeaves: [0, 32, 0],
+                     kernelFlushes: 0, modelFlushes: 0, kernelZapped: nil, modelFreed: 0)
+    }
+
+    @Test func eachLifecycleHasItsOwnSectionWithItsRowsAlone() {
+        // Two lifecycles that differ only in their mode, their rows interleaved.
+        let rows = [Self.row("kvm-get", .populate), Self.row("kvm-get+clear", .populate), Self.row("kvm-get+clear", .clear, 1),
+                    Self.row("kvm-get", .get, 1)]
+        let md = Reports.kernelLabDocument(rows: rows, kernelPoints: 2, kernelPointsVerified: 2, fewestKernelSptes: 1026, sideBySide: [])
+        let sections = md.components(separatedBy: "\n## ").dropFirst()
+        #expect(sections.map { String($0.prefix { $0 != "\n" }) } == ["tdp 64MiB 2m kvm-get", "tdp 64MiB 2m kvm-get+clear"])
+        let tableRows = sections.map { $0.split(separator: "\n").filter { $0.hasPrefix("| ") && !$0.hasPrefix("| phase") }.map { String($0.prefix(9)) } }
+        #expect(tableRows == [["| populat", "| get 1 |"], ["| populat", "| clear 1"]])
+        #expect(md.contains("Kernel threshold points: 2 of 2 verified"))
+        #expect(md.contains("at least 1026 4 KiB sptes"))
+    }
+}
