@@ -58,10 +58,16 @@ enum RunCommand {
                     + (r.violations.first ?? ""), indent: "    "))
             }
         }
+        let lockFailures = VirtualMachine.mmuLockFailures
+        if lockFailures > 0 {
+            print("\n" + Reports.wrap("LOCK FAILURES: mmu_lock failed \(lockFailures) times (a wait given up after 2e10 time-stamp ticks, "
+                + "4 to 10 s, or the lock found held between rounds): a lock that never lets go, so the run's holds, waits and exclusion "
+                + "are not to be trusted"))
+        }
         if let i = outcome.interrupted {
             print("\n" + Reports.wrap("INTERRUPTED by \(i.signal) during \(i.during): the files above hold every point finished before it"))
             throw ExitCode(i.signal == "SIGTERM" ? 143 : 130)
         }
-        if !results.allVerified { throw ExitCode(1) }
+        if !results.allVerified || lockFailures > 0 { throw ExitCode(1) }
     }
 }

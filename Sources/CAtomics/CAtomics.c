@@ -7,6 +7,7 @@
 
 __thread ca_lock_stats *ca_lock_stats_current;
 __thread ca_mcs_node ca_mcs_self __attribute__((aligned(64)));
+uint64_t ca_lock_failures;
 
 int ca_pin_thread(int cpu) {
     cpu_set_t set;

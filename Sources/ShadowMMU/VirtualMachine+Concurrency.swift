@@ -110,7 +110,7 @@ extension VirtualMachine {
     /// the instrumented one that records each thread's holds and waits for
     /// the threads that ask (`ca_lock_stats_set`). Between rounds only.
     public func instrumentLock(_ on: Bool) {
-        precondition(ca_mmu_is_locked(&state.pointee.mmuLock) == 0, "instrumenting mmu_lock while it is held")
+        checkLockFree()
         let kind = state.pointee.mmuLock.kind & UInt32(CA_LOCK_KIND_MASK)
         state.pointee.mmuLock.kind = on ? kind | UInt32(CA_LOCK_INSTRUMENTED) : kind
     }
@@ -122,7 +122,7 @@ extension VirtualMachine {
     /// the faults through it run in. mmu_lock becomes that era's lock.
     public func enterEra(_ era: KernelEra) {
         guard state.pointee.era != era else { return }
-        precondition(ca_mmu_is_locked(&state.pointee.mmuLock) == 0, "changing mmu_lock while it is held")
+        checkLockFree()
         let instrumented = state.pointee.mmuLock.kind & UInt32(CA_LOCK_INSTRUMENTED)
         state.pointee.mmuLock = ca_mmu_lock()
         state.pointee.mmuLock.kind = era.lockKind | instrumented
@@ -217,5 +217,22 @@ extension MMU {
             p.withMemoryRebound(to: UInt64.self, capacity: 1) { ca_store_seq64($0, flipped) }
         }
         synchronizeSRCU()
+    }
+}
+
+extension VirtualMachine {
+    /// mmu_lock's failures in this process: waits that gave up after 2e10
+    /// time-stamp ticks (CA_LOCK_STALL_TICKS), and locks found held where
+    /// nothing may hold them (`checkLockFree`): each a lock that never let
+    /// go, or a harness that changed it mid-hold. A run with any fails; a
+    /// test reads it.
+    public static var mmuLockFailures: UInt64 { ca_lock_failure_count() }
+
+    /// Between rounds nothing holds mmu_lock: a lock held here is counted
+    /// (`mmuLockFailures`), and then replaced all the same, so that one
+    /// broken lock fails the run or the test that reads the count rather
+    /// than stopping the process.
+    func checkLockFree() {
+        if ca_mmu_is_locked(&state.pointee.mmuLock) != 0 { ca_lock_failed() }
     }
 }

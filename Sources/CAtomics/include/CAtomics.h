@@ -110,10 +110,44 @@ static inline void ca_lock_released(int shared) {
 
 static inline uint64_t ca_lock_t0(void) { return ca_lock_stats_current ? ca_ticks() : 0; }
 
+/* A wait for mmu_lock longer than CA_LOCK_STALL_TICKS (2e10 time-stamp
+ * ticks: 4 to 10 s on a 2 to 5 GHz counter, where the longest hold the
+ * harness makes, a 16 GiB slot walk, is tens of ms) is a lock that never
+ * lets go: a bug. The waiter counts it in ca_lock_failures (which also
+ * counts a lock found held where nothing may hold it) and goes on as if
+ * served, and from then on every wait gives up after 256 spins, so
+ * that a broken lock fails the test or the run that reads the count (the
+ * bench fails its run) instead of hanging it. The clock is read once
+ * every 65536 spins of a wait, never on an uncontended acquire. */
+#define CA_LOCK_STALL_TICKS 20000000000ull
+extern uint64_t ca_lock_failures;
+
+/* Waits for mmu_lock given up, and locks found held where nothing may
+ * hold them, so far in this process. */
+static inline uint64_t ca_lock_failure_count(void) { return __atomic_load_n(&ca_lock_failures, __ATOMIC_RELAXED); }
+static inline void ca_lock_failed(void) { __atomic_fetch_add(&ca_lock_failures, 1, __ATOMIC_RELAXED); }
+
+typedef struct { uint64_t since; uint32_t spins; } ca_lock_wait;
+
+/* One spin of a wait: relax, and now and then look at the clock. True
+ * when the wait should give up. */
+static inline int ca_lock_spin(ca_lock_wait *w) {
+    ca_cpu_relax();
+    if (__builtin_expect(++w->spins & 0xff, 1)) return 0;
+    if (__atomic_load_n(&ca_lock_failures, __ATOMIC_RELAXED)) return 1;
+    if (w->spins & 0xffff) return 0;
+    uint64_t now = ca_ticks();
+    if (!w->since) { w->since = now; return 0; }
+    if (now - w->since < CA_LOCK_STALL_TICKS) return 0;
+    ca_lock_failed();
+    return 1;
+}
+
 /* arch_spin_lock() of a ticket lock: take a ticket, spin until served. */
 static inline void ca_ticket_lock(ca_mmu_lock *l) {
     uint32_t me = __atomic_fetch_add(&l->ticket_next, 1u, __ATOMIC_RELAXED);
-    while (__atomic_load_n(&l->ticket_owner, __ATOMIC_ACQUIRE) != me) ca_cpu_relax();
+    ca_lock_wait w = {0, 0};
+    while (__atomic_load_n(&l->ticket_owner, __ATOMIC_ACQUIRE) != me && !ca_lock_spin(&w)) {}
 }
 
 static inline void ca_ticket_unlock(ca_mmu_lock *l) {
@@ -128,7 +162,8 @@ static inline void ca_mcs_lock(ca_mmu_lock *l) {
     ca_mcs_node *prev = __atomic_exchange_n(&l->mcs_tail, me, __ATOMIC_ACQ_REL);
     if (prev) {
         __atomic_store_n(&prev->next, me, __ATOMIC_RELEASE);
-        while (__atomic_load_n(&me->locked, __ATOMIC_ACQUIRE)) ca_cpu_relax();
+        ca_lock_wait w = {0, 0};
+        while (__atomic_load_n(&me->locked, __ATOMIC_ACQUIRE) && !ca_lock_spin(&w)) {}
     }
 }
 
@@ -138,7 +173,8 @@ static inline void ca_mcs_unlock(ca_mmu_lock *l) {
     if (!next) {
         ca_mcs_node *expected = me;
         if (__atomic_compare_exchange_n(&l->mcs_tail, &expected, (ca_mcs_node *)0, 0, __ATOMIC_RELEASE, __ATOMIC_RELAXED)) return;
-        while (!(next = __atomic_load_n(&me->next, __ATOMIC_ACQUIRE))) ca_cpu_relax();
+        ca_lock_wait w = {0, 0};
+        while (!(next = __atomic_load_n(&me->next, __ATOMIC_ACQUIRE))) if (ca_lock_spin(&w)) return;
     }
     __atomic_store_n(&next->locked, 0u, __ATOMIC_RELEASE);
 }
@@ -154,7 +190,8 @@ static inline int ca_rw_try_read_lock(ca_mmu_lock *l) {
 static inline void ca_rw_read_lock(ca_mmu_lock *l) {
     if (ca_rw_try_read_lock(l)) return;
     __atomic_fetch_add(&l->rw_readers_waiting, 1u, __ATOMIC_RELAXED);
-    do ca_cpu_relax(); while (!ca_rw_try_read_lock(l));
+    ca_lock_wait w = {0, 0};
+    while (!ca_rw_try_read_lock(l) && !ca_lock_spin(&w)) {}
     __atomic_fetch_sub(&l->rw_readers_waiting, 1u, __ATOMIC_RELAXED);
 }
 
@@ -162,10 +199,11 @@ static inline void ca_rw_read_unlock(ca_mmu_lock *l) { __atomic_fetch_sub(&l->rw
 
 static inline void ca_rw_write_lock(ca_mmu_lock *l) {
     __atomic_fetch_add(&l->rw_writers_waiting, 1u, __ATOMIC_RELAXED);
+    ca_lock_wait w = {0, 0};
     for (;;) {
         int32_t v = 0;
         if (__atomic_compare_exchange_n(&l->rw, &v, -1, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)) break;
-        ca_cpu_relax();
+        if (ca_lock_spin(&w)) break;
     }
     __atomic_fetch_sub(&l->rw_writers_waiting, 1u, __ATOMIC_RELAXED);
 }
