@@ -150,16 +150,21 @@ enum GuestReport {
     /// The cache pollution, from pollution.csv.
     static func pollution(_ rows: [PollutionRow]) -> String {
         guard !rows.isEmpty else { return "" }
+        let verdicts = Reports.pollutionVerdicts(rows)
+        let pairs = rows.map(\.pairs)
         var md = "**Does slot-walk pollute the guest's cache more than rmap?** At the fewest dirty pages of each series, "
-        md += "\(rows[0].pairs) pairs per strategy, working set and CPU: the guest's working set read warm, then the harvest (or an "
-        md += "idle interval as long), then re-read, timed; the excess is the re-read after the harvest less the one after the "
-        md += "idle interval, in ns and in lines re-read from memory (the excess over what a line costs from memory rather than "
-        md += "from cache, measured on that CPU), median and 95% interval. `same`: the re-read on the harvesting CPU, as a vCPU "
-        md += "scheduled after the migration thread; `other`: on the vCPU thread's CPU, where only the shared last-level cache is "
-        md += "at stake. slot-walk against rmap is the difference of their excesses, pair by pair.\n\n"
-        md += "| series | CPU | working set | slot-walk excess | rmap excess | slot-walk over rmap | verdict |\n|---|---|---:|---:|---:|---:|---|\n"
-        let walks = rows.filter { $0.strategy == .slotWalk }
-        for w in walks {
+        md += "\(pairs.min()!)\(pairs.max()! > pairs.min()! ? " to \(pairs.max()!)" : "") pairs per strategy, working set and CPU: "
+        md += "the guest's working set read warm, then the harvest (or an idle interval as long), then re-read, timed; the halves' order "
+        md += "and the strategies' alternate, balanced in blocks of four, until slot-walk's excess over rmap is known within "
+        md += "±\(Reports.duration(3_000)) (95%) or the working set's time is spent. The excess is the re-read after the harvest less "
+        md += "the one after the idle interval, in ns and in lines re-read from memory (the excess over what a line costs from memory "
+        md += "rather than from cache, measured on that CPU), median and 95% interval. `same`: the re-read on the harvesting CPU, as a "
+        md += "vCPU scheduled after the migration thread; `other`: on the vCPU thread's CPU, where only the shared last-level cache is "
+        md += "at stake. slot-walk against rmap is the difference of their excesses, pair by pair. The verdict reads the difference's "
+        md += String(format: "%.2f%% interval", 100 * PollutionRow.verdictConfidence(verdicts: verdicts))
+        md += verdicts > 1 ? ", so that its \(verdicts) verdicts together are wrong by chance at most 5% of the time (Bonferroni).\n\n" : ".\n\n"
+        md += "| series | CPU | working set | slot-walk excess | rmap excess | slot-walk over rmap | pairs | verdict |\n|---|---|---:|---:|---:|---:|---:|---|\n"
+        for w in rows where w.strategy == .slotWalk {
             let rmap = rows.first { $0.series == w.series && $0.guestCPU == w.guestCPU && $0.workingSetBytes == w.workingSetBytes && $0.strategy == .rmap }
             func cell(_ r: PollutionRow?, _ i: MedianInterval?) -> String {
                 guard let r, let i else { return "-" }
@@ -167,14 +172,14 @@ enum GuestReport {
                 return "\(ns(i)) (\(l.map { String(format: "%.0f lines [%.0f, %.0f]", $0.median, $0.low, $0.high) } ?? "-"))"
             }
             let verdict: String
-            switch w.overRmap?.sign {
+            switch w.verdictInterval(verdicts: verdicts)?.sign {
             case .some(1): verdict = "**more, beyond the interval**"
             case .some(-1): verdict = "less, beyond the interval"
             case .some(0): verdict = "no difference beyond the interval"
             default: verdict = "-"
             }
             md += "| \(w.series.label.replacingOccurrences(of: " locked faults", with: "")) | \(w.guestCPU.rawValue) | \(Bytes.format(w.workingSetBytes)) | "
-            md += "\(cell(w, w.excess)) | \(cell(rmap, rmap?.excess)) | \(cell(w, w.overRmap)) | \(verdict) |\n"
+            md += "\(cell(w, w.excess)) | \(cell(rmap, rmap?.excess)) | \(cell(w, w.overRmap)) | \(w.pairs) (\(w.stop?.rawValue ?? "-")) | \(verdict) |\n"
         }
         return md + "\n"
     }

@@ -30,6 +30,21 @@ public struct MedianInterval: Sendable, Equatable {
     public var sign: Int { low > 0 ? 1 : high < 0 ? -1 : 0 }
 
     public func scaled(_ f: Double) -> MedianInterval { MedianInterval(median: median * f, low: low * f, high: high * f) }
+
+    /// How far the interval reaches from the median, on its wider side.
+    public var halfWidth: Double { max(high - median, median - low) }
+}
+
+/// What ended a working set's pollution pairs.
+public enum PollutionStop: String, Sendable {
+    /// slot-walk's excess over rmap known within the target (±3 µs at 95%).
+    case target = "ci95<=3us"
+    /// The time a working set on one CPU may take, spent first.
+    case budget
+    /// The most pairs the probe keeps.
+    case maximumPairs = "max-pairs"
+    /// The run was stopped.
+    case interrupted
 }
 
 /// The cache pollution one strategy's harvest leaves in the guest's working
@@ -56,9 +71,13 @@ public struct PollutionRow: Sendable {
     /// than from cache, on `guestCPU` (a read after flushing it minus one
     /// right after, per line): excess ns over it is lines.
     public var nsPerLine: Double
-    /// slot-walk's rows: its excess less rmap's, pair by pair (the pairs of
-    /// the two interleaved): median and 95% interval.
-    public var overRmap: MedianInterval?
+    /// slot-walk's rows: its excess less rmap's, pair by pair (the k-th
+    /// pair of each ran in the same block, in the same order of halves).
+    public var overRmapSamples: [Double] = []
+    /// slot-walk's rows: what ended its pairs.
+    public var stop: PollutionStop?
+    /// slot-walk's rows: the median of `overRmapSamples` and its 95% interval.
+    public var overRmap: MedianInterval? { MedianInterval(overRmapSamples) }
     /// Every pair's harvest handed out the pages written and left them protected.
     public var violationCount = 0
     public var violations: [String] = []
@@ -83,9 +102,23 @@ public struct PollutionRow: Sendable {
     /// Ns as lines re-read from memory.
     public func asLines(_ i: MedianInterval?) -> MedianInterval? { nsPerLine > 0 ? i?.scaled(1 / nsPerLine) : nil }
 
-    /// For slot-walk's rows: "more", "less" or "within noise" than rmap's.
-    public var verdict: String? {
-        guard let d = overRmap else { return nil }
+    /// The confidence of each verdict when a run gives `verdicts` of them:
+    /// 95% for the family (Bonferroni), so that among 16 verdicts one
+    /// "more" or "less" by chance is as unlikely as in one.
+    public static func verdictConfidence(verdicts: Int) -> Double {
+        1 - (1 - MedianInterval.confidence) / Double(max(1, verdicts))
+    }
+
+    /// slot-walk's over rmap at the family's confidence (`verdictConfidence`);
+    /// nil when too few pairs for it.
+    public func verdictInterval(verdicts: Int) -> MedianInterval? {
+        MedianInterval(overRmapSamples, confidence: Self.verdictConfidence(verdicts: verdicts))
+    }
+
+    /// For slot-walk's rows: "more", "less" or "within noise" than rmap's,
+    /// from the interval at the family's confidence.
+    public func verdict(verdicts: Int) -> String? {
+        guard let d = verdictInterval(verdicts: verdicts) else { return overRmapSamples.isEmpty ? nil : "too few pairs" }
         return d.sign > 0 ? "more" : d.sign < 0 ? "less" : "within noise"
     }
 }
@@ -95,13 +128,18 @@ extension Reports {
         "scenario", "paging", "sptes_per_gfn", "slot_pages", "vm_pages", "pattern", "guest_cpu", "wss_bytes", "strategy",
         "dirty_pages", "pairs", "harvest_ns", "reread_after_harvest_ns", "reread_after_idle_ns",
         "excess_ns", "excess_ci_low_ns", "excess_ci_high_ns", "ns_per_line", "excess_lines", "excess_lines_ci_low", "excess_lines_ci_high",
-        "over_rmap_ns", "over_rmap_ci_low_ns", "over_rmap_ci_high_ns", "over_rmap_verdict", "verified", "violation_count", "violations",
+        "over_rmap_ns", "over_rmap_ci_low_ns", "over_rmap_ci_high_ns", "pairs_stop", "verdict_confidence", "verdict_ci_low_ns",
+        "verdict_ci_high_ns", "over_rmap_verdict", "verified", "violation_count", "violations",
     ]
+
+    /// The verdicts a run's pollution rows give: one per slot-walk row with rmap beside it.
+    public static func pollutionVerdicts(_ rows: [PollutionRow]) -> Int { rows.filter { !$0.overRmapSamples.isEmpty }.count }
 
     public static func pollutionTable(_ rows: [PollutionRow]) -> CSVTable {
         var t = CSVTable(columns: pollutionColumns)
+        let verdicts = pollutionVerdicts(rows)
         for r in rows {
-            let k = r.series, lines = r.asLines(r.excess)
+            let k = r.series, lines = r.asLines(r.excess), family = r.verdictInterval(verdicts: verdicts)
             func cells(_ i: MedianInterval?, _ d: Int) -> [String] {
                 [i.map { fmt($0.median, d) } ?? "", i.map { fmt($0.low, d) } ?? "", i.map { fmt($0.high, d) } ?? ""]
             }
@@ -109,7 +147,9 @@ extension Reports {
                       r.guestCPU.rawValue, "\(r.workingSetBytes)", r.strategy.rawValue, "\(r.dirtyPages)", "\(r.pairs)",
                       fmt(r.harvestNs, 1), fmt(r.rereadAfterHarvestNs, 1), fmt(r.rereadAfterIdleNs, 1)]
                      + cells(r.excess, 1) + [fmt(r.nsPerLine, 3)] + cells(lines, 1) + cells(r.overRmap, 1)
-                     + [r.verdict ?? "", r.verified ? "true" : "false", "\(r.violationCount)", r.violations.joined(separator: "; ")])
+                     + [r.stop?.rawValue ?? "", r.overRmapSamples.isEmpty ? "" : fmt(PollutionRow.verdictConfidence(verdicts: verdicts), 4),
+                        family.map { fmt($0.low, 1) } ?? "", family.map { fmt($0.high, 1) } ?? ""]
+                     + [r.verdict(verdicts: verdicts) ?? "", r.verified ? "true" : "false", "\(r.violationCount)", r.violations.joined(separator: "; ")])
         }
         return t
     }

@@ -29,12 +29,15 @@ public struct MeasureSettings: Sendable {
     public var guestCPUs: [GuestCPU] = GuestCPU.allCases.sorted()
     public var pollutionWorkingSets: [Int]?
 
-    /// The pollution's working sets by default: the level-2 cache, and half
-    /// the last-level cache the machine keeps (`effectiveLastLevelCacheBytes`),
-    /// in whole 4 KiB pages.
+    /// The pollution's working sets by default: one that fits the level-2
+    /// cache (1 MiB, or the whole cache where it is smaller), and half the
+    /// last-level cache the machine keeps (`effectiveLastLevelCacheBytes`),
+    /// in whole 4 KiB pages; one when the two are the same.
     public static func defaultWorkingSets(effectiveLastLevelCacheBytes: Int) -> [Int] {
-        [CacheGeometry.levelTwoCacheBytes, effectiveLastLevelCacheBytes / 2 / 4096 * 4096]
+        Array(Set([levelTwoWorkingSetBytes, effectiveLastLevelCacheBytes / 2 / 4096 * 4096])).sorted()
     }
+    /// The smaller default working set: 1 MiB, within this machine's level-2 cache.
+    public static let levelTwoWorkingSetBytes = min(1 << 20, CacheGeometry.levelTwoCacheBytes)
     /// Pauses before each TLB flush with vCPUs running (`FaultInjection.flushWindowSpins`):
     /// the flush-placement tests' injection point, 0 in every run.
     var flushWindowSpins = 0

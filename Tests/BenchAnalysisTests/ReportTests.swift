@@ -360,16 +360,27 @@ func modelRow(_ key: SeriesKey, _ s: Strategy, dirty: Int, nUsed: Int, samples: 
         return r
     }
 
-    func pollution(over: MedianInterval) -> [PollutionRow] {
+    /// Twelve pairs from 7 to 11 us: the 95% interval (3rd to 10th) wholly above zero.
+    static let clearExcess: [Double] = (0..<12).map { 7_000 + Double($0) * 4_000 / 11 }
+
+    func pollution(over: [Double], verdicts: Int = 1) -> [PollutionRow] {
         let key = SeriesKey(scenario: .concurrent, paging: .tdp, sptesPerGFN: 1, slotPages: 1 << 18, vmPages: 1 << 18, pattern: .even, faultPath: .locked)
         var walk = PollutionRow(series: key, strategy: .slotWalk, guestCPU: .same, workingSetBytes: 512 << 10, dirtyPages: 16, pairs: 9,
                                 harvestNs: 500_000, rereadAfterHarvestNs: 90_000, rereadAfterIdleNs: 80_000,
                                 excess: MedianInterval(median: 10_000, low: 8_000, high: 12_000), nsPerLine: 50)
-        walk.overRmap = over
+        walk.overRmapSamples = over
+        walk.stop = .target
         let rmap = PollutionRow(series: key, strategy: .rmap, guestCPU: .same, workingSetBytes: 512 << 10, dirtyPages: 16, pairs: 9,
                                 harvestNs: 5_000, rereadAfterHarvestNs: 81_000, rereadAfterIdleNs: 80_000,
                                 excess: MedianInterval(median: 1_000, low: -500, high: 2_000), nsPerLine: 50)
-        return [walk, rmap]
+        // The rest of the run's verdicts: other working sets, each a slot-walk row of its own.
+        let others = (1..<verdicts).map { i in
+            var r = walk
+            r.workingSetBytes = (512 << 10) * (i + 1)
+            r.overRmapSamples = (0..<12).map { Double($0 - 6) }
+            return r
+        }
+        return [walk, rmap] + others
     }
 
     @Test func thePlotHasAPanelPerQuestionAndALinePerStrategyInEach() {
@@ -381,7 +392,7 @@ func modelRow(_ key: SeriesKey, _ s: Strategy, dirty: Int, nUsed: Int, samples: 
     }
 
     @Test func theSectionAnswersWithTheRunsNumbers() {
-        let md = GuestReport.section(results(rows(), pollution: pollution(over: MedianInterval(median: 9_000, low: 7_000, high: 11_000))))
+        let md = GuestReport.section(results(rows(), pollution: pollution(over: Self.clearExcess)))
         #expect(md.contains("## What the guest pays"))
         #expect(md.contains("555ns for the exit and entry together (a published exit)"))
         #expect(md.contains("This host's KVM, measured: 2.5us per exit (a cpuid loop)"))
@@ -399,16 +410,35 @@ func modelRow(_ key: SeriesKey, _ s: Strategy, dirty: Int, nUsed: Int, samples: 
     /// slot-walk's excess over rmap whose interval holds zero is no
     /// difference, however large its median.
     @Test func anIntervalThatHoldsZeroIsNoDifference() {
-        let md = GuestReport.section(results(rows(), pollution: pollution(over: MedianInterval(median: 9_000, low: -1_000, high: 20_000))))
+        let md = GuestReport.section(results(rows(), pollution: pollution(over: [-20_000, -15_000, -10_000, -5_000, -1_000,
+                                                                                          8_000, 9_000, 10_000, 11_000, 12_000, 15_000, 20_000])))
         #expect(md.contains("no difference beyond the interval"))
         #expect(!md.contains("**more, beyond the interval**"))
     }
 
     @Test func pollutionCSVHasTheIntervalsAndTheVerdict() {
-        let t = Reports.pollutionTable(pollution(over: MedianInterval(median: 9_000, low: 7_000, high: 11_000)))
+        let t = Reports.pollutionTable(pollution(over: Self.clearExcess))
         let r = t.records
         #expect(r.count == 2 && r[0]["guest_cpu"] == "same" && r[0]["over_rmap_verdict"] == "more")
         #expect(r[0]["excess_ci_low_ns"] == "8000.0" && r[0]["excess_lines"] == "200.0" && r[1]["over_rmap_ns"] == "")
+        #expect(r[0]["pairs_stop"] == "ci95<=3us" && r[0]["verdict_confidence"] == "0.9500")
+    }
+
+    /// Sixteen verdicts read at 95% each would give one "more" or "less"
+    /// by chance in most runs: each is read at 1 - 0.05/16. A difference
+    /// of 12 pairs whose 95% interval (the 3rd to the 10th) is above zero
+    /// but whose 99.69% interval (the 1st to the 12th) holds it is "more"
+    /// alone and "within noise" among sixteen.
+    @Test func verdictsAreCorrectedForTheirNumber() throws {
+        let justAbove: [Double] = [-4_000, 100, 5_000, 6_000, 7_000, 8_000, 9_000, 10_000, 11_000, 12_000, 13_000, 14_000]
+        let alone = pollution(over: justAbove)
+        #expect(try #require(alone[0].overRmap).sign == 1, "the 95% interval is above zero")
+        #expect(Reports.pollutionTable(alone).records[0]["over_rmap_verdict"] == "more")
+        let among = pollution(over: justAbove, verdicts: 16)
+        let csv = Reports.pollutionTable(among).records
+        #expect(csv[0]["over_rmap_verdict"] == "within noise" && csv[0]["verdict_confidence"] == "0.9969")
+        #expect(GuestReport.pollution(among).contains("99.69% interval, so that its 16 verdicts together"))
+        #expect(!GuestReport.pollution(among).contains("**more, beyond the interval**"))
     }
 }
 

@@ -173,3 +173,39 @@ import Testing
     }
     #endif
 }
+
+/// slot-walk's pollution over rmap is the difference of their excesses
+/// pair by pair: the k-th pair of each ran in the same block, under the
+/// same state of the machine, which the difference cancels.
+@Suite struct PollutionPairingTests {
+    /// Each block's machine state moves every re-read by up to ±100 µs;
+    /// slot-walk's harvest adds 5 µs to its re-read, rmap's nothing. Paired
+    /// as they ran, the difference is 5 µs in every pair; paired with any
+    /// other pair of rmap's, it carries the drift.
+    @Test func slotWalkIsSetAgainstTheRmapPairThatRanBesideIt() throws {
+        var rng = SeededGenerator(seed: 7)
+        var walk = PollutionPairs(), rmap = PollutionPairs()
+        for _ in 0..<40 {
+            let drift = Double.random(in: -100_000...100_000, using: &rng)
+            for (p, own) in [(0, 5_000.0), (1, 0.0)] {
+                let idle = 200_000 + drift / 2
+                if p == 0 {
+                    walk.harvestNs.append(500_000); walk.afterHarvest.append(idle + drift + own); walk.afterIdle.append(idle)
+                } else {
+                    rmap.harvestNs.append(5_000); rmap.afterHarvest.append(idle + drift + own); rmap.afterIdle.append(idle)
+                }
+            }
+        }
+        let key = SeriesKey(scenario: .concurrent, paging: .tdp, sptesPerGFN: 1, slotPages: 1 << 18, vmPages: 1 << 18, pattern: .even,
+                            faultPath: .locked)
+        let rows = PollutionProbe.rows(series: key, strategies: [.slotWalk, .rmap], pairs: [walk, rmap], stop: .target,
+                                       workingSetBytes: 1 << 20, cpu: .same, dirtyPages: 16, nsPerLine: 10)
+        let over = try #require(rows[0].overRmap)
+        #expect(over.median == 5_000 && over.low == 5_000 && over.high == 5_000, "\(over)")
+        #expect(rows[0].pairs == 40 && rows[0].stop == .target && rows[1].overRmapSamples.isEmpty)
+        // The same with the strategies listed the other way round.
+        let swapped = PollutionProbe.rows(series: key, strategies: [.rmap, .slotWalk], pairs: [rmap, walk], stop: .budget,
+                                          workingSetBytes: 1 << 20, cpu: .same, dirtyPages: 16, nsPerLine: 10)
+        #expect(swapped[1].overRmap == over && swapped[1].stop == .budget)
+    }
+}
