@@ -188,7 +188,7 @@ extension Bench {
                     + DisablePolicy.allCases.filter(possible.contains).map(\.rawValue).joined(separator: ", "))
             }
         }
-        if pagings.allSatisfy({ p in policies.allSatisfy { $0.era(paging: p.mode) == nil } }) {
+        if pagings.allSatisfy({ p in policies.allSatisfy { $0.kernels(paging: p.mode).isEmpty } }) {
             throw BenchError.usage("--enable-policy: " + policies.map(\.rawValue).joined(separator: ", ")
                 + " run under --paging tdp only: eager page splitting is the TDP MMU's")
         }

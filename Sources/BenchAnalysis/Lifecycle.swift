@@ -66,7 +66,10 @@ public struct LifecycleRow: Sendable {
     public var policy: EnablePolicy
     /// How the iterations' logs were harvested.
     public var strategy: Strategy
-    public var era: KernelEra
+    /// The release whose enable, write-fault and disable paths it ran.
+    public var kernel: LifecycleKernel
+    /// Its era: mmu_lock, fault paths, harvests.
+    public var era: KernelEra { kernel.era }
     public var phase: LifecyclePhase
     /// dirty, get, clear: the iteration, from 1.
     public var iteration: Int?
@@ -89,7 +92,8 @@ public struct LifecycleRow: Sendable {
     public var tlbFlushes = 0
     /// The vCPUs' exits (passes; a disable with the vCPUs running): all,
     /// fixed without mmu_lock, that built a mapping, that first zapped a
-    /// large leaf or a table; and their mean latency.
+    /// large leaf or a table or split a large leaf in place (the TDP MMU
+    /// from 6.2); and their mean latency.
     public var faults = 0
     public var fastFaults = 0
     public var mappingFaults = 0
@@ -106,24 +110,24 @@ public struct LifecycleRow: Sendable {
     public var violations: [String] = []
     public var violationCount = 0
 
-    public init(series: LifecycleKey, policy: EnablePolicy, strategy: Strategy, era: KernelEra, phase: LifecyclePhase, ns: Double) {
+    public init(series: LifecycleKey, policy: EnablePolicy, strategy: Strategy, kernel: LifecycleKernel, phase: LifecyclePhase, ns: Double) {
         self.series = series
         self.policy = policy
         self.strategy = strategy
-        self.era = era
+        self.kernel = kernel
         self.phase = phase
         self.ns = ns
     }
 
     public var verified: Bool { violationCount == 0 }
 
-    /// "eager-split/tdp-masked"
-    public var lifecycleLabel: String { "\(policy.rawValue)/\(strategy.rawValue)" }
+    /// "eager-split/tdp-masked 6.13"
+    public var lifecycleLabel: String { "\(policy.rawValue)/\(strategy.rawValue) \(kernel.rawValue)" }
 }
 
 extension Reports {
     public static let lifecycleColumns = [
-        "series", "paging", "sptes_per_gfn", "slot_pages", "backing", "vcpus", "policy", "strategy", "era", "phase", "iteration",
+        "series", "paging", "sptes_per_gfn", "slot_pages", "backing", "vcpus", "policy", "strategy", "kernel", "era", "phase", "iteration",
         "disable", "ns", "n_used_mmu_pages", "pages_4k", "pages_2m", "pages_1g", "huge_regions", "split_regions", "eligible_regions",
         "tables_allocated", "tables_freed", "lock_holds", "tlb_flushes", "faults", "fast_faults", "mapping_faults", "split_faults",
         "fault_mean_ns", "nr_dirty_pages", "seed_choice", "alternative", "vcpus_running", "verified", "violations",
@@ -133,7 +137,7 @@ extension Reports {
         var t = CSVTable(columns: lifecycleColumns)
         for r in rows {
             t.append([r.series.label, r.series.paging.rawValue, "\(r.series.sptesPerGFN)", "\(r.series.slotPages)", r.series.backing.rawValue,
-                      "\(r.series.vcpus)", r.policy.rawValue, r.strategy.rawValue, r.era.rawValue, r.phase.rawValue,
+                      "\(r.series.vcpus)", r.policy.rawValue, r.strategy.rawValue, r.kernel.rawValue, r.era.rawValue, r.phase.rawValue,
                       r.iteration.map { "\($0)" } ?? "", r.disable?.rawValue ?? "", fmt(r.ns, 0), "\(r.nUsedMMUPages)",
                       "\(r.pages4K)", "\(r.pages2M)", "\(r.pages1G)", "\(r.hugeRegions)", "\(r.splitRegions)", "\(r.eligibleRegions)",
                       "\(r.tablesAllocated)", "\(r.tablesFreed)", "\(r.lockHolds)", "\(r.tlbFlushes)", "\(r.faults)", "\(r.fastFaults)",
@@ -161,7 +165,7 @@ extension Reports {
         for key in order {
             let rs = rows.filter { $0.series.label + "|" + $0.lifecycleLabel == key }
             guard let first = rs.first else { continue }
-            out.append("\(first.series.label): \(first.policy.rawValue) (\(first.policy.commit)), \(first.strategy.rawValue), \(first.era.label)")
+            out.append("\(first.series.label): \(first.policy.rawValue) (\(first.policy.commit)), \(first.strategy.rawValue), \(first.kernel.label)")
             func extra(_ r: LifecycleRow) -> String {
                 var s = "  [n_used \(r.nUsedMMUPages), 4K \(r.pages4K) 2M \(r.pages2M) 1G \(r.pages1G)"
                 if r.tablesAllocated > 0 || r.tablesFreed > 0 { s += ", +\(r.tablesAllocated)/-\(r.tablesFreed) pages" }

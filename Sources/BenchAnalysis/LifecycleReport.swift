@@ -48,7 +48,7 @@ public enum LifecyclePlot {
         var y = top
         for g in groups {
             let these = rows.filter { $0.lifecycleLabel == g }
-            svg += "<text x=\"20\" y=\"\(SVGPlot.f(y + 12))\" font-weight=\"bold\">\(SVGPlot.escape(g)) (\(these[0].era.label))</text>\n"
+            svg += "<text x=\"20\" y=\"\(SVGPlot.f(y + 12))\" font-weight=\"bold\">\(SVGPlot.escape(g)) (\(these[0].kernel.label))</text>\n"
             y += 18
             for r in these {
                 let color = phaseColors[r.phase] ?? "#444"
@@ -156,7 +156,7 @@ public enum LifecycleReport {
     static func phaseTable(_ rows: [LifecycleRow]) -> String {
         let iterations = rows.compactMap(\.iteration).max() ?? 0
         let manual = rows.contains { $0.phase == .clear }
-        var head = "| lifecycle | era | populate | enable | n_used after enable |"
+        var head = "| lifecycle | kernel | populate | enable | n_used after enable |"
         var rule = "|---|---|---:|---:|---:|"
         for k in 1...max(1, iterations) {
             head += " iteration \(k) dirty | get \(k) |" + (manual ? " clear \(k) |" : "") + " n_used after \(k) |"
@@ -169,7 +169,7 @@ public enum LifecycleReport {
                 these.first { $0.phase == p && $0.iteration == k && $0.alternative == nil }
             }
             func d(_ r: LifecycleRow?) -> String { r.map { Reports.duration($0.ns) } ?? "-" }
-            md += "| \(l) | \(these[0].era.rawValue) | \(d(t(.populate))) | \(d(t(.enable))) | \(t(.enable)?.nUsedMMUPages ?? 0) |"
+            md += "| \(l) | \(these[0].kernel.label) | \(d(t(.populate))) | \(d(t(.enable))) | \(t(.enable)?.nUsedMMUPages ?? 0) |"
             for k in 1...max(1, iterations) {
                 let g = t(.get, k)
                 var getCell = d(g)

@@ -149,7 +149,7 @@ extension GuestThreads {
                     case .mapped:
                         st.mappingFaults &+= 1
                         st.tablesAllocated &+= a.tables
-                        if a.zapped { st.splitFaults &+= 1 }
+                        if a.zapped || a.split { st.splitFaults &+= 1 }
                     default: break
                     }
                 }

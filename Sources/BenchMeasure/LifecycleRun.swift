@@ -11,7 +11,8 @@ struct LifecycleRun {
     let guests: GuestThreads
     let policy: EnablePolicy
     let strategy: Strategy
-    let era: KernelEra
+    /// The release whose enable, write fault and disable it runs.
+    let kernel: LifecycleKernel
     let allocations: ThreadAllocationCounter
     let slot: SlotView
     /// The pages the vCPUs logged since the last harvest, as they report them.
@@ -19,14 +20,14 @@ struct LifecycleRun {
     var rows: [LifecycleRow] = []
 
     init(spec: LifecycleSpec, vm: VirtualMachine, mmu: MMU, guests: GuestThreads, policy: EnablePolicy, strategy: Strategy,
-         era: KernelEra, allocations: ThreadAllocationCounter) {
+         kernel: LifecycleKernel, allocations: ThreadAllocationCounter) {
         self.spec = spec
         self.vm = vm
         self.mmu = mmu
         self.guests = guests
         self.policy = policy
         self.strategy = strategy
-        self.era = era
+        self.kernel = kernel
         self.allocations = allocations
         slot = mmu.slot(id: VMLayout.measuredSlotID)
         expected = .allocate(capacity: slot.bitmapWords)
@@ -45,7 +46,7 @@ struct LifecycleRun {
     /// A row for a phase just measured: the MMU's state now, the counters' change.
     func row(_ phase: LifecyclePhase, ns: UInt64, since b: Before, iteration: Int? = nil, disable: DisablePolicy? = nil,
              counters: ProtectCounters? = nil, pass: LifecyclePassStats? = nil) -> LifecycleRow {
-        var r = LifecycleRow(series: spec.key, policy: policy, strategy: strategy, era: era, phase: phase, ns: Double(ns))
+        var r = LifecycleRow(series: spec.key, policy: policy, strategy: strategy, kernel: kernel, phase: phase, ns: Double(ns))
         r.iteration = iteration
         r.disable = disable
         let census = vm.leafCensus(slotID: VMLayout.measuredSlotID)
@@ -133,11 +134,8 @@ struct LifecycleRun {
             rows.replaceSubrange(first..., with: mine + others)
         }
 
-        // Disable, by each policy of the era, from the same state.
-        // Without the TDP MMU the shadow MMU zaps collapsible sptes by rmap
-        // (3ea3b7fa's kvm_rmap_zap_collapsible_sptes(), 6.1's too).
-        let kernels = spec.tdpMMUEnabled ? DisablePolicy.policies(for: policy, paging: spec.paging.mode) : [.zapRmap]
-        let disables = (spec.disablePolicies ?? DisablePolicy.allCases).filter { kernels.contains($0) }
+        // Disable, by each policy of the kernel, from the same state.
+        let disables = LifecycleSeries.disables(kernel, spec: spec)
         let snapshot = disables.count > 1 ? vm.snapshotGuestLeaves(slotID: sid) : nil
         for (i, d) in disables.enumerated() {
             if i > 0, let s = snapshot {

@@ -122,41 +122,68 @@ public final class LifecycleSeries {
         self.progress = progress
     }
 
-    /// The lifecycles the series runs, and the skipped ones.
-    public var lifecycles: (runs: [(EnablePolicy, Strategy)], skipped: [SkipNote]) {
-        var runs: [(EnablePolicy, Strategy)] = [], skipped: [SkipNote] = []
+    /// One lifecycle: how logging is enabled, by which kernel, harvested how.
+    public struct Lifecycle: Sendable, Equatable {
+        public var policy: EnablePolicy
+        public var kernel: LifecycleKernel
+        public var strategy: Strategy
+    }
+
+    /// The lifecycles the series runs, and the skipped ones: each enable
+    /// policy under each kernel that had it and one of the disable
+    /// policies asked for.
+    public var lifecycles: (runs: [Lifecycle], skipped: [SkipNote]) {
+        var runs: [Lifecycle] = [], skipped: [SkipNote] = []
         for p in spec.policies {
             switch LifecycleSpec.strategies(p, paging: spec.paging.mode, manualProtect: spec.manualProtect, tdpMMU: spec.tdpMMUEnabled) {
-            case .success(let s): runs += s.map { (p, $0) }
+            case .success(let s):
+                for k in Self.kernels(p, spec: spec) where !Self.disables(k, spec: spec).isEmpty {
+                    runs += s.map { Lifecycle(policy: p, kernel: k, strategy: $0) }
+                }
             case .failure(let skip): skipped.append(SkipNote(series: spec.key.label, backend: .model, strategy: p.rawValue, reason: skip.reason))
             }
         }
         return (runs, skipped)
     }
 
+    /// The kernels a policy runs under in `spec`: without the TDP MMU, 6.1's
+    /// alone (the kernel lab's npt=0 boot, which runs it).
+    static func kernels(_ p: EnablePolicy, spec: LifecycleSpec) -> [LifecycleKernel] {
+        let all = p.kernels(paging: spec.paging.mode)
+        return spec.tdpMMUEnabled ? all : all.filter { $0.era != .linux5_14on || $0 == .linux6_1 }
+    }
+
+    /// The disable policies a lifecycle under `kernel` runs: the kernel's
+    /// (without the TDP MMU, the shadow MMU's rmap zap: 3ea3b7fa's
+    /// kvm_rmap_zap_collapsible_sptes(), 6.1's too), those asked for.
+    static func disables(_ kernel: LifecycleKernel, spec: LifecycleSpec) -> [DisablePolicy] {
+        let own = spec.tdpMMUEnabled || kernel.era != .linux5_14on ? kernel.disablePolicies : [.zapRmap]
+        return (spec.disablePolicies ?? DisablePolicy.allCases).filter { own.contains($0) }
+    }
+
     public func run() throws -> LifecycleOutcome {
         var out = LifecycleOutcome()
         let (runs, skipped) = lifecycles
         out.skipped = skipped
-        for (i, (policy, strategy)) in runs.enumerated() {
+        for l in runs {
+            let label = "\(l.policy.rawValue)/\(l.strategy.rawValue) \(l.kernel.rawValue)"
             if let s = Termination.requested {
-                out.interruptedAt = "\(spec.key.label) \(policy.rawValue)/\(strategy.rawValue) (\(Termination.name(s)))"
+                out.interruptedAt = "\(spec.key.label) \(label) (\(Termination.name(s)))"
                 break
             }
-            progress.point("\(policy.rawValue)/\(strategy.rawValue)")
+            progress.point(label)
             let t0 = MonotonicClock.now()
-            out.rows += try runLifecycle(policy: policy, strategy: strategy)
+            out.rows += try runLifecycle(l)
             out.phases.add(.lifecycle, MonotonicClock.seconds(since: t0))
             progress.pointDone()
-            _ = i
         }
         return out
     }
 
     /// One lifecycle, start to end.
-    private func runLifecycle(policy: EnablePolicy, strategy: Strategy) throws -> [LifecycleRow] {
+    private func runLifecycle(_ l: Lifecycle) throws -> [LifecycleRow] {
         let paging = spec.paging.mode
-        let era = policy.era(paging: paging)!
+        let era = l.kernel.era
         let tdpMMU = era == .linux5_14on && paging == .tdp && spec.tdpMMUEnabled
         let layout = spec.layout
         let vm = VirtualMachine(unloggedLayout: layout, vcpus: spec.vcpus, reserve: 2 * layout.expectedShadowPages + 64,
@@ -164,6 +191,7 @@ public final class LifecycleSeries {
         vm.state.pointee.tdpMMUEnabled = spec.tdpMMUEnabled
         vm.state.pointee.hostLevel = min(vm.state.pointee.hostLevel, spec.maxLeafLevel)
         vm.enterEra(era)
+        vm.state.pointee.splitHugeLeafOnFault = l.kernel.splitsHugeLeafOnFault
         let costs = settings.exitCosts
         vm.setExitCosts(exitTicks: TickClock.ticks(costs.exitNs), ipiTicks: TickClock.ticks(costs.ipiNs))
         vm.state.pointee.clearChunkPages = settings.clearChunkPages
@@ -174,7 +202,7 @@ public final class LifecycleSeries {
             let guests = GuestThreads(vm: vm, mmu: mmu, count: spec.vcpus, faultPath: .fast, shadowing: false,
                                       maxPages: spec.slotPages)
             defer { guests.shutdown(vm: vm) }
-            var run = LifecycleRun(spec: spec, vm: vm, mmu: mmu, guests: guests, policy: policy, strategy: strategy, era: era,
+            var run = LifecycleRun(spec: spec, vm: vm, mmu: mmu, guests: guests, policy: l.policy, strategy: l.strategy, kernel: l.kernel,
                                    allocations: allocations)
             defer { run.release() }
             return try run.all()

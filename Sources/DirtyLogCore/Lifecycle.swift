@@ -58,20 +58,20 @@ public enum EnablePolicy: String, CaseIterable, Sendable, Hashable, Comparable {
     /// write-protects the pages it clears.
     case splitOnClear = "split-on-clear"
 
-    /// The kernel whose mmu_lock, fault paths and harvest it runs with, by
-    /// paging mode: the TDP MMU's policies need two-dimensional paging;
-    /// wrprot under shadow paging is the shadow MMU's.
-    public func era(paging: PagingMode) -> KernelEra? {
+    /// The kernels that enabled logging this way under `paging`, each run
+    /// with its own write fault and disable: the TDP MMU's policies need
+    /// two-dimensional paging; wrprot under shadow paging is the shadow MMU's.
+    public func kernels(paging: PagingMode) -> [LifecycleKernel] {
         switch self {
-        case .drop: .linux3_3to3_5
-        case .wrprot: paging == .tdp ? .linux5_14on : .linux4_2to5_11
-        case .eagerSplit, .splitOnClear: paging == .tdp ? .linux5_14on : nil
+        case .drop: [.linux3_3]
+        case .wrprot: paging == .tdp ? [.linux6_1, .linux6_13] : [.linux4_2to5_11]
+        case .eagerSplit, .splitOnClear: paging == .tdp ? [.linux6_1, .linux6_13] : []
         }
     }
 
     /// Why no kernel ran the policy under `paging`, or nil.
     public func skipReason(paging: PagingMode) -> String? {
-        guard era(paging: paging) == nil else { return nil }
+        guard kernels(paging: paging).isEmpty else { return nil }
         return "\(rawValue): eager page splitting is the TDP MMU's (kvm_mmu_slot_try_split_huge_pages() returns unless tdp_mmu_enabled, a3fe5dbd), which shadow paging has not"
     }
 
@@ -126,14 +126,10 @@ public enum DisablePolicy: String, CaseIterable, Sendable, Hashable, Comparable 
     /// Whether the policy is the TDP MMU's.
     public var isTDPMMU: Bool { self == .zap || self == .zapBatched || self == .recover }
 
-    /// The disable policies of the kernel an enable policy's era ran, by paging mode.
+    /// The disable policies of the kernels that enabled logging by
+    /// `enable` under `paging`.
     public static func policies(for enable: EnablePolicy, paging: PagingMode) -> [DisablePolicy] {
-        switch enable.era(paging: paging) {
-        case .linux3_3to3_5: [.wrprotWalk]
-        case .linux4_2to5_11: [.zapRmap]
-        case .linux5_14on: [.zap, .zapBatched, .recover]
-        case nil: []
-        }
+        enable.kernels(paging: paging).flatMap(\.disablePolicies)
     }
 
     public var commit: String {
@@ -147,6 +143,61 @@ public enum DisablePolicy: String, CaseIterable, Sendable, Hashable, Comparable 
     }
 
     public static func < (a: DisablePolicy, b: DisablePolicy) -> Bool {
+        allCases.firstIndex(of: a)! < allCases.firstIndex(of: b)!
+    }
+}
+
+/// The kernel release whose enable, write-fault and disable paths a
+/// lifecycle runs together, so that each of its figures is one a kernel
+/// produced: no 6.13 disable beside a 6.1 write fault.
+public enum LifecycleKernel: String, CaseIterable, Sendable, Hashable, Comparable {
+    /// The seed: logging drops large leaves (drop), the slot walk at
+    /// disable (wrprot-walk), a write fault under the ticket lock.
+    case linux3_3 = "3.3"
+    /// The shadow MMU from 3ea3b7fa (4.2): large leaves write-protected
+    /// (c126d94f, 3.14), the rmap zap at disable (zap-rmap).
+    case linux4_2to5_11 = "4.2-5.11"
+    /// The TDP MMU of 6.1: a write fault on a write-protected huge leaf
+    /// zaps it (tdp_mmu_zap_spte_atomic(), a TLB flush) and the fault maps
+    /// 4 KiB below it, the region's other pages faulting in turn; the
+    /// disable zaps collapsible tables, a flush each (85f44f8cc07b). The
+    /// shadow MMU where 6.1 runs without the TDP MMU (the kernel lab's
+    /// npt=0 boot) disables by the rmap zap.
+    case linux6_1 = "6.1"
+    /// The TDP MMU of 6.13: a write fault on a huge leaf splits it in place
+    /// (tdp_mmu_split_huge_page() from kvm_tdp_mmu_map(), c4b33d28, 6.2:
+    /// no zap, no flush, the region's other pages mapped read-only and
+    /// fixed by the fast path); the disable batches its flushes (35ef80eb)
+    /// or recovers huge leaves in place (13e2e4f6).
+    case linux6_13 = "6.13"
+
+    /// The era of its mmu_lock, fault paths and harvests.
+    public var era: KernelEra {
+        switch self {
+        case .linux3_3: .linux3_3to3_5
+        case .linux4_2to5_11: .linux4_2to5_11
+        case .linux6_1, .linux6_13: .linux5_14on
+        }
+    }
+
+    /// Whether a write fault splits a write-protected huge leaf in place
+    /// (c4b33d28, 6.2) rather than zapping it (the TDP MMU only).
+    public var splitsHugeLeafOnFault: Bool { self == .linux6_13 }
+
+    /// Its disable policies (the TDP MMU's; `linux6_1` without it: zap-rmap).
+    public var disablePolicies: [DisablePolicy] {
+        switch self {
+        case .linux3_3: [.wrprotWalk]
+        case .linux4_2to5_11: [.zapRmap]
+        case .linux6_1: [.zap]
+        case .linux6_13: [.zapBatched, .recover]
+        }
+    }
+
+    /// "Linux 6.13"
+    public var label: String { self == .linux4_2to5_11 ? "Linux 4.2 to 5.11" : "Linux \(rawValue)" }
+
+    public static func < (a: LifecycleKernel, b: LifecycleKernel) -> Bool {
         allCases.firstIndex(of: a)! < allCases.firstIndex(of: b)!
     }
 }

@@ -91,6 +91,9 @@ public struct VCPUAccess: Equatable, Sendable {
     /// `mapped`: it first removed what was there: a write-protected large
     /// leaf (split on write) or a table a huge leaf now replaces.
     public var zapped = false
+    /// `mapped`: it split a write-protected large leaf in place (the TDP
+    /// MMU from 6.2) instead.
+    public var split = false
     /// The page was logged anew.
     public var newlyLogged = false
 

@@ -16,7 +16,10 @@ extension MMU {
     ///
     /// - a large leaf above that level (write-protected for logging) is
     ///   removed first, TLBs flushed (drop_large_spte(); the TDP MMU's
-    ///   tdp_mmu_zap_spte_atomic());
+    ///   tdp_mmu_zap_spte_atomic() to 6.1), or, by the TDP MMU from 6.2
+    ///   (c4b33d28), split in place into a table of leaves one level down
+    ///   with its bits (tdp_mmu_split_huge_page(): no flush, the
+    ///   translations unchanged) and the walk goes on into it;
     /// - a missing table is allocated and linked: direct in the direct
     ///   tree and below a guest huge page, else a shadow of the guest's
     ///   page table;
@@ -57,9 +60,16 @@ extension MMU {
                 var cur = ca_read_once64(e)
                 if isFrozenSPTE(cur) { ca_cpu_relax(); continue retry }
                 if isShadowPresentSPTE(cur) && isLargeSPTE(cur) {
-                    guard zapLargeLeaf(e, old: cur, gfn: gfn, level: level, shared: shared) else { continue retry }
-                    result.zapped = true
-                    cur = 0
+                    if shared && vm.pointee.splitHugeLeafOnFault {
+                        guard splitLargeLeaf(e, old: cur, gfn: gfn, level: level, slot: s, shared: true) else { continue retry }
+                        result.split = true
+                        result.tables &+= 1
+                        cur = ca_read_once64(e)
+                    } else {
+                        guard zapLargeLeaf(e, old: cur, gfn: gfn, level: level, shared: shared) else { continue retry }
+                        result.zapped = true
+                        cur = 0
+                    }
                 }
                 if isShadowPresentSPTE(cur) {
                     table = SPTE.childTable(cur)

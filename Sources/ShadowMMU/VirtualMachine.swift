@@ -69,6 +69,11 @@ public struct VMState {
     /// boot), whose shadow MMU maps even a guest without paging directly
     /// (nonpaging mode: direct shadow pages, rmaps, mmu_lock's write side).
     public var tdpMMUEnabled = true
+    /// Whether the TDP MMU's write fault splits a large leaf it must map
+    /// below in place (tdp_mmu_split_huge_page() from kvm_tdp_mmu_map(),
+    /// c4b33d28, 6.2) rather than zapping it (5.10 to 6.1). Set by the
+    /// lifecycle's kernel.
+    public var splitHugeLeafOnFault = false
     /// The root of a direct tree indexed by gfn (the two-dimensional paging
     /// layout), -1 when there is none: what tdp-walk and tdp-masked walk.
     /// Every shadow page of such a VM is direct (sp->role.direct).

@@ -47,10 +47,15 @@ import Testing
             let ran = Set(out.rows.map(\.policy))
             #expect(ran == (paging == .tdp ? Set(EnablePolicy.allCases) : [.drop, .wrprot]))
             #expect(out.skipped.count == (paging == .tdp ? 0 : 2), "eager splitting is the TDP MMU's")
-            for p in ran {
-                let phases = out.rows.filter { $0.policy == p && $0.alternative == nil }.map(\.phase)
-                #expect(phases.filter { $0 == .dirty }.count == 2 && phases.filter { $0 == .get }.count == 2, "\(p): two iterations")
+            // Each policy under each kernel that ran it: the TDP MMU's under 6.1 and 6.13.
+            let kernels = Set(out.rows.map { "\($0.policy.rawValue) \($0.kernel.rawValue)" })
+            #expect(kernels == (paging == .tdp ? ["drop 3.3", "wrprot 6.1", "wrprot 6.13", "eager-split 6.1", "eager-split 6.13",
+                                                 "split-on-clear 6.1", "split-on-clear 6.13"] : ["drop 3.3", "wrprot 4.2-5.11"]))
+            for l in Set(out.rows.map(\.lifecycleLabel)) {
+                let rows = out.rows.filter { $0.lifecycleLabel == l && $0.alternative == nil }, phases = rows.map(\.phase)
+                #expect(phases.filter { $0 == .dirty }.count == 2 && phases.filter { $0 == .get }.count == 2, "\(l): two iterations")
                 #expect(phases.first == .populate && phases.contains(.enable) && phases.contains(.disable) && phases.last == .refault)
+                #expect(Set(rows.compactMap(\.disable)).isSubset(of: rows[0].kernel.disablePolicies), "\(l): its kernel's disables alone")
             }
         }
     }

@@ -13,13 +13,16 @@ import Testing
     static let regions = pages / 512
 
     /// A VM of `paging` backed by 2 MiB pages, populated by the guest's
-    /// own faults, in the era `policy` runs in.
-    static func populated(_ paging: Paging, policy: EnablePolicy, backing: Backing = .page2M, pages: Int = pages) -> VirtualMachine {
-        let era = policy.era(paging: paging.mode)!
+    /// own faults, under `kernel` (the first kernel that ran `policy`).
+    static func populated(_ paging: Paging, policy: EnablePolicy, kernel: LifecycleKernel? = nil, backing: Backing = .page2M,
+                          pages: Int = pages) -> VirtualMachine {
+        let kernel = kernel ?? policy.kernels(paging: paging.mode)[0]
+        let era = kernel.era
         let layout = VMLayout(paging: paging, slotPages: pages, backing: backing)
         let vm = VirtualMachine(unloggedLayout: layout, reserve: 2 * layout.expectedShadowPages + 16,
                                 rmaps: era != .linux5_14on || paging != .tdp, populate: false)
         vm.enterEra(era)
+        vm.state.pointee.splitHugeLeafOnFault = kernel.splitsHugeLeafOnFault
         vm.startGuests(count: 1)
         touch(vm, pages: 0..<pages)
         return vm
@@ -100,6 +103,33 @@ import Testing
         Self.check(vm, "after the harvest")
     }
 
+    /// From 6.2 (c4b33d28) the TDP MMU's write fault splits a
+    /// write-protected huge leaf in place: no zap, no TLB flush; the
+    /// region's 512 leaves keep the huge leaf's bits, read-only, and the
+    /// other 511 writes are fixed by the fast path. 6.1 zaps and flushes,
+    /// and the other 511 writes each map their page.
+    @Test(arguments: [LifecycleKernel.linux6_1, .linux6_13])
+    func theTDPWriteFaultOnAHugeLeafIsItsKernels(kernel: LifecycleKernel) {
+        let vm = Self.populated(.tdp, policy: .wrprot, kernel: kernel)
+        vm.enableDirtyLogging(slotID: 0, policy: .wrprot)
+        let flushes = vm.tlbFlushes
+        let w = Self.touch(vm, pages: 0..<512)
+        if kernel == .linux6_13 {
+            #expect(w[0].kind == .mapped && w[0].split && !w[0].zapped && w[0].tables == 1, "split in place")
+            #expect(w.dropFirst().allSatisfy { $0.kind == .fixed(.fastPath) }, "the rest read-only leaves the fast path fixes")
+            #expect(vm.tlbFlushes == flushes, "a split changes no translation: no flush")
+        } else {
+            #expect(w[0].kind == .mapped && w[0].zapped && !w[0].split && w[0].tables == 1, "zapped")
+            #expect(w.dropFirst().allSatisfy { $0.kind == .mapped && !$0.zapped }, "the rest map their pages")
+            #expect(vm.tlbFlushes == flushes + 1, "the zap flushes")
+        }
+        let c = vm.leafCensus(slotID: 0)
+        #expect(c.splitRegions == 1 && c.leaves.pages4K == 512 && c.writable.pages4K == 512)
+        Self.check(vm, .betweenProtections, "after the writes")
+        #expect(Self.harvest(vm, .tdpMasked) == Array(0..<512))
+        Self.check(vm, "after the harvest")
+    }
+
     @Test func eagerSplitMapsEverythingAt4KiBBeforeAnyWrite() {
         let vm = Self.populated(.tdp, policy: .eagerSplit)
         let before = vm.nUsedMMUPages
@@ -163,7 +193,7 @@ import Testing
     @Test(arguments: [Paging.tdp, .shadow(mappings: 2)])
     func shadowMMUDisablesLeaveTheirTablesAllocated(paging: Paging) {
         for (enable, disable) in [(EnablePolicy.drop, DisablePolicy.wrprotWalk), (.wrprot, .zapRmap)] {
-            guard enable.era(paging: paging.mode) != .linux5_14on else { continue }
+            guard enable.kernels(paging: paging.mode)[0].era != .linux5_14on else { continue }
             let vm = Self.populated(paging, policy: enable)
             vm.enableDirtyLogging(slotID: 0, policy: enable)
             Self.touch(vm, pages: 0..<Self.pages)
