@@ -39,8 +39,8 @@ struct Compare: ParsableCommand {
     @Option(help: ArgumentHelp("Strategies whose regressions fail the comparison. (default: all)", valueName: "names"))
     var check: CommaList<String>?
 
-    @Option(name: .customLong("max-regression"), help: ArgumentHelp("Percent slowdown of a strategy over a series (its median change, significant) that fails the comparison, 0 to 1000; between default runs of this session minutes apart a strategy's series moved by up to 22% against the others.", valueName: "percent"))
-    var maxRegression: Double = 30
+    @Option(name: .customLong("max-regression"), help: ArgumentHelp("Percent slowdown of a strategy over a series (its median change, significant) that fails the comparison, 0 to 1000. Three pairs of default runs of one commit on this machine, minutes apart (2026-12-07), moved no strategy's series significantly by more than 8.1% against the others, and a 25% slowdown planted into one strategy of the second run of each pair showed as 20.5% to 30.2% in every series it ran in.", valueName: "percent"))
+    var maxRegression: Double = 15
 
     @Option(help: ArgumentHelp("False-discovery rate for significance, 0.0001 to 0.5.", valueName: "q"))
     var fdr: Double = 0.05

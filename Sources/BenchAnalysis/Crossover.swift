@@ -9,9 +9,11 @@ public struct CrossoverRow: Sendable {
     /// Interpolated dirty-page count where rmap's median time meets slot-walk's,
     /// nil when the two do not cross within the sweep (see `note`).
     public var crossoverDirtyPages: Double?
-    /// Its 90% bootstrap interval (`Crossover.interval`): where the
-    /// crossing falls when each point's repetitions are drawn again. An
-    /// edge of the sweep where resamples put no crossing inside it.
+    /// Its 90% interval for another run on this machine
+    /// (`Crossover.interval`): where the crossing falls when each point's
+    /// repetitions are drawn again and the two strategies drift apart as
+    /// they do between runs. An edge of the sweep where resamples put no
+    /// crossing inside it.
     public var crossoverLow: Double?
     public var crossoverHigh: Double?
     public var note: String
@@ -101,14 +103,28 @@ public enum Crossover {
         return rmap.keys.filter { walk[$0] != nil }.sorted().map { Pair(dirtyPages: $0, rmap: rmap[$0]!, slotWalk: walk[$0]!) }
     }
 
-    /// The crossover's 90% interval by the bootstrap: `resamples` times,
-    /// each point's rmap and slot-walk repetitions are drawn again with
-    /// replacement (seeded: the same rows give the same interval), their
-    /// medians paired and the crossing found (`find`); the 5th and 95th
-    /// percentiles of where it fell. A resample with rmap slower at the
-    /// first point counts as the first point, one with rmap faster at every
-    /// point as the last. Nil without two repetitions at a point of each.
-    public static func interval(_ rows: [PointRow], resamples: Int = 400, seed: UInt64 = 0xC805) -> (low: Double, high: Double)? {
+    /// How far rmap and slot-walk drift apart between two runs of the same
+    /// code on this machine, as the standard deviation of the log of their
+    /// ratio's change at a point: its memory bandwidth moves between 11 and
+    /// 18 GB/s from minute to minute, and slot-walk, which streams the
+    /// slot's tables, moves with it more than rmap, which chases pointers.
+    /// Measured over the points of the 1 GiB threshold series in four
+    /// default runs of this machine, 2026-12-07 (results/README.md).
+    public static let runDrift = 0.08
+
+    /// The crossover's 90% interval for another run on this machine, by
+    /// the bootstrap: `resamples` times, each point's rmap and slot-walk
+    /// repetitions are drawn again with replacement, and slot-walk's
+    /// medians all scaled by one draw of the drift between runs (log-normal,
+    /// `drift`), seeded: the same rows give the same interval; the medians
+    /// paired and the crossing found (`find`); the 5th and 95th percentiles
+    /// of where it fell. A resample with rmap slower at the first point
+    /// counts as the first point, one with rmap faster at every point as
+    /// the last. The repetitions alone (`drift` 0) say how well this run
+    /// knows its own crossing, not where the next run's falls. Nil without
+    /// two repetitions at a point of each.
+    public static func interval(_ rows: [PointRow], drift: Double = runDrift, resamples: Int = 400,
+                                seed: UInt64 = 0xC805) -> (low: Double, high: Double)? {
         var rmap: [Int: [Double]] = [:], walk: [Int: [Double]] = [:]
         for r in rows {
             if r.strategy == .model(.rmap) { rmap[r.dirtyPages] = r.samples }
@@ -124,7 +140,8 @@ public enum Crossover {
         }
         var found: [Double] = []
         for _ in 0..<resamples {
-            let pairs = counts.map { Pair(dirtyPages: $0, rmap: redrawn(rmap[$0]!), slotWalk: redrawn(walk[$0]!)) }
+            let apart = exp(drift * rng.normal())
+            let pairs = counts.map { Pair(dirtyPages: $0, rmap: redrawn(rmap[$0]!), slotWalk: redrawn(walk[$0]!) * apart) }
             if let x = find(pairs).0 {
                 found.append(x)
             } else {

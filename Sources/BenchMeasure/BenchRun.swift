@@ -179,12 +179,20 @@ public final class BenchRun {
             if settings.pollutionWorkingSets == nil {
                 settings.pollutionWorkingSets = MeasureSettings.defaultWorkingSets(effectiveLastLevelCacheBytes: kept)
             }
-            progress.note("last-level cache kept here: \(Bytes.format(kept)) (sysfs: \(Bytes.format(CacheGeometry.lastLevelCacheBytes))); "
+            progress.note("last-level cache kept here: \(Bytes.format(kept)) (sysfs: \(Bytes.format(CacheGeometry.sysfsLastLevelCacheBytes))); "
                 + "pollution working sets: " + settings.pollutionWorkingSets!.map(Bytes.format).joined(separator: ", "))
         }
         progress.note(String(format: "calibration: %.1f GB/s sequential read, %.0f ns per dependent cache miss, %.0f ns timer",
                              calibration.readBandwidthGBps, calibration.missLatencyNs, calibration.timerOverheadNs))
         let eviction = plan.settings.cache.evicts ? CacheEviction(forcing: plan.settings.cache == .full ? .full : nil) : nil
+        if eviction != nil {
+            calibration.evictionLastLevelCacheBytes = CacheGeometry.lastLevelCacheBytes
+            if CacheGeometry.lastLevelCacheBytes < CacheGeometry.sysfsLastLevelCacheBytes {
+                progress.note("evictions sized by a last-level cache of \(Bytes.format(CacheGeometry.lastLevelCacheBytes)), where a dependent chase "
+                    + "found the cache ends (sysfs reports \(Bytes.format(CacheGeometry.sysfsLastLevelCacheBytes))); a chase's cost per line: "
+                    + CacheGeometry.cacheEnd.perLine.map { String(format: "%@ %.0f ns", Bytes.format($0.bytes), $0.ns) }.joined(separator: ", "))
+            }
+        }
         if let e = eviction, progress.verbose {
             progress.note(String(format: "eviction: a full read %@, a last-level read %@, a line's flush %.1f ns",
                                  Reports.duration(e.fullReadNs), Reports.duration(e.lastLevelReadNs), e.flushNsPerLine))

@@ -102,9 +102,54 @@ final class FullCacheRead {
 
 /// The caches the eviction must empty.
 public enum CacheGeometry {
-    /// Size of the last-level cache, from sysfs (the highest cache index of
-    /// cpu0), falling back to sysconf and then 32 MiB.
-    public static let lastLevelCacheBytes: Int = detect().bytes
+    /// Size of the last-level cache as sysfs reports it (the highest cache
+    /// index of cpu0), falling back to sysconf and then 32 MiB.
+    public static let sysfsLastLevelCacheBytes: Int = detect().bytes
+    /// The last-level cache the evictions are sized by: sysfs's, unless a
+    /// dependent chase shows the cache that serves this CPU ends sooner
+    /// (`cacheEnd`). A virtual machine's sysfs can report a host's whole L3:
+    /// 300 MiB here, where a chase on 2 MiB pages costs 29 ns a line from 4
+    /// to 64 MiB and 89 ns from 128 MiB (one die's cache); an eviction
+    /// sized by the 300 MiB read 14-24 ms before every harvest and took the
+    /// default run past two minutes. Measured once, at the first eviction
+    /// or calibration.
+    public static let lastLevelCacheBytes: Int = min(sysfsLastLevelCacheBytes, cacheEnd.bytes)
+    /// What `cacheEnd` measured: each size and a chase's cost per line there, ns.
+    public static let cacheEnd: (bytes: Int, perLine: [(bytes: Int, ns: Double)]) = cacheEnd(upTo: sysfsLastLevelCacheBytes)
+
+    /// Where the cache under a dependent chase ends: from four times the
+    /// level-2 cache (at least 8 MiB: past it, whatever it holds) by
+    /// doublings up to `limit` (at most 256 MiB), the chase's cost per line
+    /// (`WorkingSet`, on 2 MiB pages, the cheaper of two passes over every
+    /// line after a warm one: this machine's noise only adds time); the
+    /// first size that costs at least 1.5 times the cheapest smaller one,
+    /// measured so twice: the cache ends below it, so a read of it empties
+    /// the cache. `limit` when none does.
+    static func cacheEnd(upTo limit: Int) -> (bytes: Int, perLine: [(bytes: Int, ns: Double)]) {
+        var seen: [(bytes: Int, ns: Double)] = []
+        func perLine(_ bytes: Int) -> Double {
+            let set = WorkingSet(bytes: bytes, seed: 0xE11D)
+            var sink = WorkingSet.chase(set.base, lines: set.lines)
+            var best = Double.infinity
+            for _ in 0..<2 {
+                let t0 = MonotonicClock.now()
+                sink &+= WorkingSet.chase(set.base, lines: set.lines)
+                best = min(best, Double(MonotonicClock.now() &- t0) / Double(set.lines))
+            }
+            withExtendedLifetime(sink) {}
+            seen.append((bytes, best))
+            return best
+        }
+        var size = max(8 << 20, 4 * levelTwoCacheBytes)
+        var plateau = Double.infinity
+        while size <= min(limit, 256 << 20) {
+            let cost = perLine(size)
+            if cost >= 1.5 * plateau && perLine(size) >= 1.5 * plateau { return (size, seen) }
+            plateau = min(plateau, cost)
+            size *= 2
+        }
+        return (limit, seen)
+    }
     /// Whether another CPU shares that cache.
     public static let lastLevelCacheShared: Bool = detect().shared
     /// What a full eviction reads: twice the last-level cache, at least 64 MiB.

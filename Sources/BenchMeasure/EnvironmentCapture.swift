@@ -23,7 +23,7 @@ extension Environment {
             swiftVersion: Subprocess.output(["swift", "--version"])?.split(separator: "\n").first.map(String.init) ?? "unknown",
             jemallocVersion: JemallocArena.version,
             transparentHugePages: readSmallFile("/sys/kernel/mm/transparent_hugepage/enabled")?.trimmingCharacters(in: .whitespacesAndNewlines) ?? "unknown",
-            lastLevelCacheBytes: CacheGeometry.lastLevelCacheBytes,
+            lastLevelCacheBytes: CacheGeometry.sysfsLastLevelCacheBytes,
             gitCommit: commit, gitDirty: dirty, commandLine: commandLine, kvm: kvm)
     }
 }

@@ -1,3 +1,4 @@
+import Glibc
 /// The harness's one seeded generator: xoshiro256** seeded through
 /// SplitMix64: fast, reproducible from one 64-bit seed, and the same on
 /// every machine (unlike the system generator). Dirty sets, interleaving
@@ -39,6 +40,12 @@ public struct SeededGenerator: RandomNumberGenerator, Sendable {
             while m.low < t { m = next().multipliedFullWidth(by: b) }
         }
         return Int(m.high)
+    }
+
+    /// A standard normal draw (Box-Muller, from two uniforms in (0, 1]).
+    public mutating func normal() -> Double {
+        let u1 = Double((next() >> 11) &+ 1) / Double(1 << 53), u2 = Double(next() >> 11) / Double(1 << 53)
+        return (-2 * log(u1)).squareRoot() * cos(2 * Double.pi * u2)
     }
 }
 

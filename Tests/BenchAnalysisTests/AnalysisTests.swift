@@ -179,14 +179,15 @@ import Testing
 }
 
 /// The crossover's bootstrap interval: around the crossing, as wide as the
-/// repetitions' spread makes it, the same for the same rows.
+/// repetitions' spread makes it and the drift between runs, the same for
+/// the same rows.
 @Suite struct CrossoverIntervalTests {
-    func rows(spread: Double, reps: Int) -> [PointRow] {
+    func rows(spread: Double, reps: Int, slotWalk: Double = 10_000) -> [PointRow] {
         let key = SeriesKey(scenario: .threshold, paging: .tdp, sptesPerGFN: 1, slotPages: 1 << 16, vmPages: 1 << 16, pattern: .even)
         var rng = SeededGenerator(seed: 42)
         var out: [PointRow] = []
         for d in [250, 500, 1000, 2000, 4000] {
-            for (s, ns) in [(Strategy.rmap, 10.0 * Double(d)), (.slotWalk, 10_000.0)] {
+            for (s, ns) in [(Strategy.rmap, 10.0 * Double(d)), (.slotWalk, slotWalk)] {
                 let samples = (0..<reps).map { _ in ns * (1 + spread * (Double(rng.below(2001)) / 1000 - 1)) }
                 out.append(PointRow(series: key, strategy: .model(s), nUsedMMUPages: 100, dirtyPages: d, samples: samples,
                                     counters: ProtectCounters(), cache: .cold))
@@ -196,15 +197,27 @@ import Testing
     }
 
     @Test func theIntervalHoldsTheCrossingAndWidensWithTheNoise() throws {
-        let tight = try #require(Crossover.interval(rows(spread: 0.02, reps: 9)))
-        let loose = try #require(Crossover.interval(rows(spread: 0.30, reps: 9)))
+        let tight = try #require(Crossover.interval(rows(spread: 0.02, reps: 9), drift: 0))
+        let loose = try #require(Crossover.interval(rows(spread: 0.30, reps: 9), drift: 0))
         #expect(tight.low < 1000 && 1000 < tight.high, "\(tight)")
         #expect(loose.low < 1000 && 1000 < loose.high, "\(loose)")
         #expect(tight.high - tight.low < loose.high - loose.low)
         #expect(tight.high / tight.low < 1.2, "\(tight)")
-        let again = try #require(Crossover.interval(rows(spread: 0.30, reps: 9)))
+        let again = try #require(Crossover.interval(rows(spread: 0.30, reps: 9), drift: 0))
         #expect(again.low == loose.low && again.high == loose.high, "seeded: the same rows, the same interval")
         #expect(Crossover.interval(rows(spread: 0.30, reps: 1)) == nil, "one repetition a point: nothing to draw from")
+    }
+
+    /// Repetitions redrawn say how well a run knows its own crossing; the
+    /// next run's slot-walk may be 8% slower against rmap (the machine's
+    /// bandwidth moved), and its crossing with it. The interval holds the
+    /// next run's crossing when it counts the drift, not when it does not.
+    @Test func theIntervalHoldsTheNextRunsCrossing() throws {
+        let own = try #require(Crossover.interval(rows(spread: 0.02, reps: 9), drift: 0))
+        let forNext = try #require(Crossover.interval(rows(spread: 0.02, reps: 9)))
+        let next = try #require(Crossover.find(Crossover.pairs(rows(spread: 0.02, reps: 9, slotWalk: 10_800))).0)
+        #expect(next > own.high, "the repetitions alone: \(own), the next run crosses at \(next)")
+        #expect(forNext.low < 1000 / 1.08 && next < forNext.high, "with the drift: \(forNext), the next run crosses at \(next)")
     }
 }
 
