@@ -107,13 +107,19 @@ public enum CacheGeometry {
     public static let sysfsLastLevelCacheBytes: Int = detect().bytes
     /// The last-level cache the evictions are sized by: sysfs's, unless a
     /// dependent chase shows the cache that serves this CPU ends sooner
-    /// (`cacheEnd`). A virtual machine's sysfs can report a host's whole L3:
+    /// (`cacheEnd`), but never less than `evictionFloorBytes`. A virtual machine's sysfs can report a host's whole L3:
     /// 300 MiB here, where a chase on 2 MiB pages costs 29 ns a line from 4
     /// to 64 MiB and 89 ns from 128 MiB (one die's cache); an eviction
     /// sized by the 300 MiB read 14-24 ms before every harvest and took the
     /// default run past two minutes. Measured once, at the first eviction
     /// or calibration.
-    public static let lastLevelCacheBytes: Int = min(sysfsLastLevelCacheBytes, cacheEnd.bytes)
+    public static let lastLevelCacheBytes: Int = min(sysfsLastLevelCacheBytes, max(cacheEnd.bytes, evictionFloorBytes))
+    /// Where the chase's end moves with other tenants' traffic (64 MiB in
+    /// some runs of an hour, 128 MiB in others, on the machine of
+    /// 2026-12-07), the eviction reads at least this much, so that two
+    /// runs evict alike: two default runs evicting 64 and 128 MiB had
+    /// rmap-walk's shadow-paging series 22-23% apart in `bench compare`.
+    public static let evictionFloorBytes = 128 << 20
     /// What `cacheEnd` measured: each size and a chase's cost per line there, ns.
     public static let cacheEnd: (bytes: Int, perLine: [(bytes: Int, ns: Double)]) = cacheEnd(upTo: sysfsLastLevelCacheBytes)
 
