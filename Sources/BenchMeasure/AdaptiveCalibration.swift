@@ -67,10 +67,15 @@ struct AdaptiveCalibration {
     /// What the checks of the calibration's harvests found, per candidate.
     private(set) var verdicts: [Strategy: Verdict] = [:]
 
-    init(backend: ModelBackend, seed: UInt64, sptesPerGFN: Int) {
+    /// Repetitions of a set that is neither large nor slow: the run's
+    /// fewest a point gets (5; `--quick` 3), at most 5.
+    let repetitions: Int
+
+    init(backend: ModelBackend, seed: UInt64, sptesPerGFN: Int, repetitions: Int = 5) {
         self.backend = backend
         self.seed = seed
         self.sptesPerGFN = sptesPerGFN
+        self.repetitions = repetitions
     }
 
     var vm: VirtualMachine { backend.vm }
@@ -246,14 +251,15 @@ struct AdaptiveCalibration {
     /// Each candidate's median of cold harvests of `pages`, written as the
     /// sweep writes them and measured as it measures them, through
     /// `TimedHarvest` (so checked as the sweep's harvests are): interleaved,
-    /// the candidates in a new random order each repetition. Seven
-    /// repetitions, or three when the set is larger than `maxPages` or a
-    /// candidate's first harvest took over 5 ms.
+    /// the candidates in a new random order each repetition. `repetitions`
+    /// of them (at most three when the set is over 4096 pages or the slot
+    /// large, one when the set is larger than the large slot's pages), or
+    /// three when a candidate's first harvest took over 5 ms.
     mutating func times(_ candidates: [Strategy], _ set: DirtySet, reps: Int? = nil, order: inout SeededGenerator,
                         timer: inout TimedHarvest) throws -> [Strategy: Double] {
         let round = GuestRound(vm: vm, set: set, sptesPerGFN: sptesPerGFN, seed: seed)
         let npages = vm.slot(VMLayout.measuredSlotID).npages
-        let most = reps ?? (set.count > Self.largeSlotPages ? 1 : set.count > 4096 || npages > Self.largeSlotPages ? 3 : 5)
+        let most = reps ?? (set.count > Self.largeSlotPages ? 1 : set.count > 4096 || npages > Self.largeSlotPages ? min(3, repetitions) : repetitions)
         var want = [Int](repeating: most, count: candidates.count)
         var samples = [[Double]](repeating: [], count: candidates.count)
         for _ in 0..<most {

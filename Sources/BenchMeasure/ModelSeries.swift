@@ -193,7 +193,8 @@ public final class ModelSeries {
             progress.point("measuring the adaptive rule's constants")
             let began = MonotonicClock.now()
             let before = timer.phases
-            var calibration = AdaptiveCalibration(backend: backend, seed: settings.seed, sptesPerGFN: layout.paging.sptesPerGFN)
+            var calibration = AdaptiveCalibration(backend: backend, seed: settings.seed, sptesPerGFN: layout.paging.sptesPerGFN,
+                                                  repetitions: min(5, max(1, settings.repetitions.minimum)))
             let fit: AdaptiveFit
             do {
                 fit = try calibration.fit(timer: &timer)
