@@ -104,26 +104,31 @@ public enum Crossover {
     }
 
     /// How far rmap and slot-walk drift apart between two runs of the same
-    /// code on this machine, as the standard deviation of the log of their
-    /// ratio's change at a point: its memory bandwidth moves between 11 and
-    /// 18 GB/s from minute to minute, and slot-walk, which streams the
-    /// slot's tables, moves with it more than rmap, which chases pointers.
-    /// Measured over the points of the 1 GiB threshold series in four
-    /// default runs of this machine, 2026-12-07 (results/README.md).
-    public static let runDrift = 0.08
+    /// code on this machine, as standard deviations of the log of their
+    /// ratio: its memory bandwidth moves between 11 and 18 GB/s from minute
+    /// to minute, and slot-walk, which streams the slot's tables, moves with
+    /// it more than rmap, which chases pointers. Part of it moves a whole
+    /// series (`runDrift`), part each point on its own (`pointDrift`: the
+    /// points are measured seconds to minutes apart); together 0.085, the
+    /// spread of that ratio's change at a point between two default runs of
+    /// this machine, 2026-12-07 (394 points: robust 0.059, standard
+    /// deviation 0.133 with its outliers; README).
+    public static let runDrift = 0.06
+    public static let pointDrift = 0.06
 
     /// The crossover's 90% interval for another run on this machine, by
     /// the bootstrap: `resamples` times, each point's rmap and slot-walk
     /// repetitions are drawn again with replacement, and slot-walk's
     /// medians all scaled by one draw of the drift between runs (log-normal,
-    /// `drift`), seeded: the same rows give the same interval; the medians
+    /// `drift`) and each by a draw of its own (`pointDrift`), seeded: the
+    /// same rows give the same interval; the medians
     /// paired and the crossing found (`find`); the 5th and 95th percentiles
     /// of where it fell. A resample with rmap slower at the first point
     /// counts as the first point, one with rmap faster at every point as
-    /// the last. The repetitions alone (`drift` 0) say how well this run
+    /// the last. The repetitions alone (both drifts 0) say how well this run
     /// knows its own crossing, not where the next run's falls. Nil without
     /// two repetitions at a point of each.
-    public static func interval(_ rows: [PointRow], drift: Double = runDrift, resamples: Int = 400,
+    public static func interval(_ rows: [PointRow], drift: Double = runDrift, pointDrift: Double = pointDrift, resamples: Int = 400,
                                 seed: UInt64 = 0xC805) -> (low: Double, high: Double)? {
         var rmap: [Int: [Double]] = [:], walk: [Int: [Double]] = [:]
         for r in rows {
@@ -141,7 +146,9 @@ public enum Crossover {
         var found: [Double] = []
         for _ in 0..<resamples {
             let apart = exp(drift * rng.normal())
-            let pairs = counts.map { Pair(dirtyPages: $0, rmap: redrawn(rmap[$0]!), slotWalk: redrawn(walk[$0]!) * apart) }
+            let pairs = counts.map {
+                Pair(dirtyPages: $0, rmap: redrawn(rmap[$0]!), slotWalk: redrawn(walk[$0]!) * apart * exp(pointDrift * rng.normal()))
+            }
             if let x = find(pairs).0 {
                 found.append(x)
             } else {

@@ -197,13 +197,13 @@ import Testing
     }
 
     @Test func theIntervalHoldsTheCrossingAndWidensWithTheNoise() throws {
-        let tight = try #require(Crossover.interval(rows(spread: 0.02, reps: 9), drift: 0))
-        let loose = try #require(Crossover.interval(rows(spread: 0.30, reps: 9), drift: 0))
+        let tight = try #require(Crossover.interval(rows(spread: 0.02, reps: 9), drift: 0, pointDrift: 0))
+        let loose = try #require(Crossover.interval(rows(spread: 0.30, reps: 9), drift: 0, pointDrift: 0))
         #expect(tight.low < 1000 && 1000 < tight.high, "\(tight)")
         #expect(loose.low < 1000 && 1000 < loose.high, "\(loose)")
         #expect(tight.high - tight.low < loose.high - loose.low)
         #expect(tight.high / tight.low < 1.2, "\(tight)")
-        let again = try #require(Crossover.interval(rows(spread: 0.30, reps: 9), drift: 0))
+        let again = try #require(Crossover.interval(rows(spread: 0.30, reps: 9), drift: 0, pointDrift: 0))
         #expect(again.low == loose.low && again.high == loose.high, "seeded: the same rows, the same interval")
         #expect(Crossover.interval(rows(spread: 0.30, reps: 1)) == nil, "one repetition a point: nothing to draw from")
     }
@@ -213,11 +213,19 @@ import Testing
     /// bandwidth moved), and its crossing with it. The interval holds the
     /// next run's crossing when it counts the drift, not when it does not.
     @Test func theIntervalHoldsTheNextRunsCrossing() throws {
-        let own = try #require(Crossover.interval(rows(spread: 0.02, reps: 9), drift: 0))
+        let own = try #require(Crossover.interval(rows(spread: 0.02, reps: 9), drift: 0, pointDrift: 0))
         let forNext = try #require(Crossover.interval(rows(spread: 0.02, reps: 9)))
         let next = try #require(Crossover.find(Crossover.pairs(rows(spread: 0.02, reps: 9, slotWalk: 10_800))).0)
         #expect(next > own.high, "the repetitions alone: \(own), the next run crosses at \(next)")
         #expect(forNext.low < 1000 / 1.08 && next < forNext.high, "with the drift: \(forNext), the next run crosses at \(next)")
+    }
+
+    /// Points measured at different moments move apart on their own too: a
+    /// drift of each point alone widens the interval as well.
+    @Test func eachPointsOwnDriftWidensTheInterval() throws {
+        let none = try #require(Crossover.interval(rows(spread: 0.02, reps: 9), drift: 0, pointDrift: 0))
+        let own = try #require(Crossover.interval(rows(spread: 0.02, reps: 9), drift: 0))
+        #expect(own.low < none.low && own.high > none.high && own.high / own.low > 1.15, "\(own) against \(none)")
     }
 }
 
