@@ -115,10 +115,11 @@ public enum CacheGeometry {
     /// or calibration.
     public static let lastLevelCacheBytes: Int = min(sysfsLastLevelCacheBytes, max(cacheEnd.bytes, evictionFloorBytes))
     /// Where the chase's end moves with other tenants' traffic (64 MiB in
-    /// some runs of an hour, 128 MiB in others, on the machine of
-    /// 2026-12-07), the eviction reads at least this much, so that two
+    /// some searches of an hour, 128 or 256 MiB in others, on the machine
+    /// of 2026-12-07), the eviction reads at least this much, so that two
     /// runs evict alike: two default runs evicting 64 and 128 MiB had
-    /// rmap-walk's shadow-paging series 22-23% apart in `bench compare`.
+    /// rmap-walk's shadow-paging series 22-23% apart in `bench compare`,
+    /// and one that read 256 MiB took 130 s.
     public static let evictionFloorBytes = 128 << 20
     /// What `cacheEnd` measured: each size and a chase's cost per line there, ns.
     public static let cacheEnd: (bytes: Int, perLine: [(bytes: Int, ns: Double)]) = cacheEnd(upTo: sysfsLastLevelCacheBytes)
@@ -130,18 +131,18 @@ public enum CacheGeometry {
     /// line after a warm one: this machine's noise only adds time); the
     /// first size that costs at least 1.5 times the cheapest smaller one,
     /// measured so twice: the cache ends below it, so a read of it empties
-    /// the cache. `limit` when none does. Three such searches, the largest
-    /// end found: a burst of another tenant's traffic makes a size look
-    /// past the end, never before it, so the largest is the least
-    /// disturbed (and the eviction errs toward reading more).
+    /// the cache. `limit` when none does. Three such searches, the smallest
+    /// end found: how much of a shared cache serves this CPU moves with the
+    /// other tenants' traffic (64 to 256 MiB within an hour here), and the
+    /// smallest is what it can count on; the eviction's floor
+    /// (`evictionFloorBytes`) keeps runs alike where that moves.
     static func cacheEnd(upTo limit: Int) -> (bytes: Int, perLine: [(bytes: Int, ns: Double)]) {
-        var end = 0
+        var end = Int.max
         var seen: [(bytes: Int, ns: Double)] = []
         for _ in 0..<3 {
             let one = cacheEndOnce(upTo: limit)
-            end = max(end, one.bytes)
+            end = min(end, one.bytes)
             seen += one.perLine
-            if end >= limit { break }
         }
         return (end, seen)
     }
