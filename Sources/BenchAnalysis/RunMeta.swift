@@ -50,9 +50,9 @@ public struct MachineCalibration: Sendable, Codable {
     /// the concurrent scenario runs; see BenchMeasure's
     /// `MachineProbe.effectiveLastLevelCacheBytes`).
     public var effectiveLastLevelCacheBytes: Int?
-    /// The last-level cache the evictions were sized by: sysfs's, or less
-    /// where a dependent chase showed the cache ends sooner (BenchMeasure's
-    /// `CacheGeometry.lastLevelCacheBytes`). Nil when nothing was evicted.
+    /// The last-level cache the evictions were sized by: sysfs's, at most
+    /// 128 MiB (BenchMeasure's `CacheGeometry.lastLevelCacheBytes`). Nil
+    /// when nothing was evicted.
     public var evictionLastLevelCacheBytes: Int?
 
     public init(readBandwidthGBps: Double, missLatencyNs: Double, timerOverheadNs: Double, bufferBytes: Int) {

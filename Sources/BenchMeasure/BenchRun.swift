@@ -188,10 +188,9 @@ public final class BenchRun {
         if eviction != nil {
             calibration.evictionLastLevelCacheBytes = CacheGeometry.lastLevelCacheBytes
             if CacheGeometry.lastLevelCacheBytes < CacheGeometry.sysfsLastLevelCacheBytes {
-                progress.note("evictions sized by a last-level cache of \(Bytes.format(CacheGeometry.lastLevelCacheBytes)), where a dependent chase "
-                    + "found the cache ends, the smallest end of three searches and at least 128 MiB (sysfs reports \(Bytes.format(CacheGeometry.sysfsLastLevelCacheBytes))); "
-                    + "a chase's cost per line: " + CacheGeometry.cacheEnd.perLine.map { String(format: "%@ %.0f ns", Bytes.format($0.bytes), $0.ns) }
-                        .joined(separator: ", "))
+                progress.note("evictions sized by a last-level cache of \(Bytes.format(CacheGeometry.lastLevelCacheBytes)), their most, "
+                    + "where sysfs reports \(Bytes.format(CacheGeometry.sysfsLastLevelCacheBytes)) (bench check-eviction --full-read "
+                    + "measures what that leaves warm)")
             }
         }
         if let e = eviction, progress.verbose {

@@ -105,73 +105,20 @@ public enum CacheGeometry {
     /// Size of the last-level cache as sysfs reports it (the highest cache
     /// index of cpu0), falling back to sysconf and then 32 MiB.
     public static let sysfsLastLevelCacheBytes: Int = detect().bytes
-    /// The last-level cache the evictions are sized by: sysfs's, unless a
-    /// dependent chase shows the cache that serves this CPU ends sooner
-    /// (`cacheEnd`), but never less than `evictionFloorBytes`. A virtual machine's sysfs can report a host's whole L3:
-    /// 300 MiB here, where a chase on 2 MiB pages costs 29 ns a line from 4
-    /// to 64 MiB and 89 ns from 128 MiB (one die's cache); an eviction
-    /// sized by the 300 MiB read 14-24 ms before every harvest and took the
-    /// default run past two minutes. Measured once, at the first eviction
-    /// or calibration.
-    public static let lastLevelCacheBytes: Int = min(sysfsLastLevelCacheBytes, max(cacheEnd.bytes, evictionFloorBytes))
-    /// Where the chase's end moves with other tenants' traffic (64 MiB in
-    /// some searches of an hour, 128 or 256 MiB in others, on the machine
-    /// of 2026-12-07), the eviction reads at least this much, so that two
-    /// runs evict alike: two default runs evicting 64 and 128 MiB had
-    /// rmap-walk's shadow-paging series 22-23% apart in `bench compare`,
-    /// and one that read 256 MiB took 130 s.
-    public static let evictionFloorBytes = 128 << 20
-    /// What `cacheEnd` measured: each size and a chase's cost per line there, ns.
-    public static let cacheEnd: (bytes: Int, perLine: [(bytes: Int, ns: Double)]) = cacheEnd(upTo: sysfsLastLevelCacheBytes)
-
-    /// Where the cache under a dependent chase ends: from four times the
-    /// level-2 cache (at least 8 MiB: past it, whatever it holds) by
-    /// doublings up to `limit` (at most 256 MiB), the chase's cost per line
-    /// (`WorkingSet`, on 2 MiB pages, the cheaper of two passes over every
-    /// line after a warm one: this machine's noise only adds time); the
-    /// first size that costs at least 1.5 times the cheapest smaller one,
-    /// measured so twice: the cache ends below it, so a read of it empties
-    /// the cache. `limit` when none does. Three such searches, the smallest
-    /// end found: how much of a shared cache serves this CPU moves with the
-    /// other tenants' traffic (64 to 256 MiB within an hour here), and the
-    /// smallest is what it can count on; the eviction's floor
-    /// (`evictionFloorBytes`) keeps runs alike where that moves.
-    static func cacheEnd(upTo limit: Int) -> (bytes: Int, perLine: [(bytes: Int, ns: Double)]) {
-        var end = Int.max
-        var seen: [(bytes: Int, ns: Double)] = []
-        for _ in 0..<3 {
-            let one = cacheEndOnce(upTo: limit)
-            end = min(end, one.bytes)
-            seen += one.perLine
-        }
-        return (end, seen)
-    }
-
-    static func cacheEndOnce(upTo limit: Int) -> (bytes: Int, perLine: [(bytes: Int, ns: Double)]) {
-        var seen: [(bytes: Int, ns: Double)] = []
-        func perLine(_ bytes: Int) -> Double {
-            let set = WorkingSet(bytes: bytes, seed: 0xE11D)
-            var sink = WorkingSet.chase(set.base, lines: set.lines)
-            var best = Double.infinity
-            for _ in 0..<2 {
-                let t0 = MonotonicClock.now()
-                sink &+= WorkingSet.chase(set.base, lines: set.lines)
-                best = min(best, Double(MonotonicClock.now() &- t0) / Double(set.lines))
-            }
-            withExtendedLifetime(sink) {}
-            seen.append((bytes, best))
-            return best
-        }
-        var size = max(8 << 20, 4 * levelTwoCacheBytes)
-        var plateau = Double.infinity
-        while size <= min(limit, 256 << 20) {
-            let cost = perLine(size)
-            if cost >= 1.5 * plateau && perLine(size) >= 1.5 * plateau { return (size, seen) }
-            plateau = min(plateau, cost)
-            size *= 2
-        }
-        return (limit, seen)
-    }
+    /// The last-level cache the evictions are sized by: sysfs's, at most
+    /// `evictionCapBytes`. A virtual machine's sysfs can report a host's
+    /// whole L3: 300 MiB on the machine of 2026-12-07, where a dependent
+    /// chase on 2 MiB pages cost 29-40 ns a line up to 32-64 MiB and 70-120
+    /// ns from 128 MiB, the end moving between 64 and 256 MiB within the
+    /// hour with the other tenants' traffic. An eviction sized by the 300 MiB
+    /// read 14-24 ms before every harvest and took the default run to
+    /// 135-150 s; one sized by that moving end made two runs of one commit
+    /// evict differently (64 and 128 MiB: rmap-walk's shadow series 22-23%
+    /// apart in `bench compare`; 256 MiB: 130 s). A fixed size evicts
+    /// alike in every run; what it leaves warm against a larger read,
+    /// `bench check-eviction --full-read` measures (README, "Cold caches").
+    public static let lastLevelCacheBytes: Int = min(sysfsLastLevelCacheBytes, evictionCapBytes)
+    public static let evictionCapBytes = 128 << 20
     /// Whether another CPU shares that cache.
     public static let lastLevelCacheShared: Bool = detect().shared
     /// What a full eviction reads: twice the last-level cache, at least 64 MiB.

@@ -137,7 +137,7 @@ public final class LifecycleSeries {
         for p in spec.policies {
             switch LifecycleSpec.strategies(p, paging: spec.paging.mode, manualProtect: spec.manualProtect, tdpMMU: spec.tdpMMUEnabled) {
             case .success(let s):
-                for k in Self.kernels(p, spec: spec) where !Self.disables(k, spec: spec).isEmpty {
+                for k in p.kernels(paging: spec.paging.mode, tdpMMU: spec.tdpMMUEnabled) where !Self.disables(k, spec: spec).isEmpty {
                     runs += s.map { Lifecycle(policy: p, kernel: k, strategy: $0) }
                 }
             case .failure(let skip): skipped.append(SkipNote(series: spec.key.label, backend: .model, strategy: p.rawValue, reason: skip.reason))
@@ -146,18 +146,10 @@ public final class LifecycleSeries {
         return (runs, skipped)
     }
 
-    /// The kernels a policy runs under in `spec`: without the TDP MMU, 6.1's
-    /// alone (the kernel lab's npt=0 boot, which runs it).
-    static func kernels(_ p: EnablePolicy, spec: LifecycleSpec) -> [LifecycleKernel] {
-        let all = p.kernels(paging: spec.paging.mode)
-        return spec.tdpMMUEnabled ? all : all.filter { $0.era != .linux5_14on || $0 == .linux6_1 }
-    }
-
     /// The disable policies a lifecycle under `kernel` runs: the kernel's
-    /// (without the TDP MMU, the shadow MMU's rmap zap: 3ea3b7fa's
-    /// kvm_rmap_zap_collapsible_sptes(), 6.1's too), those asked for.
+    /// on this host (`LifecycleKernel.disablePolicies`), those asked for.
     static func disables(_ kernel: LifecycleKernel, spec: LifecycleSpec) -> [DisablePolicy] {
-        let own = spec.tdpMMUEnabled || kernel.era != .linux5_14on ? kernel.disablePolicies : [.zapRmap]
+        let own = kernel.disablePolicies(tdpMMU: spec.tdpMMUEnabled)
         return (spec.disablePolicies ?? DisablePolicy.allCases).filter { own.contains($0) }
     }
 

@@ -53,23 +53,15 @@ public enum MachineProbe {
     /// be far less than sysfs says): the largest working set, in steps of
     /// half an octave from 1 MiB up to the cache sysfs reports, whose
     /// dependent chase (`WorkingSet`) still runs under half the latency of
-    /// a load that misses every cache (`missLatencyNs`). Best of two passes
-    /// after a warm one; the series stops at the first size past it.
+    /// a load that misses every cache (`missLatencyNs`), a line's cost in a
+    /// chase (`WorkingSet.chaseCostPerLine`); the series stops at the first
+    /// size past it.
     public static func effectiveLastLevelCacheBytes(missLatencyNs: Double) -> Int {
         var kept = 1 << 20
         var size = 1 << 20
         var step = 0
         while size <= CacheGeometry.lastLevelCacheBytes {
-            let set = WorkingSet(bytes: size)
-            var sink = WorkingSet.chase(set.base, lines: set.lines)
-            var best = Double.infinity
-            for _ in 0..<2 {
-                let t0 = MonotonicClock.now()
-                sink &+= WorkingSet.chase(set.base, lines: set.lines)
-                best = min(best, Double(MonotonicClock.now() - t0) / Double(set.lines))
-            }
-            withExtendedLifetime(sink) {}
-            guard best < missLatencyNs / 2 else { break }
+            guard WorkingSet(bytes: size).chaseCostPerLine() < missLatencyNs / 2 else { break }
             kept = size
             size = step % 2 == 0 ? size / 2 * 3 : size / 3 * 4
             step += 1

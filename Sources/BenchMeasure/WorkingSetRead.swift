@@ -46,6 +46,20 @@ final class WorkingSet {
 
     deinit { munmap(mapping, mappedBytes) }
 
+    /// What a line costs in a chase of the whole set, ns: the cheaper of two
+    /// passes after a warm one (this machine's noise only adds time).
+    func chaseCostPerLine() -> Double {
+        var sink = Self.chase(base, lines: lines)
+        var best = Double.infinity
+        for _ in 0..<2 {
+            let t0 = MonotonicClock.now()
+            sink &+= Self.chase(base, lines: lines)
+            best = min(best, Double(MonotonicClock.now() &- t0) / Double(lines))
+        }
+        withExtendedLifetime(sink) {}
+        return best
+    }
+
     /// Follows the cycle once round: every line once.
     static func chase(_ p: UnsafePointer<UInt64>, lines: Int) -> UInt64 {
         var line: UInt64 = 0

@@ -61,11 +61,15 @@ public enum EnablePolicy: String, CaseIterable, Sendable, Hashable, Comparable {
     /// The kernels that enabled logging this way under `paging`, each run
     /// with its own write fault and disable: the TDP MMU's policies need
     /// two-dimensional paging; wrprot under shadow paging is the shadow MMU's.
-    public func kernels(paging: PagingMode) -> [LifecycleKernel] {
+    /// A host with the TDP MMU off (`tdpMMU` false: the kernel lab's npt=0
+    /// boot) runs 6.1's and 6.13's paths alike, in the shadow MMU: 6.1
+    /// alone, the release the lab boots.
+    public func kernels(paging: PagingMode, tdpMMU: Bool = true) -> [LifecycleKernel] {
+        let modern: [LifecycleKernel] = tdpMMU ? [.linux6_1, .linux6_13] : [.linux6_1]
         switch self {
-        case .drop: [.linux3_3]
-        case .wrprot: paging == .tdp ? [.linux6_1, .linux6_13] : [.linux4_2to5_11]
-        case .eagerSplit, .splitOnClear: paging == .tdp ? [.linux6_1, .linux6_13] : []
+        case .drop: return [.linux3_3]
+        case .wrprot: return paging == .tdp ? modern : [.linux4_2to5_11]
+        case .eagerSplit, .splitOnClear: return paging == .tdp ? modern : []
         }
     }
 
@@ -129,7 +133,7 @@ public enum DisablePolicy: String, CaseIterable, Sendable, Hashable, Comparable 
     /// The disable policies of the kernels that enabled logging by
     /// `enable` under `paging`.
     public static func policies(for enable: EnablePolicy, paging: PagingMode) -> [DisablePolicy] {
-        enable.kernels(paging: paging).flatMap(\.disablePolicies)
+        enable.kernels(paging: paging).flatMap { $0.disablePolicies() }
     }
 
     public var commit: String {
@@ -184,13 +188,15 @@ public enum LifecycleKernel: String, CaseIterable, Sendable, Hashable, Comparabl
     /// (c4b33d28, 6.2) rather than zapping it (the TDP MMU only).
     public var splitsHugeLeafOnFault: Bool { self == .linux6_13 }
 
-    /// Its disable policies (the TDP MMU's; `linux6_1` without it: zap-rmap).
-    public var disablePolicies: [DisablePolicy] {
+    /// Its disable policies: the TDP MMU's from 6.1, or with the TDP MMU
+    /// off (`tdpMMU` false) the shadow MMU's rmap zap (3ea3b7fa's
+    /// kvm_rmap_zap_collapsible_sptes(), 6.1's too).
+    public func disablePolicies(tdpMMU: Bool = true) -> [DisablePolicy] {
         switch self {
         case .linux3_3: [.wrprotWalk]
         case .linux4_2to5_11: [.zapRmap]
-        case .linux6_1: [.zap]
-        case .linux6_13: [.zapBatched, .recover]
+        case .linux6_1: tdpMMU ? [.zap] : [.zapRmap]
+        case .linux6_13: tdpMMU ? [.zapBatched, .recover] : [.zapRmap]
         }
     }
 

@@ -55,7 +55,7 @@ import Testing
                 let rows = out.rows.filter { $0.lifecycleLabel == l && $0.alternative == nil }, phases = rows.map(\.phase)
                 #expect(phases.filter { $0 == .dirty }.count == 2 && phases.filter { $0 == .get }.count == 2, "\(l): two iterations")
                 #expect(phases.first == .populate && phases.contains(.enable) && phases.contains(.disable) && phases.last == .refault)
-                #expect(Set(rows.compactMap(\.disable)).isSubset(of: rows[0].kernel.disablePolicies), "\(l): its kernel's disables alone")
+                #expect(Set(rows.compactMap(\.disable)).isSubset(of: rows[0].kernel.disablePolicies()), "\(l): its kernel's disables alone")
             }
         }
     }
