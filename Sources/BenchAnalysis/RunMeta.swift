@@ -50,10 +50,15 @@ public struct MachineCalibration: Sendable, Codable {
     /// the concurrent scenario runs; see BenchMeasure's
     /// `MachineProbe.effectiveLastLevelCacheBytes`).
     public var effectiveLastLevelCacheBytes: Int?
-    /// The last-level cache the evictions were sized by: sysfs's, at most
+    /// The last-level cache the full reads were sized by (the kernel's harvests, `--cache full`): sysfs's, at most
     /// 128 MiB (BenchMeasure's `CacheGeometry.lastLevelCacheBytes`). Nil
     /// when nothing was evicted.
     public var evictionLastLevelCacheBytes: Int?
+    /// How many evictions of each kind the run made ("footprint": a model
+    /// harvest's lines flushed and a last-level read; "full": a read of twice
+    /// the last-level cache, for `--cache full` and the kernel's harvests).
+    /// Nil when nothing was evicted.
+    public var evictions: [String: Int]?
 
     public init(readBandwidthGBps: Double, missLatencyNs: Double, timerOverheadNs: Double, bufferBytes: Int) {
         self.readBandwidthGBps = readBandwidthGBps

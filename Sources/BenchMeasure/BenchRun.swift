@@ -184,18 +184,14 @@ public final class BenchRun {
         }
         progress.note(String(format: "calibration: %.1f GB/s sequential read, %.0f ns per dependent cache miss, %.0f ns timer",
                              calibration.readBandwidthGBps, calibration.missLatencyNs, calibration.timerOverheadNs))
-        let eviction = plan.settings.cache.evicts ? CacheEviction(forcing: plan.settings.cache == .full ? .full : nil) : nil
+        let eviction = plan.settings.cache.evicts ? CacheEviction(mode: plan.settings.cache == .full ? .full : .footprint) : nil
         if eviction != nil {
             calibration.evictionLastLevelCacheBytes = CacheGeometry.lastLevelCacheBytes
             if CacheGeometry.lastLevelCacheBytes < CacheGeometry.sysfsLastLevelCacheBytes {
-                progress.note("evictions sized by a last-level cache of \(Bytes.format(CacheGeometry.lastLevelCacheBytes)), their most, "
+                progress.note("full reads (the kernel's harvests, --cache full) sized by a last-level cache of \(Bytes.format(CacheGeometry.lastLevelCacheBytes)), their most, "
                     + "where sysfs reports \(Bytes.format(CacheGeometry.sysfsLastLevelCacheBytes)) (bench check-eviction --full-read "
                     + "measures what that leaves warm)")
             }
-        }
-        if let e = eviction, progress.verbose {
-            progress.note(String(format: "eviction: a full read %@, a last-level read %@, a line's flush %.1f ns",
-                                 Reports.duration(e.fullReadNs), Reports.duration(e.lastLevelReadNs), e.flushNsPerLine))
         }
         var results = RunResults(calibration: calibration)
         results.add(rows: [], skipped: skipped, notes: notes)
@@ -232,6 +228,8 @@ public final class BenchRun {
         func meta() -> RunMeta {
             var p = phases
             p.add(.other, max(0, MonotonicClock.seconds(since: began) - phases.total))
+            var calibration = calibration
+            calibration.evictions = eviction.map { e in Dictionary(uniqueKeysWithValues: e.counts.map { ($0.key.rawValue, $0.value) }) }
             return RunMeta(runID: folder.runID, startedUTC: startedUTC, wallSeconds: MonotonicClock.seconds(since: began),
                            environment: environment, calibration: calibration, repetitions: plan.settings.repetitions,
                            cache: plan.settings.cache, seed: plan.settings.seed,

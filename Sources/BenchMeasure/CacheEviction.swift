@@ -105,7 +105,7 @@ public enum CacheGeometry {
     /// Size of the last-level cache as sysfs reports it (the highest cache
     /// index of cpu0), falling back to sysconf and then 32 MiB.
     public static let sysfsLastLevelCacheBytes: Int = detect().bytes
-    /// The last-level cache the evictions are sized by: sysfs's, at most
+    /// The last-level cache the full reads are sized by: sysfs's, at most
     /// `evictionCapBytes`. A virtual machine's sysfs can report a host's
     /// whole L3: 300 MiB on the machine of 2026-12-07, where a dependent
     /// chase on 2 MiB pages cost 29-40 ns a line up to 32-64 MiB and 70-120
@@ -164,99 +164,61 @@ public enum CacheGeometry {
     }
 }
 
-/// How a timed harvest starts with its data out of the caches, at the
-/// least cost that achieves it.
+/// How a timed harvest starts with its data out of the caches.
 ///
-/// - `full`: read a buffer twice the last-level cache (`FullCacheRead`):
-///   everything goes, the harvest's data, its code, the page-table lines
-///   its translations need, whatever else.
-/// - `footprint`: `clflushopt` every line the harvest will touch
-///   (`MMU.forEachHarvestRange`), then read a buffer the size of the
-///   last-level cache. The flushes take the harvest's own data out of every
-///   level; the read takes the rest (code, page-table lines, the harness's
-///   data) out of the last level, which a buffer of its size now fills.
-///   Neither half alone will do: `bench check-eviction` measured harvests
-///   after the flushes alone (and an L2 sweep) at 0.5 to 0.8 of their time
-///   after a full read, and after a read of one LLC alone at 0.6 to 0.9 on
-///   shadow paging; after both, 0.95 to 1.0. It costs about three quarters
-///   of a full read here, plus the flushes, so it is used while the
-///   footprint is small enough for that to be less than a full read.
+/// - `footprint` (`--cache cold`): `clflushopt` every line the harvest will
+///   touch (`MMU.forEachHarvestRange`) and every line of the executable's
+///   code (`ExecutableText`), which holds the model and its strategies:
+///   the harvest's data and instructions leave every cache level, and are
+///   fetched from memory as the harvest needs them.
+/// - `full` (`--cache full`, and the kernel's harvests, whose lines the
+///   harness cannot name): read a buffer twice the last-level cache
+///   (`FullCacheRead`).
+///
+/// A model harvest is always evicted by its footprint, however large: the
+/// flushes put its lines in memory whatever the other tenants of a shared
+/// last-level cache do, where a read leaves them cached to a degree those
+/// tenants decide (`bench check-eviction` on 2026-12-07: after the
+/// flushes, harvests took 1.077 of their time after a read of 600 MiB,
+/// median of 240, up to 1.6 at large shadow-paging counts). Until that day
+/// the cheaper of the flushes and the full read was chosen from their costs
+/// measured at the start of a run; those costs move with the shared cache,
+/// so one run evicted a point's harvests one way and the next the other (in
+/// one run every harvest got the full read, its eviction phase 55 s against
+/// 28), and `bench compare` of two runs of one commit found the walking
+/// strategies 34-87% slower against the per-page ones in 14 series.
+///
+/// Until then the flushes were also followed by a read of a buffer the size
+/// of the last-level cache (128 MiB here), for what the harvest touches
+/// beyond its footprint: code, page-table lines, the harness's data. With
+/// the model on 2 MiB pages (`malloc_conf`'s `thp:always`) that read made no
+/// difference the check could see: with the code flushed instead, 240
+/// samples at 0.991 of their time after flushes and the read (2 beyond 10%
+/// with p < 0.01), with neither 0.991 (7), at 3.8 ms an eviction against
+/// 5.9 ms. It was a third of a default run.
 public final class CacheEviction {
     public enum Mode: String, Sendable, CaseIterable {
         case full, footprint
     }
 
-    private let full: FullCacheRead
-    private let lastLevel = FullCacheRead(bytes: CacheGeometry.lastLevelCacheBytes)
-    /// What one line's flush, a last-level read and a full read cost here, measured at start.
-    public let flushNsPerLine: Double
-    public let lastLevelReadNs: Double
-    public let fullReadNs: Double
-    /// One mode forced (for the check and `--cache full`), else the cheaper.
-    public let forced: Mode?
-    /// Shadow pages holding leaves of the measured slot, per VM.
-    private var slotTables: [ObjectIdentifier: Int] = [:]
+    /// Allocated (and its pages touched) only when a full read is asked for.
+    private lazy var full = FullCacheRead(bytes: fullReadBytes)
+    private let fullReadBytes: Int
+    /// How a model harvest is evicted.
+    public let mode: Mode
     /// How many evictions of each mode.
     public private(set) var counts: [Mode: Int] = [:]
 
     /// `fullReadBytes`: what the full read reads (twice the last-level
     /// cache, at least 64 MiB, unless `bench check-eviction --full-read`
     /// asks for more).
-    public init(forcing mode: Mode? = nil, fullReadBytes: Int = CacheGeometry.fullEvictionBytes) {
-        forced = mode
-        full = FullCacheRead(bytes: fullReadBytes)
-        func median(_ reps: Int, _ body: () -> Void) -> Double {
-            body()
-            var t: [Double] = []
-            for _ in 0..<reps {
-                let t0 = MonotonicClock.now()
-                body()
-                t.append(Double(MonotonicClock.now() &- t0))
-            }
-            return Statistics.median(t)
-        }
-        let full = full, lastLevel = lastLevel
-        fullReadNs = median(3) { full.flush() }
-        // Timed alone, each after a full read has taken its buffer out of the
-        // caches as a harvest's eviction finds it (a difference of two noisy
-        // medians went negative here).
-        var lastLevelReads: [Double] = []
-        for _ in 0..<3 {
-            full.flush()
-            let t0 = MonotonicClock.now()
-            lastLevel.flush()
-            lastLevelReads.append(Double(MonotonicClock.now() &- t0))
-        }
-        lastLevelReadNs = Statistics.median(lastLevelReads)
-        // Flushing lines a write left dirty and cached, as the guest's writes leave the harvest's.
-        let lines = 1 << 14
-        let probe = UnsafeMutablePointer<UInt64>.allocate(capacity: lines * 8)
-        defer { probe.deallocate() }
-        var flushes: [Double] = []
-        for _ in 0..<3 {
-            for i in 0..<lines { probe[i * 8] = UInt64(i) }
-            let t0 = MonotonicClock.now()
-            Self.flushLines(probe, lines * 64)
-            ca_flush_fence()
-            flushes.append(Double(MonotonicClock.now() &- t0) / Double(lines))
-        }
-        flushNsPerLine = Statistics.median(flushes)
-    }
-
-    /// The mode for a harvest that touches `lines` lines.
-    func mode(lines: Int) -> Mode {
-        forced ?? (Double(lines) * flushNsPerLine + lastLevelReadNs < fullReadNs ? .footprint : .full)
+    public init(mode: Mode = .footprint, fullReadBytes: Int = CacheGeometry.fullEvictionBytes) {
+        self.mode = mode
+        self.fullReadBytes = fullReadBytes
     }
 
     /// Before a harvest of `strategy` on the model after `round`'s writes.
     func evict(model vm: VirtualMachine, mmu: MMU, slot s: SlotView, strategy: Strategy, round: GuestRound) {
-        let tables = slotTables[ObjectIdentifier(vm)] ?? {
-            let n = mmu.slotTableCount(s)
-            slotTables[ObjectIdentifier(vm)] = n
-            return n
-        }()
-        let lines = mmu.harvestFootprintLines(strategy: strategy, slot: s, written: round.count, sptesPerGFN: round.sptesPerGFN, slotTables: tables)
-        let mode = mode(lines: lines)
         counts[mode, default: 0] += 1
         switch mode {
         case .full:
@@ -275,21 +237,23 @@ public final class CacheEviction {
                 ca_flush_line(UnsafeRawPointer(bitPattern: lineBuffer[i])!)
                 i &+= 1
             }
+            ExecutableText.flush()
             ca_flush_fence()
-            lastLevel.flush()
         }
     }
 
     /// Before a look at a bitmap.
     func evict(bitmap: UnsafeRawBufferPointer) {
-        guard mode(lines: bitmap.count / 64 + 1) == .footprint else { full.flush(); return }
+        counts[mode, default: 0] += 1
+        guard mode == .footprint else { full.flush(); return }
         Self.flushLines(bitmap.baseAddress!, bitmap.count)
+        ExecutableText.flush()
         ca_flush_fence()
-        lastLevel.flush()
     }
 
     /// Before a harvest whose data the harness cannot see (the kernel's).
     func evictAll() {
+        counts[.full, default: 0] += 1
         full.flush()
     }
 
@@ -329,5 +293,29 @@ public final class CacheEviction {
             ca_flush_line(UnsafeRawPointer(bitPattern: line)!)
             line &+= 64
         }
+    }
+}
+
+/// The executable's code: its `r-x` mapping in `/proc/self/maps`, the one
+/// whose file is `/proc/self/exe`. The model, its strategies and the timed
+/// path are compiled into it, so a harvest's instructions are among its
+/// lines.
+enum ExecutableText {
+    /// Start and length of each executable mapping of the program's own file.
+    static let ranges: [(start: UInt, bytes: Int)] = {
+        guard let exe = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe"),
+              let maps = try? String(contentsOfFile: "/proc/self/maps", encoding: .utf8) else { return [] }
+        return maps.split(separator: "\n").compactMap { line in
+            let f = line.split(separator: " ", omittingEmptySubsequences: true)
+            guard f.count >= 6, f[1].hasPrefix("r-x"), f[5...].joined(separator: " ") == exe else { return nil }
+            let r = f[0].split(separator: "-")
+            guard r.count == 2, let a = UInt(r[0], radix: 16), let b = UInt(r[1], radix: 16), b > a else { return nil }
+            return (a, Int(b - a))
+        }
+    }()
+
+    /// `clflushopt` of every line of that code; the caller fences.
+    static func flush() {
+        for r in ranges { CacheEviction.flushLines(UnsafeRawPointer(bitPattern: r.start)!, r.bytes) }
     }
 }

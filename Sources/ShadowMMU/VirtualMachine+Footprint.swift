@@ -93,34 +93,6 @@ extension MMU {
         }
     }
 
-    /// Cache lines `forEachHarvestRange` would name, estimated from counts
-    /// without walking anything: what choosing how to evict needs.
-    /// `slotTables` is the number of shadow pages holding leaves of the slot.
-    public func harvestFootprintLines(strategy: Strategy, slot s: SlotView, written: Int, sptesPerGFN k: Int, slotTables: Int) -> Int {
-        let fixed = 8 + (2 * s.bitmapWords * 8 + 63) / 64
-        let n = vm.pointee.nUsedMMUPages
-        switch strategy {
-        case .seed:
-            return harvestFootprintLines(strategy: Strategy.seedChoice(nrDirtyPages: s.state.pointee.nrDirtyPages, nUsedMMUPages: n),
-                                         slot: s, written: written, sptesPerGFN: k, slotTables: slotTables)
-        case .adaptive:
-            return (adaptiveRecord(slot: s) == nil ? 0 : 1) + harvestFootprintLines(strategy: chooseAdaptive(slot: s), slot: s, written: written,
-                                                              sptesPerGFN: k, slotTables: slotTables)
-        case .rmap, .rmapFixed, .masked, .dbitClear, .clearChunked, .ring:
-            let descs = k > 1 ? (k + PteList.entriesPerDesc - 1) / PteList.entriesPerDesc : 0
-            let perPage = 1 + k + descs + (strategy == .rmap || strategy == .rmapFixed ? 2 : 0) + (strategy == .ring ? 1 : 0)
-            return fixed + written * perPage
-        case .tdpMasked:
-            return fixed + written + (n - slotTables) * 64
-        case .slotWalk:
-            return fixed + n * 21 / 64 + slotTables * 64
-        case .rmapWalk:
-            return fixed + s.npages / 8 + descPool._withUnsafeGuaranteedRef { $0.inUse } * PteList.descWords * 8 / 64 + slotTables * 64
-        case .tdpWalk:
-            return fixed + n * 64
-        }
-    }
-
     /// Shadow pages holding leaves of the slot (the tables a slot walk scans).
     public func slotTableCount(_ s: SlotView) -> Int {
         var count = 0

@@ -83,8 +83,40 @@ import Testing
 
     @Test func aColdHarvestFindsItsDataOutOfTheCaches() throws {
         let warm = try medianLoadTicks(eviction: nil)
-        let cold = try medianLoadTicks(eviction: CacheEviction(forcing: .footprint))
+        let cold = try medianLoadTicks(eviction: CacheEviction(mode: .footprint))
         #expect(cold > 3 * warm, "a load after the eviction took \(cold) ticks, without it \(warm): the caches were not emptied")
+    }
+}
+
+/// A cold harvest is evicted the same way in every run, however large its
+/// footprint: choosing the cheaper of the flushes and a full read from
+/// costs measured at a run's start evicted a 16 GiB walk by its footprint in
+/// one run and by a full read in the next, as the shared cache moved those
+/// costs. Bring that choice back and a 256 MiB footprint (4 Mi lines, far
+/// dearer to flush than a full read) is evicted by a read: this fails.
+@Suite struct EvictionModeTests {
+    @Test func aLargeFootprintIsFlushedNotRead() {
+        let bytes = 256 << 20
+        let buffer = UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: 4096)
+        defer { buffer.deallocate() }
+        let eviction = CacheEviction()
+        eviction.evict(bitmap: UnsafeRawBufferPointer(start: buffer, count: bytes))
+        eviction.evict(bitmap: UnsafeRawBufferPointer(start: buffer, count: 64))
+        #expect(eviction.counts == [.footprint: 2], "\(eviction.counts)")
+        let forced = CacheEviction(mode: .full, fullReadBytes: 64 << 20)
+        forced.evict(bitmap: UnsafeRawBufferPointer(start: buffer, count: 64))
+        #expect(forced.counts == [.full: 1])
+    }
+
+    /// The code a harvest runs is flushed with its data: this test's own
+    /// code lies in the ranges flushed (the test runner, like `bench`, is
+    /// one executable with the modules it tests). Match another file's
+    /// mapping, or none, and this fails.
+    @Test func theExecutablesOwnCodeIsAmongTheFlushedRanges() {
+        let probe: @convention(c) () -> Void = {}
+        let address = unsafeBitCast(probe, to: UInt.self)
+        #expect(ExecutableText.ranges.contains { address >= $0.start && address < $0.start + UInt($0.bytes) },
+                "\(String(address, radix: 16)) outside \(ExecutableText.ranges.map { String($0.start, radix: 16) })")
     }
 }
 
