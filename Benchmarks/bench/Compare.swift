@@ -78,6 +78,10 @@ struct Compare: ParsableCommand {
         let seriesFile = (file as NSString).deletingPathExtension + "-series.csv"
         try AtomicFile.write(comparison.seriesTable.text, to: seriesFile)
         print(comparison.summary())
+        let machines = [runA, runB].map(MachineCalibration.load(runFolder:))
+        if let a = machines[0], let b = machines[1] {
+            print("\nthe machine at each run's start: " + a.summary + " / " + b.summary)
+        }
         print("\ncsv: \(file)\n     \(seriesFile)")
         let (series, points, failing) = comparison.regressions(strategies: names, limitPct: limit)
         let which = names.isEmpty ? "any strategy" : names.sorted().joined(separator: ", ")

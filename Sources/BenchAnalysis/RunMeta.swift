@@ -68,6 +68,21 @@ public struct MachineCalibration: Sendable, Codable {
     }
 }
 
+extension MachineCalibration {
+    /// The calibration in `folder`'s meta.json; nil when it has none.
+    public static func load(runFolder folder: String) -> MachineCalibration? {
+        struct Meta: Decodable { var calibration: MachineCalibration }
+        let url = URL(fileURLWithPath: folder).appendingPathComponent("meta.json")
+        guard let data = try? Data(contentsOf: url) else { return nil }
+        return try? JSONDecoder().decode(Meta.self, from: data).calibration
+    }
+
+    /// "12.2 GB/s, 55 ns a miss": what `bench compare` shows of each run.
+    public var summary: String {
+        String(format: "%.1f GB/s, %.0f ns a miss", readBandwidthGBps, missLatencyNs)
+    }
+}
+
 /// How a run decided how many repetitions each point gets: repetitions go
 /// where a decision depends on them. Each strategy at a point repeats until
 /// one of these rules holds, checked in this order after each repetition
