@@ -55,7 +55,7 @@ public struct MachineCalibration: Sendable, Codable {
     /// when nothing was evicted.
     public var evictionLastLevelCacheBytes: Int?
     /// How many evictions of each kind the run made ("footprint": a model
-    /// harvest's lines flushed and a last-level read; "full": a read of twice
+    /// harvest's lines and the executable's code flushed; "full": a read of twice
     /// the last-level cache, for `--cache full` and the kernel's harvests).
     /// Nil when nothing was evicted.
     public var evictions: [String: Int]?
