@@ -250,4 +250,30 @@ import Testing
         #expect(lo < a.meanPct && a.meanPct < hi, "\(lo) < \(a.meanPct) < \(hi)")
         #expect(lo > 30 && hi < 70, "around the 50% built in: \(lo)-\(hi)")
     }
+
+    /// A rule that chooses one of six strategies equal but for noise: the
+    /// least of six redrawn medians is below each one's own, so judged
+    /// against it every draw's regret lies above the estimate. Judged
+    /// against the strategy best by the medians, the interval holds it.
+    @Test func aChoiceAmongEqualsHasItsEstimateInsideTheInterval() throws {
+        let key = SeriesKey(scenario: .threshold, paging: .tdp, sptesPerGFN: 1, slotPages: 4096, vmPages: 4096, pattern: .even)
+        var rng = SeededGenerator(seed: 3)
+        var rows: [PointRow] = []
+        for d in (0..<24).map({ 1 << $0 }) {
+            var adaptive: [Double] = []
+            for s in [Strategy.masked, .slotWalk, .rmap, .tdpWalk, .tdpMasked, .rmapWalk] {
+                let samples = (0..<5).map { _ in 1000 * (0.7 + Double(rng.below(601)) / 1000) }
+                if s == .slotWalk { adaptive = samples }
+                rows.append(PointRow(series: key, strategy: .model(s), nUsedMMUPages: 11, dirtyPages: d, samples: samples,
+                                     counters: ProtectCounters(), cache: .cold))
+            }
+            var r = PointRow(series: key, strategy: .model(.adaptive), nUsedMMUPages: 11, dirtyPages: d, samples: adaptive,
+                             counters: ProtectCounters(), cache: .cold)
+            r.choices = [.slotWalk: 5]
+            rows.append(r)
+        }
+        let a = try #require(Crossover.successors(rows)?.adaptive)
+        let lo = try #require(a.meanPctLow), hi = try #require(a.meanPctHigh)
+        #expect(lo <= a.meanPct && a.meanPct <= hi, "\(lo) <= \(a.meanPct) <= \(hi)")
+    }
 }
