@@ -176,11 +176,9 @@ public final class BenchRun {
         if plan.modelSeries.contains(where: { $0.scenario == .concurrent }) {
             let kept = MachineProbe.effectiveLastLevelCacheBytes(missLatencyNs: calibration.missLatencyNs)
             calibration.effectiveLastLevelCacheBytes = kept
-            if settings.pollutionWorkingSets == nil {
-                settings.pollutionWorkingSets = MeasureSettings.defaultWorkingSets(effectiveLastLevelCacheBytes: kept)
-            }
             progress.note("last-level cache kept here: \(Bytes.format(kept)) (sysfs: \(Bytes.format(CacheGeometry.sysfsLastLevelCacheBytes))); "
-                + "pollution working sets: " + settings.pollutionWorkingSets!.map(Bytes.format).joined(separator: ", "))
+                + "pollution working sets: " + (settings.pollutionWorkingSets ?? [MeasureSettings.levelTwoWorkingSetBytes])
+                    .map(Bytes.format).joined(separator: ", "))
         }
         progress.note(String(format: "calibration: %.1f GB/s sequential read, %.0f ns per dependent cache miss, %.0f ns timer",
                              calibration.readBandwidthGBps, calibration.missLatencyNs, calibration.timerOverheadNs))

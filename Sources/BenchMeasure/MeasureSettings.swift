@@ -24,19 +24,18 @@ public struct MeasureSettings: Sendable {
     public var exitCostNs: Double?
     public var ipiCostNs: Double?
     /// Cache pollution: where the guest's working set is re-read after a
-    /// harvest, and its sizes; nil: the level-2 cache and half the
-    /// last-level cache the machine keeps (`defaultWorkingSets`).
+    /// harvest, and its sizes; nil: one within the level-2 cache
+    /// (`levelTwoWorkingSetBytes`).
     public var guestCPUs: [GuestCPU] = GuestCPU.allCases.sorted()
     public var pollutionWorkingSets: [Int]?
 
-    /// The pollution's working sets by default: one that fits the level-2
-    /// cache (1 MiB, or the whole cache where it is smaller), and half the
-    /// last-level cache the machine keeps (`effectiveLastLevelCacheBytes`),
-    /// in whole 4 KiB pages; one when the two are the same.
-    public static func defaultWorkingSets(effectiveLastLevelCacheBytes: Int) -> [Int] {
-        Array(Set([levelTwoWorkingSetBytes, effectiveLastLevelCacheBytes / 2 / 4096 * 4096])).sorted()
-    }
-    /// The smaller default working set: 1 MiB, within this machine's level-2 cache.
+    /// The pollution's working set by default: 1 MiB, within this machine's
+    /// level-2 cache. Half the last-level cache the machine keeps was the
+    /// second until 2026-12-07: what the machine keeps swung between 2 and
+    /// 64 MiB from run to run (so runs measured different working sets),
+    /// its rows took 18 s of a default run where the 1 MiB ones took 3, and
+    /// their 95% intervals stayed milliseconds wide (a re-read of 32 MiB
+    /// varies by more than a harvest pollutes): `--guest-wss` still asks for it.
     public static let levelTwoWorkingSetBytes = min(1 << 20, CacheGeometry.levelTwoCacheBytes)
     /// Pauses before each TLB flush with vCPUs running (`FaultInjection.flushWindowSpins`):
     /// the flush-placement tests' injection point, 0 in every run.
