@@ -335,13 +335,8 @@ public final class ModelSeries {
             rep += 1
             // A separation is judged against the best other median of its
             // moment; once every strategy has stopped, one that no longer
-            // holds against the final medians goes on.
-            if !record.stops.contains(where: { $0 == nil }) {
-                for si in strategies.indices where record.stops[si].map({ if case .separated = $0 { true } else { false } }) == true
-                    && !record.bearsOut(record.stops[si]!, si) {
-                    record.stops[si] = nil
-                }
-            }
+            // holds, or that the point's end shows deciding, goes on.
+            if !record.stops.contains(where: { $0 == nil }) { record.reopenSeparations(confidence: policy.confidence) }
         }
         return true
     }

@@ -113,6 +113,18 @@ struct PointRecord {
         return policy.stop(after: samples[si], repetitionNs: repetitionNs, deciding: decided[si], bestOther: best(other: si, atLeast: 1)?.median)
     }
 
+    /// Once every strategy has stopped: a separation goes on where it no
+    /// longer holds against the medians as they ended, or where the point
+    /// turned out to decide (`decides`: rmap and slot-walk within 2x, which
+    /// a strategy measured before them in the point's first repetition,
+    /// and stopped after one long sample, could not know).
+    mutating func reopenSeparations(confidence: Double) {
+        for si in strategies.indices {
+            guard let stop = stops[si], case .separated = stop else { continue }
+            if !bearsOut(stop, si) || decides(si, confidence: confidence) { stops[si] = nil }
+        }
+    }
+
     /// Whether `si`'s samples bear out the rule that stopped it, checked
     /// from the samples themselves, apart from the rule's own test: a cap
     /// names the count it stopped at; a separation holds against the best

@@ -46,6 +46,28 @@ import Testing
         _ = r
     }
 
+    /// masked stopped by separation after one long sample, measured before
+    /// rmap and slot-walk in the point's first repetition; they end within
+    /// 2x of each other (the crossover's octave, where the report reads
+    /// every median), so masked goes on. Reopen only the separations that no
+    /// longer hold, and it stays stopped at one sample: this fails.
+    @Test func aSeparationReopensWhereThePointTurnsOutToDecide() {
+        var r = PointRecord([.model(.masked), .model(.rmap), .model(.slotWalk)])
+        func add(_ si: Int, _ ns: UInt64) {
+            var m = Measurement()
+            m.ns = ns
+            r.add(si, m, timed: true)
+        }
+        add(0, 40_000_000)
+        for ns: UInt64 in [9_000_000, 9_500_000, 10_000_000] { add(1, ns) }
+        for ns: UInt64 in [12_000_000, 12_500_000, 13_000_000] { add(2, ns) }
+        r.stops = [.separated(factor: 2), .maxReps(3), .maxReps(3)]
+        #expect(r.bearsOut(.separated(factor: 2), 0), "40 ms against 9.5: still separated")
+        r.reopenSeparations(confidence: 0.9)
+        #expect(r.stops[0] == nil, "rmap and slot-walk within 2x: masked's median is read, so it repeats")
+        #expect(r.stops[1] == .maxReps(3) && r.stops[2] == .maxReps(3))
+    }
+
     @Test func aSeparationIsCheckedAgainstTheMediansAsTheyEnd() {
         var r = record(count: 5, center: 1000)
         #expect(r.bearsOut(.separated(factor: 2), 1))
