@@ -179,8 +179,9 @@ public enum CacheGeometry {
 /// flushes put its lines in memory whatever the other tenants of a shared
 /// last-level cache do, where a read leaves them cached to a degree those
 /// tenants decide (`bench check-eviction` on 2026-12-07: after the
-/// flushes, harvests took 1.077 of their time after a read of 600 MiB,
-/// median of 240, up to 1.6 at large shadow-paging counts). Until that day
+/// flushes, harvests took 1.096 of their time after a read of twice the
+/// last-level cache and 1.048 after a read of 600 MiB, medians of 240, up to
+/// 1.6 at 65536 pages under shadow paging). Until that day
 /// the cheaper of the flushes and the full read was chosen from their costs
 /// measured at the start of a run; those costs move with the shared cache,
 /// so one run evicted a point's harvests one way and the next the other (in
@@ -218,7 +219,7 @@ public final class CacheEviction {
     }
 
     /// Before a harvest of `strategy` on the model after `round`'s writes.
-    func evict(model vm: VirtualMachine, mmu: MMU, slot s: SlotView, strategy: Strategy, round: GuestRound) {
+    func evict(mmu: MMU, slot s: SlotView, strategy: Strategy, round: GuestRound) {
         counts[mode, default: 0] += 1
         switch mode {
         case .full:

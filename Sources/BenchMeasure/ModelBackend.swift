@@ -47,7 +47,7 @@ struct ModelBackend: ModelHarvestBackend {
     }
 
     func evict(_ strategy: Strategy, _ round: GuestRound, with eviction: CacheEviction) {
-        eviction.evict(model: vm, mmu: mmu, slot: slot, strategy: strategy, round: round)
+        eviction.evict(mmu: mmu, slot: slot, strategy: strategy, round: round)
     }
 
     @inline(__always)
