@@ -16,7 +16,8 @@ struct CheckEviction: ParsableCommand {
         points: per series, dirty count and strategy, the harvest after each eviction, \
         interleaved, and the ratio of their medians (footprint over full). Beyond 10% \
         with a Mann-Whitney p-value below 0.01, a sample is "warmer" after the flushes \
-        (they missed lines it touches: exit 1) or "colder" (the read left part of its \
+        (they missed lines it touches, or the read evicted its page walks' page-table \
+        lines, which no flush reaches: exit 1) or "colder" (the read left part of its \
         data cached, as a read of a last-level cache shared with other tenants \
         does). Writes eviction-check.csv to a \
         new folder under --output. Takes the run's options --slot-pages (default \

@@ -180,8 +180,9 @@ public enum CacheGeometry {
 /// last-level cache do, where a read leaves them cached to a degree those
 /// tenants decide (`bench check-eviction` on 2026-12-07: after the
 /// flushes, harvests took 1.096 of their time after a read of twice the
-/// last-level cache and 1.048 after a read of 600 MiB, medians of 240, up to
-/// 1.6 at 65536 pages under shadow paging). Until that day
+/// last-level cache and 1.019-1.048 after a read of 600 MiB, medians of 240,
+/// up to 1.6 at 65536 pages under shadow paging; what the flushes leave is
+/// the page walks' page-table lines, `EvictionCheck`). Until that day
 /// the cheaper of the flushes and the full read was chosen from their costs
 /// measured at the start of a run; those costs move with the shared cache,
 /// so one run evicted a point's harvests one way and the next the other (in
