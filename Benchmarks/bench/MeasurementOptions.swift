@@ -16,7 +16,7 @@ struct MeasurementOptions: ParsableArguments {
     @Option(help: ArgumentHelp("Untimed repetitions before them, 0 to 100; with adaptive repetitions only for harvests under 2 ms. (default: 1)", valueName: "n"))
     var warmup: Int?
 
-    @Option(help: ArgumentHelp("cold: evict what each harvest will touch from the caches before timing it (clflushopt of its lines, however many, then a read of a buffer the size of the last-level cache); full: a read of twice the last-level cache instead, the slow way cold is checked against (bench check-eviction); warm: evict nothing.", valueName: "mode"))
+    @Option(help: ArgumentHelp("cold: evict what each harvest will touch from the caches before timing it (clflushopt of its lines, however many, and of the executable's code); full: a read of twice the last-level cache instead, the slow way cold is checked against (bench check-eviction); warm: evict nothing.", valueName: "mode"))
     var cache = Defaults.cache
 
     @Option(help: ArgumentHelp("Seed of random patterns, shadow layouts and strategy order.", valueName: "n"))

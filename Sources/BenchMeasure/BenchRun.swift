@@ -172,13 +172,12 @@ public final class BenchRun {
         // under emulation, the kernel lab's, is not held up by a large one).
         let kernelOnly = plan.modelSeries.isEmpty && plan.lifecycleSeries.isEmpty
         var calibration = kernelOnly ? MachineProbe.measure(bufferBytes: 16 << 20, trials: 1) : MachineProbe.measure()
-        var settings = plan.settings
+        let settings = plan.settings
         if plan.modelSeries.contains(where: { $0.scenario == .concurrent }) {
             let kept = MachineProbe.effectiveLastLevelCacheBytes(missLatencyNs: calibration.missLatencyNs)
             calibration.effectiveLastLevelCacheBytes = kept
             progress.note("last-level cache kept here: \(Bytes.format(kept)) (sysfs: \(Bytes.format(CacheGeometry.sysfsLastLevelCacheBytes))); "
-                + "pollution working sets: " + (settings.pollutionWorkingSets ?? [MeasureSettings.levelTwoWorkingSetBytes])
-                    .map(Bytes.format).joined(separator: ", "))
+                + "pollution working sets: " + settings.pollutionWorkingSets.map(Bytes.format).joined(separator: ", "))
         }
         progress.note(String(format: "calibration: %.1f GB/s sequential read, %.0f ns per dependent cache miss, %.0f ns timer",
                              calibration.readBandwidthGBps, calibration.missLatencyNs, calibration.timerOverheadNs))

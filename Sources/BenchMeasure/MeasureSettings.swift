@@ -24,10 +24,10 @@ public struct MeasureSettings: Sendable {
     public var exitCostNs: Double?
     public var ipiCostNs: Double?
     /// Cache pollution: where the guest's working set is re-read after a
-    /// harvest, and its sizes; nil: one within the level-2 cache
-    /// (`levelTwoWorkingSetBytes`).
+    /// harvest, and its sizes (by default one within the level-2 cache,
+    /// `levelTwoWorkingSetBytes`).
     public var guestCPUs: [GuestCPU] = GuestCPU.allCases.sorted()
-    public var pollutionWorkingSets: [Int]?
+    public var pollutionWorkingSets = [levelTwoWorkingSetBytes]
 
     /// The pollution's working set by default: 1 MiB, within this machine's
     /// level-2 cache. Half the last-level cache the machine keeps was the

@@ -35,7 +35,7 @@ extension ModelSeries {
         let round = GuestRound(vm: vm, set: set, sptesPerGFN: spec.layout.paging.sptesPerGFN, seed: settings.seed)
         var probe = PollutionProbe(vm: vm, mmu: mmu, guests: guests)
         out.pollution = try probe.measure(series: spec.key, strategies: subjects, round: round,
-                                          workingSets: settings.pollutionWorkingSets ?? [MeasureSettings.levelTwoWorkingSetBytes],
+                                          workingSets: settings.pollutionWorkingSets,
                                           cpus: settings.guestCPUs)
         out.phases.add(.pollution, MonotonicClock.seconds(since: began))
     }
