@@ -115,7 +115,8 @@ public enum RunReport {
             md += "totals). The noise floor is the regret of a rule that knew every point's measurements but from half the "
             md += "repetitions, judged by the other half: what the noise of these medians alone costs, which no rule can be "
             md += "expected to beat. A mean's 90% interval, in brackets, is the bootstrap's: every point's repetitions drawn again 200 "
-            md += "times, the medians and the regret found again each time.\n\n"
+            md += "times, the medians and the regret found again each time against the strategy best by the point's medians (so it "
+            md += "can reach below 0).\n\n"
             md += "| series | best by dirty pages | seed regret max | mean | adaptive regret max | mean | noise floor max | mean |\n"
             md += "|---|---|---:|---:|---:|---:|---:|---:|\n"
             for r in successors {
